@@ -1,0 +1,537 @@
+package portalloc
+
+import (
+	crand "crypto/rand"
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+	"math/rand/v2"
+	"net/netip"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// PoolConfig configures one protocol's pool. The zero value is usable: the
+// IANA range with the Sequential policy.
+type PoolConfig struct {
+	// Range is the ephemeral range. Zero means IANA (49152-65535).
+	Range Range
+	// Policy chooses ports. Zero means Sequential.
+	Policy Policy
+	// RandomStart starts the sequential cursor at a random port of the
+	// range instead of Range.First. Default false.
+	RandomStart bool
+	// Rand is the source of randomness for the Random and Hash policies
+	// and RandomStart. Nil means a ChaCha8 source seeded from crypto/rand.
+	// Set it only to make tests reproducible.
+	Rand rand.Source
+	// RekeyInterval is how often the Hash policy replaces its secret keys.
+	// Zero means one minute. A negative value disables re-keying.
+	RekeyInterval time.Duration
+	// Now returns the current time, for re-keying. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Request describes one allocation. The zero Request is valid.
+type Request struct {
+	// Local and Remote identify the connection for the Hash policy, which
+	// keys its counters on (Local, Remote address, Remote port). Other
+	// policies ignore them.
+	Local  netip.Addr
+	Remote netip.AddrPort
+	// Veto, if not nil, is asked about each candidate port before it is
+	// handed out; returning true skips the port, which stays free. The
+	// stack uses it for ports that are free here but still busy below
+	// (for example in TCP TIME_WAIT). Veto is called with the pool's lock
+	// held and must not call back into the pool.
+	Veto func(port uint16) bool
+}
+
+// Stats are a pool's counters since it was created.
+type Stats struct {
+	Allocations  uint64 `json:"allocations"`  // successful Allocate calls
+	Reservations uint64 `json:"reservations"` // successful Reserve calls
+	Releases     uint64 `json:"releases"`     // successful Release calls
+	Exhausted    uint64 `json:"exhausted"`    // Allocate calls that failed for want of a port
+	Wraps        uint64 `json:"wraps"`        // times the cursor wrapped from Last to First
+	Vetoes       uint64 `json:"vetoes"`       // candidate ports skipped by a Veto
+	Rekeys       uint64 `json:"rekeys"`       // Hash policy key changes
+}
+
+// Snapshot is a consistent copy of a pool's state.
+type Snapshot struct {
+	Protocol Protocol `json:"protocol"`
+	Range    Range    `json:"range"`
+	Policy   Policy   `json:"policy"`
+	// Cursor is the port the Sequential policy tries next.
+	Cursor uint16 `json:"cursor"`
+	// InUse is the number of held ports; Ports lists them in order.
+	InUse int      `json:"in_use"`
+	Ports []uint16 `json:"ports"`
+	// Free is the number of ports of the range that can be allocated now.
+	Free int `json:"free"`
+	// Excluded lists the excluded ports as ranges.
+	Excluded []Range `json:"excluded"`
+	Stats    Stats   `json:"stats"`
+}
+
+const hashTableSize = 1 << 16 // counters for the Hash policy, as Linux since 5.19
+
+// Pool allocates the ports of one protocol. It is safe for concurrent use.
+// All operations take constant time except SetRange, Exclude, Unexclude
+// and Snapshot, which are linear in the size of what they change or report.
+type Pool struct {
+	proto Protocol
+
+	mu sync.Mutex // guards every field below
+	// bm has a bit set for each blocked port: held, or excluded.
+	bm bitmap
+	// excluded maps each excluded port to whether it is also held.
+	excluded map[uint16]bool
+	rng      Range
+	policy   Policy
+	// cursor is the next port the Sequential policy tries, in
+	// [rng.First, rng.Last+1]; Last+1 means "wrap before the next try".
+	cursor int
+	// free counts the clear bits of bm inside rng.
+	free int
+	// inUse counts held ports, in and out of rng.
+	inUse int
+	// excludedInRange counts excluded ports inside rng.
+	excludedInRange int
+	stats           Stats
+	rand            *rand.Rand
+	randomStart     bool
+
+	// Hash policy state, allocated on first use.
+	table         *[hashTableSize]uint16
+	seedF, seedG  maphash.Seed
+	rekeyInterval time.Duration
+	nextRekey     time.Time
+	now           func() time.Time
+}
+
+// NewPool returns a pool for proto. It fails, naming the field, if cfg is
+// invalid.
+func NewPool(proto Protocol, cfg PoolConfig) (*Pool, error) {
+	if proto >= numProtocols {
+		return nil, fmt.Errorf("portalloc: unknown protocol %d; want tcp, udp or sctp", proto)
+	}
+	if cfg.Range == (Range{}) {
+		cfg.Range = IANA
+	}
+	if err := cfg.Range.check(); err != nil {
+		return nil, fmt.Errorf("portalloc: %s pool: PoolConfig.Range %s: %v", proto, cfg.Range, err)
+	}
+	if cfg.Policy > Hash {
+		return nil, fmt.Errorf("portalloc: %s pool: PoolConfig.Policy %d is unknown; want sequential, random or hash", proto, cfg.Policy)
+	}
+	src := cfg.Rand
+	if src == nil {
+		var seed [32]byte
+		crand.Read(seed[:]) // never fails on Linux
+		src = rand.NewChaCha8(seed)
+	}
+	p := &Pool{
+		proto:         proto,
+		excluded:      make(map[uint16]bool),
+		rand:          rand.New(src),
+		randomStart:   cfg.RandomStart,
+		rekeyInterval: cfg.RekeyInterval,
+		now:           cfg.Now,
+	}
+	if p.rekeyInterval == 0 {
+		p.rekeyInterval = time.Minute
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	p.bm.init()
+	p.setRangeLocked(cfg.Range)
+	p.policy = cfg.Policy
+	return p, nil
+}
+
+// Protocol returns the pool's protocol.
+func (p *Pool) Protocol() Protocol { return p.proto }
+
+// Allocate hands out a free port of the range according to the policy and
+// marks it held until Release. When no port can be handed out it returns
+// an *ExhaustedError (matching ErrExhausted and syscall.EADDRNOTAVAIL);
+// this is decided in constant time when the range is full.
+func (p *Pool) Allocate(req Request) (uint16, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.free == 0 {
+		return 0, p.exhaustedLocked(0)
+	}
+	var port, vetoed int
+	switch p.policy {
+	case Random:
+		port, vetoed = p.pickRandomLocked(req.Veto)
+	case Hash:
+		port, vetoed = p.pickHashLocked(req)
+	default:
+		port, vetoed = p.pickSequentialLocked(req.Veto)
+	}
+	p.stats.Vetoes += uint64(vetoed)
+	if port < 0 {
+		return 0, p.exhaustedLocked(vetoed)
+	}
+	p.bm.set(port)
+	p.free--
+	p.inUse++
+	p.stats.Allocations++
+	return uint16(port), nil
+}
+
+func (p *Pool) exhaustedLocked(vetoed int) error {
+	p.stats.Exhausted++
+	return &ExhaustedError{Protocol: p.proto, Range: p.rng, InUse: p.inUse, Excluded: p.excludedInRange, Vetoed: vetoed}
+}
+
+// nextFreeLocked returns the first free port of the range at or after
+// from, wrapping to First once, and whether it wrapped. The range must
+// have a free port.
+func (p *Pool) nextFreeLocked(from int) (port int, wrapped bool) {
+	if from <= int(p.rng.Last) {
+		if q := p.bm.nextClear(from); q >= 0 && q <= int(p.rng.Last) {
+			return q, false
+		}
+	}
+	return p.bm.nextClear(int(p.rng.First)), true
+}
+
+// scanLocked walks the free ports of the range from start onwards,
+// wrapping, and returns the first the veto accepts with the number it
+// vetoed, or -1 if it vetoed all of them.
+func (p *Pool) scanLocked(start int, veto func(uint16) bool) (port, vetoed int, wrapped bool) {
+	q, w := p.nextFreeLocked(start)
+	wrapped = w
+	for veto != nil && veto(uint16(q)) {
+		vetoed++
+		if vetoed >= p.free {
+			return -1, vetoed, wrapped
+		}
+		q, w = p.nextFreeLocked(q + 1)
+		wrapped = wrapped || w
+	}
+	return q, vetoed, wrapped
+}
+
+func (p *Pool) pickSequentialLocked(veto func(uint16) bool) (int, int) {
+	q, vetoed, wrapped := p.scanLocked(p.cursor, veto)
+	if q < 0 {
+		return -1, vetoed
+	}
+	if wrapped {
+		p.stats.Wraps++
+	}
+	p.cursor = q + 1
+	return q, vetoed
+}
+
+// pickRandomLocked picks uniformly among the free ports of the range.
+func (p *Pool) pickRandomLocked(veto func(uint16) bool) (int, int) {
+	base := p.bm.clearBefore(int(p.rng.First))
+	vetoed := 0
+	// A few independent uniform draws keep the choice uniform among the
+	// ports the veto accepts; after that, scan onwards from a uniform
+	// point so the call is bounded.
+	for try := 0; try < 4; try++ {
+		q := p.bm.selectClear(base + p.rand.IntN(p.free))
+		if veto == nil || !veto(uint16(q)) {
+			return q, vetoed
+		}
+		vetoed++
+	}
+	q := p.bm.selectClear(base + p.rand.IntN(p.free))
+	q, v, _ := p.scanLocked(q, veto)
+	return q, vetoed + v
+}
+
+type hashKey struct {
+	local, remote [16]byte
+	rport         uint16
+}
+
+// pickHashLocked implements RFC 6056 Algorithm 4 with the 2022 Linux
+// hardening: a 65536-entry counter table indexed by a second keyed hash,
+// random increments, and periodic re-keying.
+func (p *Pool) pickHashLocked(req Request) (int, int) {
+	if p.table == nil {
+		p.table = new([hashTableSize]uint16)
+		p.rekeyLocked()
+	}
+	if p.rekeyInterval > 0 {
+		if now := p.now(); !now.Before(p.nextRekey) {
+			p.rekeyLocked()
+			p.nextRekey = now.Add(p.rekeyInterval)
+		}
+	}
+	k := hashKey{local: req.Local.As16(), remote: req.Remote.Addr().As16(), rport: req.Remote.Port()}
+	offset := maphash.Comparable(p.seedF, k)
+	idx := maphash.Comparable(p.seedG, k) & (hashTableSize - 1)
+	n := uint64(p.rng.Size())
+	start := int(p.rng.First) + int((offset+uint64(p.table[idx]))%n)
+	q, vetoed, _ := p.scanLocked(start, req.Veto)
+	if q < 0 {
+		return -1, vetoed
+	}
+	dist := (q - start + int(n)) % int(n)
+	inc := max(dist, p.rand.IntN(8)) + 1
+	p.table[idx] += uint16(inc)
+	return q, vetoed
+}
+
+func (p *Pool) rekeyLocked() {
+	p.seedF = maphash.MakeSeed()
+	p.seedG = maphash.MakeSeed()
+	clear(p.table[:])
+	p.stats.Rekeys++
+}
+
+// Rekey replaces the Hash policy's secrets and clears its counters at
+// once, as the periodic re-keying does.
+func (p *Pool) Rekey() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.table == nil {
+		p.table = new([hashTableSize]uint16)
+	}
+	p.rekeyLocked()
+	if p.rekeyInterval > 0 {
+		p.nextRekey = p.now().Add(p.rekeyInterval)
+	}
+}
+
+// Reserve claims a specific port, as an explicit bind does. Any port from 1
+// to 65535 can be reserved, inside the range or not, excluded or not. It
+// fails with an error matching syscall.EADDRINUSE if the port is held.
+func (p *Pool) Reserve(port uint16) error {
+	if port == 0 {
+		return &PortError{Op: "reserve", Protocol: p.proto, Port: port, Err: ErrInvalidPort}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if held, ok := p.excluded[port]; ok {
+		if held {
+			return &PortError{Op: "reserve", Protocol: p.proto, Port: port, Err: syscall.EADDRINUSE}
+		}
+		p.excluded[port] = true
+	} else {
+		if !p.bm.set(int(port)) {
+			return &PortError{Op: "reserve", Protocol: p.proto, Port: port, Err: syscall.EADDRINUSE}
+		}
+		if p.rng.Contains(port) {
+			p.free--
+		}
+	}
+	p.inUse++
+	p.stats.Reservations++
+	return nil
+}
+
+// Release returns a held port, whether it was allocated or reserved.
+// Releasing a port that is not held fails with an error matching
+// ErrNotHeld and changes nothing.
+func (p *Pool) Release(port uint16) error {
+	if port == 0 {
+		return &PortError{Op: "release", Protocol: p.proto, Port: port, Err: ErrInvalidPort}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if held, ok := p.excluded[port]; ok {
+		if !held {
+			return &PortError{Op: "release", Protocol: p.proto, Port: port, Err: ErrNotHeld}
+		}
+		p.excluded[port] = false
+	} else {
+		if !p.bm.clear(int(port)) {
+			return &PortError{Op: "release", Protocol: p.proto, Port: port, Err: ErrNotHeld}
+		}
+		if p.rng.Contains(port) {
+			p.free++
+		}
+	}
+	p.inUse--
+	p.stats.Releases++
+	return nil
+}
+
+// Held reports whether port is held.
+func (p *Pool) Held(port uint16) bool {
+	if port == 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if held, ok := p.excluded[port]; ok {
+		return held
+	}
+	return p.bm.test(int(port))
+}
+
+// Exclude keeps the ports of r from being allocated automatically, like
+// Linux's ip_local_reserved_ports. They can still be reserved explicitly.
+// Excluding a held port is allowed; it stays held. Excluding an excluded
+// port is a no-op.
+func (p *Pool) Exclude(r Range) error {
+	if err := r.check(); err != nil {
+		return fmt.Errorf("portalloc: exclude %s ports %s: %v", p.proto, r, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for port := int(r.First); port <= int(r.Last); port++ {
+		if _, ok := p.excluded[uint16(port)]; ok {
+			continue
+		}
+		held := !p.bm.set(port)
+		p.excluded[uint16(port)] = held
+		if p.rng.Contains(uint16(port)) {
+			p.excludedInRange++
+			if !held {
+				p.free--
+			}
+		}
+	}
+	return nil
+}
+
+// Unexclude makes the ports of r available for automatic allocation again.
+// Ports of r that are not excluded are left alone.
+func (p *Pool) Unexclude(r Range) error {
+	if err := r.check(); err != nil {
+		return fmt.Errorf("portalloc: unexclude %s ports %s: %v", p.proto, r, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for port := int(r.First); port <= int(r.Last); port++ {
+		held, ok := p.excluded[uint16(port)]
+		if !ok {
+			continue
+		}
+		delete(p.excluded, uint16(port))
+		in := p.rng.Contains(uint16(port))
+		if in {
+			p.excludedInRange--
+		}
+		if !held {
+			p.bm.clear(port)
+			if in {
+				p.free++
+			}
+		}
+	}
+	return nil
+}
+
+// SetRange changes the range at run time. Ports held outside the new range
+// stay held until released. The cursor moves into the new range if it is
+// outside it.
+func (p *Pool) SetRange(r Range) error {
+	if err := r.check(); err != nil {
+		return fmt.Errorf("portalloc: set %s range %s: %v", p.proto, r, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setRangeLocked(r)
+	return nil
+}
+
+func (p *Pool) setRangeLocked(r Range) {
+	p.rng = r
+	p.free = p.bm.clearBefore(int(r.Last)+1) - p.bm.clearBefore(int(r.First))
+	p.excludedInRange = 0
+	for port := range p.excluded {
+		if r.Contains(port) {
+			p.excludedInRange++
+		}
+	}
+	if p.cursor < int(r.First) || p.cursor > int(r.Last) {
+		p.cursor = int(r.First)
+		if p.randomStart {
+			p.cursor += p.rand.IntN(r.Size())
+		}
+	}
+}
+
+// Range returns the current range.
+func (p *Pool) Range() Range {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rng
+}
+
+// SetPolicy changes the policy at run time.
+func (p *Pool) SetPolicy(pol Policy) error {
+	if pol > Hash {
+		return fmt.Errorf("portalloc: set %s policy: unknown policy %d; want sequential, random or hash", p.proto, pol)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.policy = pol
+	return nil
+}
+
+// Stats returns the pool's counters.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// InUse returns the number of held ports.
+func (p *Pool) InUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inUse
+}
+
+// Snapshot returns a consistent copy of the pool's state.
+func (p *Pool) Snapshot() Snapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Snapshot{
+		Protocol: p.proto,
+		Range:    p.rng,
+		Policy:   p.policy,
+		Cursor:   uint16(p.cursor),
+		InUse:    p.inUse,
+		Ports:    make([]uint16, 0, p.inUse),
+		Free:     p.free,
+		Stats:    p.stats,
+	}
+	if p.cursor > int(p.rng.Last) {
+		s.Cursor = p.rng.First
+	}
+	for w, word := range p.bm.leaf {
+		for word != 0 {
+			b := word & -word
+			word &^= b
+			port := uint16(w<<6 + bits.TrailingZeros64(b))
+			if port == 0 {
+				continue
+			}
+			if held, ok := p.excluded[port]; ok && !held {
+				continue
+			}
+			s.Ports = append(s.Ports, port)
+		}
+	}
+	ex := make([]uint16, 0, len(p.excluded))
+	for port := range p.excluded {
+		ex = append(ex, port)
+	}
+	sort.Slice(ex, func(i, j int) bool { return ex[i] < ex[j] })
+	for _, port := range ex {
+		if n := len(s.Excluded); n > 0 && s.Excluded[n-1].Last+1 == port {
+			s.Excluded[n-1].Last = port
+			continue
+		}
+		s.Excluded = append(s.Excluded, Range{port, port})
+	}
+	return s
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole ustack test suite: formatting, vet, then every package's
+# tests under the race detector. As root it first installs the Debian
+# packages the privileged integration tests use. Set USTACK_REQUIRE_PRIV=1
+# to make tests that need root or /dev/net/tun fail instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  for pkg in curl:curl iproute2:ip iperf3:iperf3; do
+    command -v "${pkg#*:}" >/dev/null || need+=("${pkg%%:*}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then
+  echo "gofmt would change:"; echo "$bad"; exit 1
+fi
+go vet ./...
+go test -race -count=1 -timeout 30m "$@" ./...
