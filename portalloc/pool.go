@@ -3,7 +3,6 @@ package portalloc
 import (
 	crand "crypto/rand"
 	"fmt"
-	"hash/maphash"
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
@@ -24,8 +23,9 @@ type PoolConfig struct {
 	// range instead of Range.First. Default false.
 	RandomStart bool
 	// Rand is the source of randomness for the Random and Hash policies
-	// and RandomStart. Nil means a ChaCha8 source seeded from crypto/rand.
-	// Set it only to make tests reproducible.
+	// (the Hash policy's secret keys included) and RandomStart. Nil means
+	// a ChaCha8 source seeded from crypto/rand. Set it only to make tests
+	// reproducible: anyone who knows its output can predict every port.
 	Rand rand.Source
 	// RekeyInterval is how often the Hash policy replaces its secret keys.
 	// Zero means one minute. A negative value disables re-keying.
@@ -56,8 +56,8 @@ type Stats struct {
 	Releases     uint64 `json:"releases"`     // successful Release calls
 	Exhausted    uint64 `json:"exhausted"`    // Allocate calls that failed for want of a port
 	Wraps        uint64 `json:"wraps"`        // times the cursor wrapped from Last to First
-	Vetoes       uint64 `json:"vetoes"`       // candidate ports skipped by a Veto
-	Rekeys       uint64 `json:"rekeys"`       // Hash policy key changes
+	Vetoes       uint64 `json:"vetoes"`       // times a Veto refused a candidate port
+	Rekeys       uint64 `json:"rekeys"`       // Hash policy key replacements, periodic or by Rekey
 }
 
 // Snapshot is a consistent copy of a pool's state.
@@ -107,7 +107,7 @@ type Pool struct {
 
 	// Hash policy state, allocated on first use.
 	table         *[hashTableSize]uint16
-	seedF, seedG  maphash.Seed
+	key0, key1    uint64 // SipHash key, drawn from rand
 	rekeyInterval time.Duration
 	nextRekey     time.Time
 	now           func() time.Time
@@ -178,7 +178,9 @@ func (p *Pool) Allocate(req Request) (uint16, error) {
 	}
 	p.stats.Vetoes += uint64(vetoed)
 	if port < 0 {
-		return 0, p.exhaustedLocked(vetoed)
+		// The veto refused every free port (the Random policy may have
+		// asked about some of them more than once).
+		return 0, p.exhaustedLocked(p.free)
 	}
 	p.bm.set(port)
 	p.free--
@@ -252,59 +254,63 @@ func (p *Pool) pickRandomLocked(veto func(uint16) bool) (int, int) {
 	return q, vetoed + v
 }
 
-type hashKey struct {
-	local, remote [16]byte
-	rport         uint16
-}
-
 // pickHashLocked implements RFC 6056 Algorithm 4 with the 2022 Linux
-// hardening: a 65536-entry counter table indexed by a second keyed hash,
-// random increments, and periodic re-keying.
+// hardening: a 65536-entry counter table, random increments, and periodic
+// re-keying. As in Linux, one keyed hash of (Local, Remote address, Remote
+// port) gives both the secret offset (its high 32 bits) and the table
+// index (its low 16 bits).
 func (p *Pool) pickHashLocked(req Request) (int, int) {
 	if p.table == nil {
 		p.table = new([hashTableSize]uint16)
-		p.rekeyLocked()
+		p.newKeyLocked()
+	} else if p.rekeyInterval > 0 && !p.now().Before(p.nextRekey) {
+		p.newKeyLocked()
+		p.stats.Rekeys++
 	}
-	if p.rekeyInterval > 0 {
-		if now := p.now(); !now.Before(p.nextRekey) {
-			p.rekeyLocked()
-			p.nextRekey = now.Add(p.rekeyInterval)
-		}
-	}
-	k := hashKey{local: req.Local.As16(), remote: req.Remote.Addr().As16(), rport: req.Remote.Port()}
-	offset := maphash.Comparable(p.seedF, k)
-	idx := maphash.Comparable(p.seedG, k) & (hashTableSize - 1)
+	var k [34]byte
+	l, r := req.Local.As16(), req.Remote.Addr().As16()
+	copy(k[:16], l[:])
+	copy(k[16:32], r[:])
+	k[32], k[33] = byte(req.Remote.Port()), byte(req.Remote.Port()>>8)
+	h := sipHash24(p.key0, p.key1, k[:])
+	idx := h & (hashTableSize - 1)
 	n := uint64(p.rng.Size())
-	start := int(p.rng.First) + int((offset+uint64(p.table[idx]))%n)
+	start := int(p.rng.First) + int(((h>>32)+uint64(p.table[idx]))%n)
 	q, vetoed, _ := p.scanLocked(start, req.Veto)
 	if q < 0 {
 		return -1, vetoed
 	}
 	dist := (q - start + int(n)) % int(n)
 	inc := max(dist, p.rand.IntN(8)) + 1
-	p.table[idx] += uint16(inc)
+	// Keep the counter reduced mod n, so that the next start is exactly
+	// inc ports further on (mod n) instead of jumping when a 16-bit
+	// counter wraps at 65536.
+	p.table[idx] = uint16((uint64(p.table[idx]) + uint64(inc)) % n)
 	return q, vetoed
 }
 
-func (p *Pool) rekeyLocked() {
-	p.seedF = maphash.MakeSeed()
-	p.seedG = maphash.MakeSeed()
+// newKeyLocked draws a new key, clears the counters and schedules the
+// next periodic re-key. p.table must not be nil.
+func (p *Pool) newKeyLocked() {
+	p.key0, p.key1 = p.rand.Uint64(), p.rand.Uint64()
 	clear(p.table[:])
-	p.stats.Rekeys++
+	if p.rekeyInterval > 0 {
+		p.nextRekey = p.now().Add(p.rekeyInterval)
+	}
 }
 
-// Rekey replaces the Hash policy's secrets and clears its counters at
-// once, as the periodic re-keying does.
+// Rekey replaces the Hash policy's secret key and clears its counters at
+// once, as the periodic re-keying does, and restarts the re-keying
+// interval. It counts in Stats.Rekeys whatever the policy. (The key drawn
+// when the Hash policy is first used is not a re-key and is not counted.)
 func (p *Pool) Rekey() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.table == nil {
 		p.table = new([hashTableSize]uint16)
 	}
-	p.rekeyLocked()
-	if p.rekeyInterval > 0 {
-		p.nextRekey = p.now().Add(p.rekeyInterval)
-	}
+	p.newKeyLocked()
+	p.stats.Rekeys++
 }
 
 // Reserve claims a specific port, as an explicit bind does. Any port from 1
