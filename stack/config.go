@@ -1,0 +1,105 @@
+package stack
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/ustacknet/ustack/portalloc"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Config configures a Stack. Its zero value is usable: a stack with only a
+// loopback interface (127.0.0.1/8 and ::1/128), the IANA port range with
+// the sequential policy for every protocol, and a 60 s TIME_WAIT.
+type Config struct {
+	// Link is the link the stack sends and receives IP packets on, such as
+	// tun.Device.LinkEndpoint() or one end of tun.Pipe. The Stack takes
+	// ownership: Close closes it. Nil means a loopback-only stack.
+	Link gvstack.LinkEndpoint
+
+	// Addrs are the stack's own addresses, IPv4 and/or IPv6, with the
+	// prefix length of the attached subnet. Default: none on a Link (an
+	// error, since the stack could not send), 127.0.0.1/8 and ::1/128 on
+	// loopback.
+	Addrs []netip.Prefix
+
+	// Routes are the destinations reached through the link. Default: a
+	// default route (0.0.0.0/0, ::/0) for each address family in Addrs.
+	Routes []netip.Prefix
+
+	// MTU overrides the link's MTU when not zero. Valid: 68-65535, and at
+	// least 1280 if Addrs has an IPv6 address. Default: the link's MTU.
+	MTU uint32
+
+	// Ports configures the per-protocol port pools. Default: IANA range
+	// (49152-65535), sequential policy.
+	Ports portalloc.Config
+
+	// TimeWait is how long a TCP connection we closed first stays in
+	// TIME_WAIT, holding its port. Default 60 s. Valid: 0 (default) or 1
+	// ms to 10 min.
+	TimeWait time.Duration
+
+	// TimeWaitReuse lets a dial reuse a port whose connection is still in
+	// TIME_WAIT when the range has no other free port, as Linux's
+	// tcp_tw_reuse does for outgoing connections. Default false.
+	TimeWaitReuse bool
+
+	// DNS lists the servers LookupHost and DialContext use to resolve
+	// names, reached through the stack. A zero port means 53. Default:
+	// none, so only literal addresses can be dialled.
+	DNS []netip.AddrPort
+
+	// Logger receives the stack's logs. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports the first invalid field of c, naming it.
+func (c *Config) Validate() error {
+	has6 := false
+	for i, p := range c.Addrs {
+		if !p.IsValid() {
+			return fmt.Errorf("ustack: Config.Addrs[%d]: invalid prefix", i)
+		}
+		a := p.Addr()
+		if a.Is4In6() {
+			return fmt.Errorf("ustack: Config.Addrs[%d] %s: IPv4-mapped IPv6 address; give the IPv4 address instead", i, p)
+		}
+		if a.IsUnspecified() || a.IsMulticast() {
+			return fmt.Errorf("ustack: Config.Addrs[%d] %s: want a unicast address", i, p)
+		}
+		if a.Is6() {
+			has6 = true
+		}
+	}
+	for i, r := range c.Routes {
+		if !r.IsValid() {
+			return fmt.Errorf("ustack: Config.Routes[%d]: invalid prefix", i)
+		}
+		if r.Masked() != r {
+			return fmt.Errorf("ustack: Config.Routes[%d] %s: host bits are set; did you mean %s?", i, r, r.Masked())
+		}
+	}
+	if c.MTU != 0 {
+		if c.MTU < 68 || c.MTU > 65535 {
+			return fmt.Errorf("ustack: Config.MTU %d: want 68-65535", c.MTU)
+		}
+		if has6 && c.MTU < 1280 {
+			return fmt.Errorf("ustack: Config.MTU %d: IPv6 needs at least 1280", c.MTU)
+		}
+	}
+	if c.TimeWait != 0 && (c.TimeWait < time.Millisecond || c.TimeWait > 10*time.Minute) {
+		return fmt.Errorf("ustack: Config.TimeWait %v: want 0 (default 60s) or 1ms to 10m", c.TimeWait)
+	}
+	for i, d := range c.DNS {
+		if !d.Addr().IsValid() || d.Addr().IsUnspecified() {
+			return fmt.Errorf("ustack: Config.DNS[%d] %s: want a server address", i, d)
+		}
+	}
+	if c.Link != nil && len(c.Addrs) == 0 {
+		return fmt.Errorf("ustack: Config.Addrs: a stack on a link needs at least one address")
+	}
+	return nil
+}

@@ -1,0 +1,179 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+)
+
+// DialContext connects to address on the named network, as
+// (*net.Dialer).DialContext does. Networks: "tcp", "tcp4", "tcp6", "udp",
+// "udp4", "udp6". The address is "host:port"; a host name is resolved
+// through the stack's DNS servers (Config.DNS), and each address is tried
+// in turn until one connects.
+func (st *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if err := checkNetwork(network); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	addrs, err := st.resolve(ctx, "dial", network, address)
+	if err != nil {
+		return nil, err
+	}
+	var first error
+	for _, a := range addrs {
+		var c net.Conn
+		if isUDP(network) {
+			c, err = st.DialUDPAddrPort(netip.AddrPort{}, a)
+		} else {
+			c, err = st.DialTCPAddrPort(ctx, netip.AddrPort{}, a)
+		}
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			break
+		}
+	}
+	return nil, first
+}
+
+// Dial is DialContext with a background context.
+func (st *Stack) Dial(network, address string) (net.Conn, error) {
+	return st.DialContext(context.Background(), network, address)
+}
+
+// Listen listens for TCP connections on address ("host:port", where an
+// empty host means every address and port 0 takes a port from the pool).
+// Networks: "tcp", "tcp4", "tcp6".
+func (st *Stack) Listen(network, address string) (net.Listener, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	ap, err := parseLocal(network, address)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	return st.ListenTCPAddrPort(ap, 0)
+}
+
+// ListenPacket opens a UDP socket on address, like net.ListenPacket.
+// Networks: "udp", "udp4", "udp6".
+func (st *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
+	if !isUDP(network) {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	ap, err := parseLocal(network, address)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	return st.ListenUDPAddrPort(ap)
+}
+
+func checkNetwork(network string) error {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+		return nil
+	}
+	return fmt.Errorf("%w; want tcp, tcp4, tcp6, udp, udp4 or udp6", net.UnknownNetworkError(network))
+}
+
+// parseLocal parses a local "host:port" whose host must be a literal
+// address or empty.
+func parseLocal(network, address string) (netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	port, err := parsePort(network, portStr)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var a netip.Addr
+	if host != "" {
+		if a, err = netip.ParseAddr(host); err != nil {
+			return netip.AddrPort{}, &net.AddrError{Err: "local address must be a literal IP address", Addr: host}
+		}
+		a = a.Unmap()
+		if err := familyMatches(network, a); err != nil {
+			return netip.AddrPort{}, err
+		}
+	} else if network == "tcp4" || network == "udp4" {
+		a = netip.IPv4Unspecified()
+	} else if network == "tcp6" || network == "udp6" {
+		a = netip.IPv6Unspecified()
+	}
+	return netip.AddrPortFrom(a, port), nil
+}
+
+func parsePort(network, s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err == nil {
+		return uint16(n), nil
+	}
+	p, lerr := net.LookupPort(network, s)
+	if lerr != nil {
+		return 0, &net.AddrError{Err: "invalid port (want 0-65535 or a service name)", Addr: s}
+	}
+	return uint16(p), nil
+}
+
+func familyMatches(network string, a netip.Addr) error {
+	switch network[len(network)-1] {
+	case '4':
+		if !a.Is4() {
+			return &net.AddrError{Err: "not an IPv4 address", Addr: a.String()}
+		}
+	case '6':
+		if !a.Is6() {
+			return &net.AddrError{Err: "not an IPv6 address", Addr: a.String()}
+		}
+	}
+	return nil
+}
+
+// resolve turns a remote "host:port" into addresses to try, in order.
+func (st *Stack) resolve(ctx context.Context, op, network, address string) ([]netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, &net.OpError{Op: op, Net: network, Err: err}
+	}
+	port, err := parsePort(network, portStr)
+	if err != nil {
+		return nil, &net.OpError{Op: op, Net: network, Err: err}
+	}
+	if port == 0 {
+		return nil, &net.OpError{Op: op, Net: network, Err: &net.AddrError{Err: "port 0 is not a valid destination", Addr: address}}
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		a = a.Unmap()
+		if err := familyMatches(network, a); err != nil {
+			return nil, &net.OpError{Op: op, Net: network, Err: err}
+		}
+		return []netip.AddrPort{netip.AddrPortFrom(a, port)}, nil
+	}
+	ips, err := st.lookup(ctx, host)
+	if err != nil {
+		return nil, &net.OpError{Op: op, Net: network, Err: err}
+	}
+	var out []netip.AddrPort
+	for _, a := range ips {
+		if familyMatches(network, a) == nil && ((a.Is4() && st.has4) || (a.Is6() && st.has6)) {
+			out = append(out, netip.AddrPortFrom(a, port))
+		}
+	}
+	if len(out) == 0 {
+		return nil, &net.OpError{Op: op, Net: network, Err: &net.DNSError{Err: "no address of a usable family", Name: host, IsNotFound: true}}
+	}
+	return out, nil
+}
+
+var errNoDNS = errors.New("no DNS server configured (Config.DNS)")
+

@@ -1,0 +1,187 @@
+package stack
+
+import (
+	"sync"
+	"time"
+
+	"github.com/ustacknet/ustack/portalloc"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// reaper returns the ports of closed TCP endpoints to the pool once gVisor
+// has let go of them: when the endpoint reaches CLOSE (after TIME_WAIT or
+// LAST_ACK) or ERROR (after a reset). gVisor signals that with EventHUp;
+// a slow periodic sweep catches any endpoint that closes without one.
+type reaper struct {
+	st   *Stack
+	kick chan struct{} // wakes the goroutine; buffered, capacity 1
+	done chan struct{} // closed by stop
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex // guards the fields below
+	pending map[*lingering]struct{}
+	ready   []*lingering // woken by EventHUp, to check first
+	stopped bool
+}
+
+// lingering is a closed TCP endpoint whose port is still held.
+type lingering struct {
+	ep     tcpip.Endpoint
+	wq     *waiter.Queue
+	port   uint16
+	entry  waiter.Entry
+	closed time.Time
+}
+
+// sweepInterval bounds how long a port can stay held after its endpoint
+// closed without a notification.
+const sweepInterval = 500 * time.Millisecond
+
+func newReaper(st *Stack) *reaper {
+	r := &reaper{
+		st:      st,
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		pending: make(map[*lingering]struct{}),
+	}
+	r.wg.Add(1)
+	go r.run()
+	return r
+}
+
+// add takes a TCP endpoint the user has closed, with the pool port it
+// holds (0 if none), and releases the port once the endpoint is gone.
+func (r *reaper) add(ep tcpip.Endpoint, wq *waiter.Queue, port uint16) {
+	if port == 0 {
+		return
+	}
+	l := &lingering{ep: ep, wq: wq, port: port, closed: time.Now()}
+	l.entry = waiter.NewFunctionEntry(waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) {
+		r.mu.Lock()
+		if _, ok := r.pending[l]; ok {
+			r.ready = append(r.ready, l)
+		}
+		r.mu.Unlock()
+		r.wake()
+	})
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		r.st.release(portalloc.TCP, port)
+		return
+	}
+	r.pending[l] = struct{}{}
+	r.mu.Unlock()
+	wq.EventRegister(&l.entry)
+	// It may have gone already, before the entry was registered.
+	if gone(ep) {
+		r.mu.Lock()
+		r.ready = append(r.ready, l)
+		r.mu.Unlock()
+		r.wake()
+	}
+}
+
+func (r *reaper) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func gone(ep tcpip.Endpoint) bool {
+	switch tcp.EndpointState(ep.State()) {
+	case tcp.StateClose, tcp.StateError:
+		return true
+	}
+	return false
+}
+
+func (r *reaper) run() {
+	defer r.wg.Done()
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-r.kick:
+			r.mu.Lock()
+			ready := r.ready
+			r.ready = nil
+			r.mu.Unlock()
+			r.check(ready)
+		case <-t.C:
+			r.mu.Lock()
+			all := make([]*lingering, 0, len(r.pending))
+			for l := range r.pending {
+				all = append(all, l)
+			}
+			r.mu.Unlock()
+			r.check(all)
+		}
+	}
+}
+
+// check releases the ports of the endpoints in ls that have gone.
+func (r *reaper) check(ls []*lingering) {
+	for _, l := range ls {
+		if gone(l.ep) {
+			r.finish(l)
+		}
+	}
+}
+
+// finish releases l's port once.
+func (r *reaper) finish(l *lingering) bool {
+	r.mu.Lock()
+	_, ok := r.pending[l]
+	delete(r.pending, l)
+	r.mu.Unlock()
+	if !ok {
+		return false
+	}
+	l.wq.EventUnregister(&l.entry)
+	r.st.release(portalloc.TCP, l.port)
+	return true
+}
+
+// reclaimTimeWait aborts every closed endpoint that is in TIME_WAIT and
+// releases its port, for TIME_WAIT reuse. It returns how many it freed.
+func (r *reaper) reclaimTimeWait() int {
+	r.mu.Lock()
+	var tw []*lingering
+	for l := range r.pending {
+		if tcp.EndpointState(l.ep.State()) == tcp.StateTimeWait {
+			tw = append(tw, l)
+		}
+	}
+	r.mu.Unlock()
+	n := 0
+	for _, l := range tw {
+		l.ep.Abort()
+		if r.finish(l) {
+			n++
+		}
+	}
+	return n
+}
+
+// stop ends the goroutine and releases every port still held; the gVisor
+// stack has been closed and waited for by then.
+func (r *reaper) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	rest := make([]*lingering, 0, len(r.pending))
+	for l := range r.pending {
+		rest = append(rest, l)
+	}
+	r.mu.Unlock()
+	close(r.done)
+	r.wg.Wait()
+	for _, l := range rest {
+		r.finish(l)
+	}
+}

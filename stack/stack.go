@@ -1,0 +1,395 @@
+// Package stack runs gVisor's user-space TCP/IP stack behind an API that
+// mirrors package net: DialContext, Listen and ListenPacket return
+// net.Conn, net.Listener and net.PacketConn.
+//
+// Every ephemeral port comes from package portalloc. A dial without a
+// local port, a listen on port 0 and a UDP socket on port 0 each take a
+// port from the protocol's pool and bind the gVisor endpoint to it
+// explicitly, so gVisor's own picker is never used (its range is fenced
+// off at 1-1023 as a tripwire: a port from there would show a leak). A
+// TCP port goes back to the pool when its endpoint leaves the stack: at
+// once after a reset or when the peer closed first, after TIME_WAIT when
+// we closed first. A UDP port goes back when its socket closes.
+//
+// Errors follow package net: a *net.OpError whose inner error matches
+// syscall errnos (ECONNREFUSED, EADDRNOTAVAIL, EADDRINUSE, ...),
+// os.ErrDeadlineExceeded and net.ErrClosed with errors.Is; port
+// exhaustion also matches portalloc.ErrExhausted.
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ustacknet/ustack/portalloc"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+const nicID tcpip.NICID = 1
+
+// gVisor's own ephemeral range is fenced into privileged ports that no
+// dial of ours asks for; see the package doc.
+const trapFirst, trapLast = 1, 1023
+
+// Stack is a user-space TCP/IP stack. Its methods are safe for concurrent
+// use.
+type Stack struct {
+	s     *gvstack.Stack
+	alloc *portalloc.Allocator
+	log   *slog.Logger
+	dns   []netip.AddrPort
+	reuse bool
+	has4  bool
+	has6  bool
+
+	reap *reaper
+
+	mu     sync.Mutex // guards the fields below
+	closed bool
+	// open holds every conn, listener and packet conn not yet closed, so
+	// that Close can close them.
+	open map[closer]struct{}
+
+	closeOnce sync.Once
+}
+
+type closer interface{ closeFromStack() }
+
+// New builds a Stack from cfg, or returns an error naming the invalid
+// field.
+func New(cfg Config) (*Stack, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	alloc, err := portalloc.New(cfg.Ports)
+	if err != nil {
+		return nil, fmt.Errorf("ustack: Config.Ports: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	link := cfg.Link
+	addrs := cfg.Addrs
+	if link == nil {
+		link = loopback.New()
+		if len(addrs) == 0 {
+			addrs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("::1/128")}
+		}
+	}
+	if cfg.MTU != 0 && cfg.MTU != link.MTU() {
+		link = &mtuLink{LinkEndpoint: link, mtu: cfg.MTU}
+	}
+	st := &Stack{
+		alloc: alloc,
+		log:   log,
+		dns:   cfg.DNS,
+		reuse: cfg.TimeWaitReuse,
+		open:  make(map[closer]struct{}),
+	}
+	for _, p := range addrs {
+		if p.Addr().Is4() {
+			st.has4 = true
+		} else {
+			st.has6 = true
+		}
+	}
+	s := gvstack.New(gvstack.Options{
+		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+		HandleLocal:        true,
+	})
+	st.s = s
+	fail := func(format string, args ...any) (*Stack, error) {
+		s.Destroy()
+		return nil, fmt.Errorf(format, args...)
+	}
+	if err := st.tune(cfg); err != nil {
+		return fail("ustack: %v", err)
+	}
+	if terr := s.CreateNIC(nicID, link); terr != nil {
+		return fail("ustack: attaching Config.Link: %v", translate(terr))
+	}
+	for i, p := range addrs {
+		pa := tcpip.ProtocolAddress{
+			Protocol:          ipv4.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpAddr(p.Addr()), PrefixLen: p.Bits()},
+		}
+		if p.Addr().Is6() {
+			pa.Protocol = ipv6.ProtocolNumber
+		}
+		if terr := s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); terr != nil {
+			return fail("ustack: Config.Addrs[%d] %s: %v", i, p, translate(terr))
+		}
+	}
+	routes := cfg.Routes
+	if len(routes) == 0 {
+		if st.has4 {
+			routes = append(routes, netip.MustParsePrefix("0.0.0.0/0"))
+		}
+		if st.has6 {
+			routes = append(routes, netip.MustParsePrefix("::/0"))
+		}
+	}
+	table := make([]tcpip.Route, 0, len(routes))
+	for _, r := range routes {
+		table = append(table, tcpip.Route{Destination: subnetOf(r), NIC: nicID})
+	}
+	s.SetRouteTable(table)
+	st.reap = newReaper(st)
+	return st, nil
+}
+
+// tune applies the transport settings.
+func (st *Stack) tune(cfg Config) error {
+	tw := cfg.TimeWait
+	if tw == 0 {
+		tw = 60 * time.Second
+	}
+	opts := []struct {
+		name string
+		opt  tcpip.SettableTransportProtocolOption
+	}{
+		{"TIME_WAIT timeout", ptr(tcpip.TCPTimeWaitTimeoutOption(tw))},
+		// ustack does TIME_WAIT reuse itself, for explicit binds;
+		// gVisor's applies only to its own picker.
+		{"TIME_WAIT reuse", ptr(tcpip.TCPTimeWaitReuseDisabled)},
+		// SACK recovers from several losses per window; Linux has it on.
+		{"SACK", ptr(tcpip.TCPSACKEnabled(true))},
+		// Receive-buffer auto-tuning lets the window grow with the
+		// bandwidth-delay product instead of capping throughput.
+		{"receive buffer moderation", ptr(tcpip.TCPModerateReceiveBufferOption(true))},
+	}
+	for _, o := range opts {
+		if terr := st.s.SetTransportProtocolOption(tcp.ProtocolNumber, o.opt); terr != nil {
+			return fmt.Errorf("setting TCP %s: %v", o.name, translate(terr))
+		}
+	}
+	if terr := st.s.SetPortRange(trapFirst, trapLast); terr != nil {
+		return fmt.Errorf("fencing gVisor's port range: %v", translate(terr))
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Close closes every connection, listener and packet conn of the stack
+// (their blocked calls return net.ErrClosed), releases every port, shuts
+// gVisor down, closes the link and waits for every goroutine the stack
+// started. It is idempotent and always returns nil.
+func (st *Stack) Close() error {
+	st.closeOnce.Do(func() {
+		st.mu.Lock()
+		st.closed = true
+		open := make([]closer, 0, len(st.open))
+		for c := range st.open {
+			open = append(open, c)
+		}
+		st.open = nil
+		st.mu.Unlock()
+		for _, c := range open {
+			c.closeFromStack()
+		}
+		st.s.Close()
+		st.s.Wait()
+		st.reap.stop()
+	})
+	return nil
+}
+
+// track registers c to be closed by Close. It fails once the stack is
+// closed.
+func (st *Stack) track(c closer) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		return closedErr{}
+	}
+	st.open[c] = struct{}{}
+	return nil
+}
+
+func (st *Stack) untrack(c closer) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.open != nil {
+		delete(st.open, c)
+	}
+}
+
+func (st *Stack) isClosed() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.closed
+}
+
+// Ports returns a snapshot of each protocol's port pool.
+func (st *Stack) Ports() []portalloc.Snapshot { return st.alloc.Snapshots() }
+
+// Allocator returns the stack's port allocator, for inspection and for
+// run-time changes such as Exclude.
+func (st *Stack) Allocator() *portalloc.Allocator { return st.alloc }
+
+// SetPortRange changes a protocol's ephemeral range at run time. Ports
+// held outside the new range stay valid until released.
+func (st *Stack) SetPortRange(proto portalloc.Protocol, r portalloc.Range) error {
+	p := st.alloc.Pool(proto)
+	if p == nil {
+		return fmt.Errorf("ustack: SetPortRange: unknown protocol %v", proto)
+	}
+	return p.SetRange(r)
+}
+
+// GVisor returns the underlying gVisor stack, for what this package does
+// not wrap (forwarders, statistics). Ports bound on it directly bypass the
+// allocator.
+func (st *Stack) GVisor() *gvstack.Stack { return st.s }
+
+// allocate takes a port from proto's pool, trying bind on each candidate;
+// a candidate gVisor refuses (still bound below) is skipped and stays free
+// in the pool. With TIME_WAIT reuse on, a full pool first reclaims ports
+// held only by connections in TIME_WAIT.
+func (st *Stack) allocate(proto portalloc.Protocol, local netip.Addr, remote netip.AddrPort, bind func(port uint16) tcpip.Error) (uint16, error) {
+	pool := st.alloc.Pool(proto)
+	var bindErr tcpip.Error
+	req := portalloc.Request{
+		Local:  local,
+		Remote: remote,
+		Veto: func(port uint16) bool {
+			err := bind(port)
+			if err == nil {
+				return false
+			}
+			if _, inUse := err.(*tcpip.ErrPortInUse); !inUse {
+				bindErr = err
+			}
+			return true
+		},
+	}
+	port, err := pool.Allocate(req)
+	if err != nil && bindErr == nil && proto == portalloc.TCP && st.reuse && errors.Is(err, portalloc.ErrExhausted) {
+		if st.reap.reclaimTimeWait() > 0 {
+			port, err = pool.Allocate(req)
+		}
+	}
+	if bindErr != nil {
+		if err == nil {
+			pool.Release(port)
+		}
+		return 0, translate(bindErr)
+	}
+	return port, err
+}
+
+// reserve claims an explicitly requested port in the pool if it lies in
+// the ephemeral range, so that allocation skips it. It reports whether the
+// port must be released later.
+func (st *Stack) reserve(proto portalloc.Protocol, port uint16) (bool, error) {
+	pool := st.alloc.Pool(proto)
+	if !pool.Range().Contains(port) {
+		return false, nil
+	}
+	if err := pool.Reserve(port); err != nil {
+		return false, syscallOf(err)
+	}
+	return true, nil
+}
+
+// syscallOf unwraps a portalloc error to the errno inside it, if any, so
+// that the *net.OpError around it reads like the kernel's.
+func syscallOf(err error) error {
+	var pe *portalloc.PortError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (st *Stack) release(proto portalloc.Protocol, port uint16) {
+	if port == 0 {
+		return
+	}
+	if err := st.alloc.Pool(proto).Release(port); err != nil {
+		st.log.Error("releasing port", "proto", proto, "port", port, "err", err)
+	}
+}
+
+func tcpAddr(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+func netipAddr(a tcpip.Address) netip.Addr {
+	switch a.Len() {
+	case 4:
+		return netip.AddrFrom4(a.As4())
+	case 16:
+		return netip.AddrFrom16(a.As16()).Unmap()
+	}
+	return netip.Addr{}
+}
+
+func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
+	fa := tcpip.FullAddress{Port: ap.Port()}
+	if ap.Addr().IsValid() && !ap.Addr().IsUnspecified() {
+		fa.Addr = tcpAddr(ap.Addr())
+	}
+	return fa
+}
+
+func addrPortOf(fa tcpip.FullAddress) netip.AddrPort {
+	return netip.AddrPortFrom(netipAddr(fa.Addr), fa.Port)
+}
+
+func subnetOf(p netip.Prefix) tcpip.Subnet {
+	p = p.Masked()
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	mask := make([]byte, bits/8)
+	for i := 0; i < p.Bits(); i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	sub, err := tcpip.NewSubnet(tcpAddr(p.Addr()), tcpip.MaskFromBytes(mask))
+	if err != nil {
+		panic(fmt.Sprintf("ustack: subnet %s: %v", p, err)) // masked above, cannot happen
+	}
+	return sub
+}
+
+// mtuLink overrides a link's MTU.
+type mtuLink struct {
+	gvstack.LinkEndpoint
+	mtu uint32
+}
+
+func (l *mtuLink) MTU() uint32 { return l.mtu }
+
+// sourceFor returns the local address the stack would use toward remote.
+//
+// A TCP endpoint bound to the unspecified address and then connected
+// reserves its port under the unspecified address but, when it is cleaned
+// up, releases it under the connected local address, so gVisor never lets
+// go of the port. Binding to the route's source address up front keeps
+// the two in step.
+func (st *Stack) sourceFor(remote netip.Addr) (netip.Addr, error) {
+	r, terr := st.s.FindRoute(0, tcpip.Address{}, tcpAddr(remote), netProtoOf(remote), false)
+	if terr != nil {
+		return netip.Addr{}, translate(terr)
+	}
+	defer r.Release()
+	return netipAddr(r.LocalAddress()), nil
+}

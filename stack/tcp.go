@@ -1,0 +1,553 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ustacknet/ustack/portalloc"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+var (
+	_ net.Conn     = (*TCPConn)(nil)
+	_ net.Listener = (*TCPListener)(nil)
+)
+
+// TCPConn is a TCP connection of a Stack. It implements net.Conn, and
+// CloseRead and CloseWrite like *net.TCPConn.
+//
+// Close unblocks pending Read and Write calls, which then return an error
+// matching net.ErrClosed. The connection's local port, if it came from the
+// pool, is released when the endpoint leaves the stack.
+type TCPConn struct {
+	st      *Stack
+	ep      tcpip.Endpoint
+	wq      *waiter.Queue
+	network string
+	laddr   netip.AddrPort
+	raddr   netip.AddrPort
+	port    uint16 // pool port to release, 0 if none (accepted conns)
+
+	rd, wd *deadline
+	readMu  sync.Mutex // serialises Read
+	writeMu sync.Mutex // serialises Write
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func netProtoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+// DialTCPAddrPort connects to raddr from laddr. A zero laddr (or one with
+// port 0) takes its port from the TCP pool. The context bounds the
+// handshake only.
+func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPort) (*TCPConn, error) {
+	const op = "dial"
+	network := "tcp4"
+	if raddr.Addr().Is6() {
+		network = "tcp6"
+	}
+	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
+	if !raddr.Addr().IsValid() || raddr.Port() == 0 {
+		return nil, opError(op, network, laddr, raddr, syscall.EINVAL)
+	}
+	if err := st.checkLocal(laddr.Addr(), raddr.Addr()); err != nil {
+		return nil, opError(op, network, laddr, raddr, err)
+	}
+	if st.isClosed() {
+		return nil, opError(op, network, laddr, raddr, closedErr{})
+	}
+	if !laddr.Addr().IsValid() || laddr.Addr().IsUnspecified() {
+		src, err := st.sourceFor(raddr.Addr())
+		if err != nil {
+			return nil, opError(op, network, laddr, raddr, err)
+		}
+		laddr = netip.AddrPortFrom(src, laddr.Port())
+	}
+	var wq waiter.Queue
+	ep, terr := st.s.NewEndpoint(tcp.ProtocolNumber, netProtoOf(raddr.Addr()), &wq)
+	if terr != nil {
+		return nil, opError(op, network, laddr, raddr, translate(terr))
+	}
+	port, err := st.bindTCP(ep, laddr, raddr)
+	if err != nil {
+		ep.Close()
+		return nil, opError(op, network, laddr, raddr, err)
+	}
+	c := &TCPConn{st: st, ep: ep, wq: &wq, network: network, raddr: raddr, port: port,
+		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	if err := st.track(c); err != nil {
+		c.abandon()
+		return nil, opError(op, network, laddr, raddr, err)
+	}
+	if err := c.connect(ctx); err != nil {
+		c.abandon()
+		st.untrack(c)
+		return nil, opError(op, network, netip.AddrPortFrom(laddr.Addr(), port), raddr, err)
+	}
+	c.fillAddrs()
+	return c, nil
+}
+
+// bindTCP binds ep to laddr, taking the port from the pool when laddr has
+// none. It returns the pool port to release later (0 if none).
+func (st *Stack) bindTCP(ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16, error) {
+	if laddr.Port() != 0 {
+		owned, err := st.reserve(portalloc.TCP, laddr.Port())
+		if err != nil {
+			return 0, err
+		}
+		if terr := ep.Bind(fullAddr(laddr)); terr != nil {
+			if owned {
+				st.release(portalloc.TCP, laddr.Port())
+			}
+			return 0, translate(terr)
+		}
+		if owned {
+			return laddr.Port(), nil
+		}
+		return 0, nil
+	}
+	return st.allocate(portalloc.TCP, laddr.Addr(), raddr, func(port uint16) tcpip.Error {
+		return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), port)))
+	})
+}
+
+// checkLocal verifies that a requested local address belongs to the stack
+// and matches the family of remote (if given).
+func (st *Stack) checkLocal(local, remote netip.Addr) error {
+	if !local.IsValid() || local.IsUnspecified() {
+		if remote.IsValid() && ((remote.Is4() && !st.has4) || (remote.Is6() && !st.has6)) {
+			return syscall.ENETUNREACH
+		}
+		return nil
+	}
+	if remote.IsValid() && local.Is4() != remote.Is4() {
+		return syscall.EAFNOSUPPORT
+	}
+	if st.s.CheckLocalAddress(0, netProtoOf(local), tcpAddr(local)) == 0 {
+		return syscall.EADDRNOTAVAIL
+	}
+	return nil
+}
+
+func (c *TCPConn) connect(ctx context.Context) error {
+	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
+	c.wq.EventRegister(&entry)
+	defer c.wq.EventUnregister(&entry)
+	terr := c.ep.Connect(fullAddr(c.raddr))
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return timeoutErr
+			}
+			return ctx.Err()
+		case <-c.closed:
+			return closedErr{}
+		case <-ch:
+		}
+		terr = c.ep.LastError()
+	}
+	if terr != nil {
+		return translate(terr)
+	}
+	return nil
+}
+
+func (c *TCPConn) fillAddrs() {
+	if a, err := c.ep.GetLocalAddress(); err == nil {
+		c.laddr = addrPortOf(a)
+	}
+	if a, err := c.ep.GetRemoteAddress(); err == nil {
+		c.raddr = addrPortOf(a)
+	}
+}
+
+// abandon closes an endpoint that never became a usable connection.
+func (c *TCPConn) abandon() {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.ep.Close()
+		c.st.reap.add(c.ep, c.wq, c.port)
+	})
+}
+
+func (c *TCPConn) opErr(op string, err error) error {
+	if err == io.EOF {
+		return err
+	}
+	return opError(op, c.network, c.laddr, c.raddr, err)
+}
+
+// Read implements net.Conn. It returns io.EOF once the peer has closed its
+// side and all data has been read.
+func (c *TCPConn) Read(b []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.isClosed() {
+		return 0, c.opErr("read", closedErr{})
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	var (
+		entry waiter.Entry
+		ch    chan struct{}
+	)
+	for {
+		w := tcpip.SliceWriter(b)
+		res, terr := c.ep.Read(&w, tcpip.ReadOptions{})
+		switch terr.(type) {
+		case nil:
+			if entry.Mask() != 0 {
+				c.wq.EventUnregister(&entry)
+			}
+			return res.Count, nil
+		case *tcpip.ErrWouldBlock:
+		case *tcpip.ErrClosedForReceive:
+			if entry.Mask() != 0 {
+				c.wq.EventUnregister(&entry)
+			}
+			if c.isClosed() || c.st.isClosed() {
+				return 0, c.opErr("read", closedErr{})
+			}
+			return 0, io.EOF
+		default:
+			if entry.Mask() != 0 {
+				c.wq.EventUnregister(&entry)
+			}
+			if c.isClosed() || c.st.isClosed() {
+				return 0, c.opErr("read", closedErr{})
+			}
+			return 0, c.opErr("read", translate(terr))
+		}
+		if entry.Mask() == 0 {
+			entry, ch = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+			c.wq.EventRegister(&entry)
+			continue // re-check after registering, to miss no event
+		}
+		select {
+		case <-ch:
+		case <-c.rd.wait():
+			c.wq.EventUnregister(&entry)
+			return 0, c.opErr("read", timeoutErr)
+		case <-c.closed:
+			c.wq.EventUnregister(&entry)
+			return 0, c.opErr("read", closedErr{})
+		}
+	}
+}
+
+// Write implements net.Conn. It blocks until all of b is queued, the
+// deadline passes, or the connection fails.
+func (c *TCPConn) Write(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.isClosed() {
+		return 0, c.opErr("write", closedErr{})
+	}
+	select {
+	case <-c.wd.wait():
+		return 0, c.opErr("write", timeoutErr)
+	default:
+	}
+	var (
+		entry waiter.Entry
+		ch    chan struct{}
+		n     int
+		r     bytes.Reader
+	)
+	defer func() {
+		if entry.Mask() != 0 {
+			c.wq.EventUnregister(&entry)
+		}
+	}()
+	for n < len(b) {
+		r.Reset(b[n:])
+		m, terr := c.ep.Write(&r, tcpip.WriteOptions{})
+		n += int(m)
+		switch terr.(type) {
+		case nil:
+			continue
+		case *tcpip.ErrWouldBlock:
+		default:
+			if c.isClosed() || c.st.isClosed() {
+				return n, c.opErr("write", closedErr{})
+			}
+			return n, c.opErr("write", translate(terr))
+		}
+		if entry.Mask() == 0 {
+			entry, ch = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
+			c.wq.EventRegister(&entry)
+			continue
+		}
+		select {
+		case <-ch:
+		case <-c.wd.wait():
+			return n, c.opErr("write", timeoutErr)
+		case <-c.closed:
+			return n, c.opErr("write", closedErr{})
+		}
+	}
+	return n, nil
+}
+
+func (c *TCPConn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close closes the connection. Pending Read and Write calls return errors
+// matching net.ErrClosed. A second Close returns such an error too, as
+// with package net.
+func (c *TCPConn) Close() error {
+	first := false
+	c.closeOnce.Do(func() {
+		first = true
+		c.closeLocked()
+	})
+	c.st.untrack(c)
+	if !first {
+		return c.opErr("close", closedErr{})
+	}
+	return nil
+}
+
+func (c *TCPConn) closeFromStack() {
+	c.closeOnce.Do(c.closeLocked)
+}
+
+func (c *TCPConn) closeLocked() {
+	close(c.closed)
+	c.rd.stop()
+	c.wd.stop()
+	c.ep.Close()
+	c.st.reap.add(c.ep, c.wq, c.port)
+}
+
+// CloseRead shuts down the reading side.
+func (c *TCPConn) CloseRead() error {
+	if c.isClosed() {
+		return c.opErr("close", closedErr{})
+	}
+	if terr := c.ep.Shutdown(tcpip.ShutdownRead); terr != nil {
+		return c.opErr("close", translate(terr))
+	}
+	return nil
+}
+
+// CloseWrite shuts down the writing side, sending FIN.
+func (c *TCPConn) CloseWrite() error {
+	if c.isClosed() {
+		return c.opErr("close", closedErr{})
+	}
+	if terr := c.ep.Shutdown(tcpip.ShutdownWrite); terr != nil {
+		return c.opErr("close", translate(terr))
+	}
+	return nil
+}
+
+// LocalAddr returns a *net.TCPAddr.
+func (c *TCPConn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.laddr) }
+
+// RemoteAddr returns a *net.TCPAddr.
+func (c *TCPConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.raddr) }
+
+// LocalAddrPort returns the local address.
+func (c *TCPConn) LocalAddrPort() netip.AddrPort { return c.laddr }
+
+// RemoteAddrPort returns the remote address.
+func (c *TCPConn) RemoteAddrPort() netip.AddrPort { return c.raddr }
+
+// SetDeadline implements net.Conn.
+func (c *TCPConn) SetDeadline(t time.Time) error {
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline implements net.Conn.
+func (c *TCPConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
+
+// SetWriteDeadline implements net.Conn.
+func (c *TCPConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
+
+// SetNoDelay controls Nagle's algorithm, as (*net.TCPConn).SetNoDelay.
+func (c *TCPConn) SetNoDelay(noDelay bool) error {
+	c.ep.SocketOptions().SetDelayOption(!noDelay)
+	return nil
+}
+
+// SetLinger with sec 0 makes Close send a reset and skip TIME_WAIT, as
+// (*net.TCPConn).SetLinger.
+func (c *TCPConn) SetLinger(sec int) error {
+	c.ep.SocketOptions().SetLinger(tcpip.LingerOption{Enabled: sec >= 0, Timeout: time.Duration(max(sec, 0)) * time.Second})
+	return nil
+}
+
+// TCPListener is a TCP listener of a Stack. It implements net.Listener.
+type TCPListener struct {
+	st      *Stack
+	ep      tcpip.Endpoint
+	wq      *waiter.Queue
+	network string
+	laddr   netip.AddrPort
+	port    uint16 // pool port to release, 0 if none
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// ListenTCPAddrPort listens on laddr. Port 0 takes a port from the TCP
+// pool. An unspecified or invalid address listens on every address of
+// the family (IPv4 and IPv6 when laddr has no address).
+func (st *Stack) ListenTCPAddrPort(laddr netip.AddrPort, backlog int) (*TCPListener, error) {
+	const op = "listen"
+	network := "tcp"
+	proto := ipv6.ProtocolNumber
+	if laddr.Addr().Is4() {
+		network, proto = "tcp4", ipv4.ProtocolNumber
+	} else if laddr.Addr().Is6() {
+		network = "tcp6"
+	} else if !st.has6 {
+		proto = ipv4.ProtocolNumber
+	}
+	if err := st.checkLocal(laddr.Addr(), netip.Addr{}); err != nil {
+		return nil, opError(op, network, netip.AddrPort{}, laddr, err)
+	}
+	if st.isClosed() {
+		return nil, opError(op, network, netip.AddrPort{}, laddr, closedErr{})
+	}
+	var wq waiter.Queue
+	ep, terr := st.s.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+	if terr != nil {
+		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
+	}
+	if laddr.Addr().Is6() && !laddr.Addr().IsUnspecified() {
+		ep.SocketOptions().SetV6Only(true)
+	}
+	port, err := st.bindTCP(ep, laddr, netip.AddrPort{})
+	if err != nil {
+		ep.Close()
+		return nil, opError(op, network, netip.AddrPort{}, laddr, err)
+	}
+	if backlog <= 0 {
+		backlog = 4096
+	}
+	l := &TCPListener{st: st, ep: ep, wq: &wq, network: network, port: port, closed: make(chan struct{})}
+	if terr := ep.Listen(backlog); terr != nil {
+		ep.Close()
+		st.reap.add(ep, &wq, port)
+		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
+	}
+	if a, terr := ep.GetLocalAddress(); terr == nil {
+		l.laddr = netip.AddrPortFrom(laddr.Addr(), a.Port)
+		if !laddr.Addr().IsValid() {
+			l.laddr = netip.AddrPortFrom(netip.IPv6Unspecified(), a.Port)
+			if proto == ipv4.ProtocolNumber {
+				l.laddr = netip.AddrPortFrom(netip.IPv4Unspecified(), a.Port)
+			}
+		}
+	}
+	if err := st.track(l); err != nil {
+		l.closeFromStack()
+		return nil, opError(op, network, netip.AddrPort{}, laddr, err)
+	}
+	return l, nil
+}
+
+// Accept waits for and returns the next connection. After Close it
+// returns an error matching net.ErrClosed.
+func (l *TCPListener) Accept() (net.Conn, error) { return l.AcceptTCP() }
+
+// AcceptTCP is Accept with the concrete type.
+func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
+	entry, ch := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+	l.wq.EventRegister(&entry)
+	defer l.wq.EventUnregister(&entry)
+	for {
+		select {
+		case <-l.closed:
+			return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, closedErr{})
+		default:
+		}
+		var peer tcpip.FullAddress
+		nep, nwq, terr := l.ep.Accept(&peer)
+		switch terr.(type) {
+		case nil:
+			c := &TCPConn{st: l.st, ep: nep, wq: nwq, network: l.network,
+				rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+			c.fillAddrs()
+			if err := l.st.track(c); err != nil {
+				c.abandon()
+				return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, err)
+			}
+			return c, nil
+		case *tcpip.ErrWouldBlock:
+		default:
+			if l.isClosed() {
+				return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, closedErr{})
+			}
+			return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, translate(terr))
+		}
+		select {
+		case <-ch:
+		case <-l.closed:
+		}
+	}
+}
+
+func (l *TCPListener) isClosed() bool {
+	select {
+	case <-l.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops listening; a blocked Accept returns net.ErrClosed. A second
+// Close returns such an error too.
+func (l *TCPListener) Close() error {
+	first := false
+	l.closeOnce.Do(func() { first = true; l.closeLocked() })
+	l.st.untrack(l)
+	if !first {
+		return opError("close", l.network, netip.AddrPort{}, l.laddr, closedErr{})
+	}
+	return nil
+}
+
+func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
+
+func (l *TCPListener) closeLocked() {
+	close(l.closed)
+	l.ep.Close()
+	l.st.reap.add(l.ep, l.wq, l.port)
+}
+
+// Addr returns the listening address as a *net.TCPAddr.
+func (l *TCPListener) Addr() net.Addr { return net.TCPAddrFromAddrPort(l.laddr) }
+
+// AddrPort returns the listening address.
+func (l *TCPListener) AddrPort() netip.AddrPort { return l.laddr }

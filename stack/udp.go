@@ -1,0 +1,326 @@
+package stack
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ustacknet/ustack/portalloc"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+var (
+	_ net.Conn       = (*UDPConn)(nil)
+	_ net.PacketConn = (*UDPConn)(nil)
+)
+
+// UDPConn is a UDP socket of a Stack. It implements net.PacketConn, and
+// net.Conn when connected (made by a dial). Its port, if it came from the
+// pool or lies in the ephemeral range, is released on Close.
+type UDPConn struct {
+	st      *Stack
+	ep      tcpip.Endpoint
+	wq      *waiter.Queue
+	network string
+	laddr   netip.AddrPort
+	raddr   netip.AddrPort // valid when connected
+	port    uint16         // pool port to release, 0 if none
+
+	rd, wd  *deadline
+	readMu  sync.Mutex // serialises reads
+	writeMu sync.Mutex // serialises writes
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// DialUDPAddrPort makes a connected UDP socket to raddr. A zero laddr (or
+// port 0) takes its port from the UDP pool.
+func (st *Stack) DialUDPAddrPort(laddr, raddr netip.AddrPort) (*UDPConn, error) {
+	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
+	if !raddr.Addr().IsValid() || raddr.Port() == 0 {
+		network := "udp"
+		return nil, opError("dial", network, laddr, raddr, syscall.EINVAL)
+	}
+	return st.udp("dial", laddr, raddr)
+}
+
+// ListenUDPAddrPort opens an unconnected UDP socket on laddr. Port 0 takes
+// a port from the UDP pool.
+func (st *Stack) ListenUDPAddrPort(laddr netip.AddrPort) (*UDPConn, error) {
+	return st.udp("listen", laddr, netip.AddrPort{})
+}
+
+func (st *Stack) udp(op string, laddr, raddr netip.AddrPort) (*UDPConn, error) {
+	network := "udp"
+	proto := ipv6.ProtocolNumber
+	switch {
+	case raddr.Addr().Is4() || laddr.Addr().Is4():
+		network, proto = "udp4", ipv4.ProtocolNumber
+	case raddr.Addr().Is6() || laddr.Addr().Is6():
+		network = "udp6"
+	case !st.has6:
+		proto = ipv4.ProtocolNumber
+	}
+	if err := st.checkLocal(laddr.Addr(), raddr.Addr()); err != nil {
+		return nil, opError(op, network, laddr, raddr, err)
+	}
+	if st.isClosed() {
+		return nil, opError(op, network, laddr, raddr, closedErr{})
+	}
+	var wq waiter.Queue
+	ep, terr := st.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
+	if terr != nil {
+		return nil, opError(op, network, laddr, raddr, translate(terr))
+	}
+	if proto == ipv6.ProtocolNumber && laddr.Addr().Is6() {
+		ep.SocketOptions().SetV6Only(true)
+	}
+	var port uint16
+	var err error
+	if laddr.Port() != 0 {
+		var owned bool
+		owned, err = st.reserve(portalloc.UDP, laddr.Port())
+		if err == nil {
+			if terr := ep.Bind(fullAddr(laddr)); terr != nil {
+				err = translate(terr)
+				if owned {
+					st.release(portalloc.UDP, laddr.Port())
+				}
+			} else if owned {
+				port = laddr.Port()
+			}
+		}
+	} else {
+		port, err = st.allocate(portalloc.UDP, laddr.Addr(), raddr, func(p uint16) tcpip.Error {
+			return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), p)))
+		})
+	}
+	if err != nil {
+		ep.Close()
+		return nil, opError(op, network, laddr, raddr, err)
+	}
+	c := &UDPConn{st: st, ep: ep, wq: &wq, network: network, port: port,
+		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	if raddr.IsValid() {
+		if terr := ep.Connect(fullAddr(raddr)); terr != nil {
+			c.closeLocked()
+			return nil, opError(op, network, laddr, raddr, translate(terr))
+		}
+	}
+	if a, terr := ep.GetLocalAddress(); terr == nil {
+		c.laddr = addrPortOf(a)
+		if !c.laddr.Addr().IsValid() {
+			c.laddr = netip.AddrPortFrom(unspecified(proto), a.Port)
+		}
+	}
+	if a, terr := ep.GetRemoteAddress(); terr == nil {
+		c.raddr = addrPortOf(a)
+	}
+	if err := st.track(c); err != nil {
+		c.closeFromStack()
+		return nil, opError(op, network, laddr, raddr, err)
+	}
+	return c, nil
+}
+
+func unspecified(proto tcpip.NetworkProtocolNumber) netip.Addr {
+	if proto == ipv4.ProtocolNumber {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
+func (c *UDPConn) opErr(op string, dst netip.AddrPort, err error) error {
+	return opError(op, c.network, c.laddr, dst, err)
+}
+
+func (c *UDPConn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// ReadFromUDPAddrPort reads one datagram into b. A datagram longer than b
+// is truncated, as with package net.
+func (c *UDPConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	var (
+		entry waiter.Entry
+		ch    chan struct{}
+	)
+	defer func() {
+		if entry.Mask() != 0 {
+			c.wq.EventUnregister(&entry)
+		}
+	}()
+	for {
+		if c.isClosed() {
+			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, closedErr{})
+		}
+		w := tcpip.SliceWriter(b)
+		res, terr := c.ep.Read(&w, tcpip.ReadOptions{NeedRemoteAddr: true})
+		switch terr.(type) {
+		case nil:
+			return res.Count, addrPortOf(res.RemoteAddr), nil
+		case *tcpip.ErrWouldBlock:
+		case *tcpip.ErrClosedForReceive:
+			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, closedErr{})
+		default:
+			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, translate(terr))
+		}
+		if entry.Mask() == 0 {
+			entry, ch = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+			c.wq.EventRegister(&entry)
+			continue
+		}
+		select {
+		case <-ch:
+		case <-c.rd.wait():
+			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, timeoutErr)
+		case <-c.closed:
+		}
+	}
+}
+
+// ReadFrom implements net.PacketConn; the address is a *net.UDPAddr.
+func (c *UDPConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
+// Read implements net.Conn.
+func (c *UDPConn) Read(b []byte) (int, error) {
+	n, _, err := c.ReadFromUDPAddrPort(b)
+	return n, err
+}
+
+// WriteToUDPAddrPort sends b as one datagram to dst.
+func (c *UDPConn) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if !dst.IsValid() || dst.Port() == 0 {
+		return 0, c.opErr("write", dst, syscall.EINVAL)
+	}
+	to := fullAddr(dst)
+	return c.write(b, &to, dst)
+}
+
+func (c *UDPConn) write(b []byte, to *tcpip.FullAddress, dst netip.AddrPort) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	var (
+		entry waiter.Entry
+		ch    chan struct{}
+		r     bytes.Reader
+	)
+	defer func() {
+		if entry.Mask() != 0 {
+			c.wq.EventUnregister(&entry)
+		}
+	}()
+	for {
+		if c.isClosed() {
+			return 0, c.opErr("write", dst, closedErr{})
+		}
+		select {
+		case <-c.wd.wait():
+			return 0, c.opErr("write", dst, timeoutErr)
+		default:
+		}
+		r.Reset(b)
+		n, terr := c.ep.Write(&r, tcpip.WriteOptions{To: to})
+		switch terr.(type) {
+		case nil:
+			return int(n), nil
+		case *tcpip.ErrWouldBlock:
+		default:
+			return int(n), c.opErr("write", dst, translate(terr))
+		}
+		if entry.Mask() == 0 {
+			entry, ch = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
+			c.wq.EventRegister(&entry)
+			continue
+		}
+		select {
+		case <-ch:
+		case <-c.wd.wait():
+		case <-c.closed:
+		}
+	}
+}
+
+// WriteTo implements net.PacketConn. addr must be a *net.UDPAddr.
+func (c *UDPConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, &net.OpError{Op: "write", Net: c.network, Source: c.LocalAddr(), Addr: addr, Err: syscall.EINVAL}
+	}
+	return c.WriteToUDPAddrPort(b, ua.AddrPort())
+}
+
+// Write implements net.Conn for a connected socket.
+func (c *UDPConn) Write(b []byte) (int, error) {
+	if !c.raddr.IsValid() {
+		return 0, c.opErr("write", c.raddr, syscall.EDESTADDRREQ)
+	}
+	return c.write(b, nil, c.raddr)
+}
+
+// Close closes the socket and releases its port. Blocked reads and writes
+// return errors matching net.ErrClosed; so does a second Close.
+func (c *UDPConn) Close() error {
+	first := false
+	c.closeOnce.Do(func() { first = true; c.closeLocked() })
+	c.st.untrack(c)
+	if !first {
+		return c.opErr("close", c.raddr, closedErr{})
+	}
+	return nil
+}
+
+func (c *UDPConn) closeFromStack() { c.closeOnce.Do(c.closeLocked) }
+
+func (c *UDPConn) closeLocked() {
+	close(c.closed)
+	c.rd.stop()
+	c.wd.stop()
+	c.ep.Close() // a UDP endpoint lets go of its port here
+	c.st.release(portalloc.UDP, c.port)
+}
+
+// LocalAddr returns a *net.UDPAddr.
+func (c *UDPConn) LocalAddr() net.Addr { return net.UDPAddrFromAddrPort(c.laddr) }
+
+// RemoteAddr returns a *net.UDPAddr, or nil if not connected.
+func (c *UDPConn) RemoteAddr() net.Addr {
+	if !c.raddr.IsValid() {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(c.raddr)
+}
+
+// LocalAddrPort returns the local address.
+func (c *UDPConn) LocalAddrPort() netip.AddrPort { return c.laddr }
+
+// SetDeadline implements net.Conn.
+func (c *UDPConn) SetDeadline(t time.Time) error { c.rd.set(t); c.wd.set(t); return nil }
+
+// SetReadDeadline implements net.Conn.
+func (c *UDPConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
+
+// SetWriteDeadline implements net.Conn.
+func (c *UDPConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
