@@ -176,4 +176,3 @@ func (st *Stack) resolve(ctx context.Context, op, network, address string) ([]ne
 }
 
 var errNoDNS = errors.New("no DNS server configured (Config.DNS)")
-

@@ -38,7 +38,7 @@ type TCPConn struct {
 	raddr   netip.AddrPort
 	port    uint16 // pool port to release, 0 if none (accepted conns)
 
-	rd, wd *deadline
+	rd, wd  *deadline
 	readMu  sync.Mutex // serialises Read
 	writeMu sync.Mutex // serialises Write
 
