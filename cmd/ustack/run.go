@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/ustacknet/ustack/api"
+	"github.com/ustacknet/ustack/internal/services"
+	"github.com/ustacknet/ustack/portalloc"
+	"github.com/ustacknet/ustack/stack"
+	"github.com/ustacknet/ustack/tun"
+)
+
+type runFlags struct {
+	tunName   string
+	addrs     []string
+	peerAddrs []string
+	mtu       int
+	tcpRange  portalloc.Range
+	udpRange  portalloc.Range
+	sctpRange portalloc.Range
+	policy    portalloc.Policy
+	echo      int
+	discard   int
+	http      int
+	apiPath   string
+	level     logLevel
+}
+
+func newRunCmd() *cobra.Command {
+	f := runFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA, sctpRange: portalloc.IANA}
+	c := &cobra.Command{
+		Use:   "run --tun NAME --addr PREFIX [flags]",
+		Short: "Run a stack over a TUN device until SIGINT or SIGTERM",
+		Long: `run creates the TUN device NAME, gives the stack the address --addr and the
+kernel side of the device --peer-addr (if given), and serves the built-in
+services asked for until SIGINT or SIGTERM. On shutdown it closes every
+connection, releases every port and removes the device and the API socket.`,
+		Example: `  ustack run --tun ustack0 --addr 198.18.0.2/24 --peer-addr 198.18.0.1/24 --echo 7 --http 80 --api /run/ustack.sock`,
+		Args:    noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, tcfg, err := f.configs()
+			if err != nil {
+				return usageError{err}
+			}
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runStack(ctx, c, f, cfg, tcfg)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.tunName, "tun", "", "name of the TUN device to create (required)")
+	fl.StringArrayVar(&f.addrs, "addr", nil, "the stack's address with prefix length, e.g. 198.18.0.2/24 (repeatable, IPv4 and IPv6)")
+	fl.StringArrayVar(&f.peerAddrs, "peer-addr", nil, "the kernel's address on the device, e.g. 198.18.0.1/24 (repeatable)")
+	fl.IntVar(&f.mtu, "mtu", 1500, "MTU of the device and the stack (68-65535)")
+	fl.Var(&f.tcpRange, "tcp-range", "TCP ephemeral range FIRST-LAST or preset ("+joinPresets()+")")
+	fl.Var(&f.udpRange, "udp-range", "UDP ephemeral range FIRST-LAST or preset")
+	fl.Var(&f.sctpRange, "sctp-range", "SCTP ephemeral range FIRST-LAST or preset")
+	fl.Var(&f.policy, "policy", "port policy: sequential, random or hash")
+	fl.IntVar(&f.echo, "echo", 0, "serve TCP and UDP echo on this port")
+	fl.IntVar(&f.discard, "discard", 0, "serve TCP and UDP discard on this port")
+	fl.IntVar(&f.http, "http", 0, "serve a page with the allocator's state on this TCP port")
+	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600)")
+	f.level.Level = 0
+	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
+	return c
+}
+
+func parsePrefixes(flag string, vals []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid argument %q for \"--%s\" flag: want an address with prefix length, such as 198.18.0.2/24 or fd00::2/64", v, flag)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func checkPort(flag string, v int) error {
+	if v < 0 || v > 65535 {
+		return fmt.Errorf("invalid argument %d for \"--%s\" flag: want a port 1-65535 (0 = off)", v, flag)
+	}
+	return nil
+}
+
+func (f *runFlags) configs() (stack.Config, tun.Config, error) {
+	var cfg stack.Config
+	var tcfg tun.Config
+	if f.tunName == "" {
+		return cfg, tcfg, errors.New("--tun NAME is required")
+	}
+	if len(f.addrs) == 0 {
+		return cfg, tcfg, errors.New("--addr is required: the stack's address, such as 198.18.0.2/24")
+	}
+	addrs, err := parsePrefixes("addr", f.addrs)
+	if err != nil {
+		return cfg, tcfg, err
+	}
+	peers, err := parsePrefixes("peer-addr", f.peerAddrs)
+	if err != nil {
+		return cfg, tcfg, err
+	}
+	if f.mtu < 68 || f.mtu > 65535 {
+		return cfg, tcfg, fmt.Errorf("invalid argument %d for \"--mtu\" flag: want 68-65535", f.mtu)
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"echo", f.echo}, {"discard", f.discard}, {"http", f.http}} {
+		if err := checkPort(p.name, p.v); err != nil {
+			return cfg, tcfg, err
+		}
+	}
+	if f.echo != 0 && f.echo == f.discard || f.http != 0 && (f.http == f.echo || f.http == f.discard) {
+		return cfg, tcfg, errors.New("--echo, --discard and --http need different ports")
+	}
+	cfg = stack.Config{
+		Addrs: addrs,
+		MTU:   uint32(f.mtu),
+		Ports: portalloc.Config{
+			TCP:  portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy},
+			UDP:  portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy},
+			SCTP: portalloc.PoolConfig{Range: f.sctpRange, Policy: f.policy},
+		},
+		Logger: f.level.logger(),
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, tcfg, err
+	}
+	tcfg = tun.Config{Name: f.tunName, MTU: f.mtu, Addrs: peers, Up: true}
+	return cfg, tcfg, nil
+}
+
+func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Config, tcfg tun.Config) error {
+	log := cfg.Logger
+	dev, err := tun.Open(tcfg)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	cfg.Link = dev.LinkEndpoint()
+	st, err := stack.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	g := services.NewGroup(log)
+	defer g.Close()
+	listen := func(port int) (net.Listener, net.PacketConn, error) {
+		addr := net.JoinHostPort("", strconv.Itoa(port))
+		l, err := st.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		pc, err := st.ListenPacket("udp", addr)
+		if err != nil {
+			l.Close()
+			return nil, nil, err
+		}
+		return l, pc, nil
+	}
+	if f.echo != 0 {
+		l, pc, err := listen(f.echo)
+		if err != nil {
+			return fmt.Errorf("--echo %d: %w", f.echo, err)
+		}
+		g.Echo(l)
+		g.EchoPacket(pc)
+	}
+	if f.discard != 0 {
+		l, pc, err := listen(f.discard)
+		if err != nil {
+			return fmt.Errorf("--discard %d: %w", f.discard, err)
+		}
+		g.Discard(l)
+		g.DiscardPacket(pc)
+	}
+	if f.http != 0 {
+		l, err := st.Listen("tcp", net.JoinHostPort("", strconv.Itoa(f.http)))
+		if err != nil {
+			return fmt.Errorf("--http %d: %w", f.http, err)
+		}
+		g.HTTP(l, st.Ports)
+	}
+	if f.apiPath != "" {
+		srv, err := api.Listen(f.apiPath, st)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	log.Info("ustack running", "tun", dev.Name(), "addrs", cfg.Addrs, "mtu", f.mtu, "api", f.apiPath)
+	fmt.Fprintf(c.OutOrStdout(), "ustack: serving on %s (%v); stop with SIGINT or SIGTERM\n", dev.Name(), cfg.Addrs)
+	<-ctx.Done()
+	log.Info("ustack shutting down")
+	return nil
+}
