@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func run(args ...string) (string, error) {
+	var out bytes.Buffer
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+var rowRE = regexp.MustCompile(`(?m)^\d+\s+(tcp|udp)\s+(\d+|-)\s`)
+
+func TestDemoInMemory(t *testing.T) {
+	out, err := run("demo", "--range", "40000-40009")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	var got []string
+	for _, m := range rowRE.FindAllStringSubmatch(out, -1) {
+		got = append(got, m[1]+" "+m[2])
+	}
+	want := []string{}
+	for i := 0; i < 15; i++ {
+		want = append(want, "tcp "+itoa(40000+i%10))
+	}
+	want = append(want, "udp 40000", "udp 40001")
+	for i := 0; i < 10; i++ {
+		want = append(want, "tcp "+itoa(40000+(5+i)%10))
+	}
+	want = append(want, "tcp -", "tcp 40000", "tcp 40000")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("demo rows (-want +got):\n%s\n%s", diff, out)
+	}
+	if !strings.Contains(out, "ephemeral ports exhausted: range 40000-40009 (10 ports), 10 in use") {
+		t.Errorf("demo output lacks the exhaustion error:\n%s", out)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestBadFlagsExit2(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"demo bad range", []string{"demo", "--range", "9-3"}, `"--range" flag`},
+		{"demo tiny range", []string{"demo", "--range", "5-6"}, "at least 3 ports"},
+		{"demo bad policy", []string{"demo", "--policy", "lifo"}, "sequential, random, hash"},
+		{"demo extra arg", []string{"demo", "x"}, "takes no arguments"},
+		{"unknown command", []string{"frobnicate"}, "unknown command"},
+		{"unknown flag", []string{"demo", "--nope"}, "unknown flag"},
+		{"run no tun", []string{"run", "--addr", "198.18.0.2/24"}, "--tun NAME is required"},
+		{"run no addr", []string{"run", "--tun", "u0"}, "--addr is required"},
+		{"run bad addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2"}, `"--addr" flag`},
+		{"run bad mtu", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--mtu", "20"}, `"--mtu" flag: want 68-65535`},
+		{"run bad port", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--echo", "-1"}, `"--echo" flag`},
+		{"run same ports", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--echo", "7", "--http", "7"}, "different ports"},
+		{"run bad udp range", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--udp-range", "0-10"}, "0 is outside 1-65535"},
+		{"run bad log level", []string{"run", "--log-level", "loud"}, "debug, info, warn or error"},
+		{"ports no api", []string{"ports"}, "--api PATH is required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := run(tc.args...)
+			if err == nil {
+				t.Fatalf("no error; output:\n%s", out)
+			}
+			if code := exitCode(err); code != 2 {
+				t.Errorf("exit code %d, want 2 (err %v)", code, err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
