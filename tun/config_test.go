@@ -1,0 +1,77 @@
+package tun
+
+import (
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestConfigCheck(t *testing.T) {
+	p := netip.MustParsePrefix
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+		// what the defaults become, when there is no error
+		mtu, queues int
+	}{
+		{name: "zero value", cfg: Config{}, mtu: 1500, queues: 1},
+		{name: "mtu min", cfg: Config{MTU: 68}, mtu: 68, queues: 1},
+		{name: "mtu max", cfg: Config{MTU: 65535}, mtu: 65535, queues: 1},
+		{name: "mtu too small", cfg: Config{MTU: 67}, wantErr: "tun: invalid Config.MTU 67: want 0 (for 1500) or 68..65535"},
+		{name: "mtu too big", cfg: Config{MTU: 65536}, wantErr: "tun: invalid Config.MTU 65536: want 0 (for 1500) or 68..65535"},
+		{name: "mtu negative", cfg: Config{MTU: -1}, wantErr: "tun: invalid Config.MTU -1: want 0 (for 1500) or 68..65535"},
+		{name: "multiqueue default", cfg: Config{MultiQueue: true}, mtu: 1500, queues: min(runtime.GOMAXPROCS(0), MaxQueues)},
+		{name: "multiqueue 256", cfg: Config{MultiQueue: true, Queues: 256}, mtu: 1500, queues: 256},
+		{name: "multiqueue 257", cfg: Config{MultiQueue: true, Queues: 257}, wantErr: "tun: invalid Config.Queues 257: want 0 (for GOMAXPROCS) or 1..256"},
+		{name: "queues negative", cfg: Config{MultiQueue: true, Queues: -1}, wantErr: "tun: invalid Config.Queues -1: want 0 (for GOMAXPROCS) or 1..256"},
+		{name: "one queue without multiqueue", cfg: Config{Queues: 1}, mtu: 1500, queues: 1},
+		{name: "queues without multiqueue", cfg: Config{Queues: 2}, wantErr: "tun: invalid Config.Queues 2: more than one queue needs Config.MultiQueue"},
+		{name: "name 15 bytes", cfg: Config{Name: "abcdefghijklmno"}, mtu: 1500, queues: 1},
+		{name: "name 16 bytes", cfg: Config{Name: "abcdefghijklmnop"}, wantErr: `tun: invalid Config.Name "abcdefghijklmnop": longer than 15 bytes`},
+		{name: "name with %d", cfg: Config{Name: "ustk%d"}, mtu: 1500, queues: 1},
+		{name: "name with %s", cfg: Config{Name: "ustk%s"}, wantErr: `tun: invalid Config.Name "ustk%s": '%' is allowed only once, as "%d"`},
+		{name: "name with two %d", cfg: Config{Name: "u%dx%d"}, wantErr: `tun: invalid Config.Name "u%dx%d": '%' is allowed only once, as "%d"`},
+		{name: "name with slash", cfg: Config{Name: "a/b"}, wantErr: `tun: invalid Config.Name "a/b": contains '/', ':' or white space`},
+		{name: "name with colon", cfg: Config{Name: "a:b"}, wantErr: `tun: invalid Config.Name "a:b": contains '/', ':' or white space`},
+		{name: "name with space", cfg: Config{Name: "a b"}, wantErr: `tun: invalid Config.Name "a b": contains '/', ':' or white space`},
+		{name: "name dot", cfg: Config{Name: ".."}, wantErr: `tun: invalid Config.Name "..": "." and ".." are not allowed`},
+		{name: "addresses", cfg: Config{Addrs: []netip.Prefix{p("198.18.0.1/24"), p("fd00::1/64")}}, mtu: 1500, queues: 1},
+		{name: "invalid address", cfg: Config{Addrs: []netip.Prefix{p("198.18.0.1/24"), {}}}, wantErr: "tun: invalid Config.Addrs[1] invalid Prefix: not a valid prefix"},
+		{name: "mapped address", cfg: Config{Addrs: []netip.Prefix{p("::ffff:198.18.0.1/120")}}, wantErr: "tun: invalid Config.Addrs[0] ::ffff:198.18.0.1/120: IPv4-mapped IPv6 address, use the IPv4 form"},
+		{name: "routes", cfg: Config{Up: true, Routes: []netip.Prefix{p("198.18.4.0/24"), p("fd00:1::/64")}}, mtu: 1500, queues: 1},
+		{name: "routes while down", cfg: Config{Routes: []netip.Prefix{p("198.18.4.0/24")}}, wantErr: "tun: Config.Routes needs Config.Up: the kernel adds no route through a device that is down"},
+		{name: "route with host bits", cfg: Config{Up: true, Routes: []netip.Prefix{p("198.18.4.1/24")}}, wantErr: "tun: invalid Config.Routes[0] 198.18.4.1/24: host bits set, want 198.18.4.0/24"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.cfg.check()
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("check() error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("check(): %v", err)
+			}
+			if diff := cmp.Diff(struct{ MTU, Queues int }{tt.mtu, tt.queues}, struct{ MTU, Queues int }{got.MTU, got.Queues}); diff != "" {
+				t.Errorf("defaults (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestOpenRejectsBadConfig checks that Open validates before it touches
+// anything, so it needs no privileges.
+func TestOpenRejectsBadConfig(t *testing.T) {
+	old := devPath
+	devPath = "/nonexistent/must-not-be-opened"
+	defer func() { devPath = old }()
+	_, err := Open(Config{MTU: 40})
+	if want := "tun: invalid Config.MTU 40: want 0 (for 1500) or 68..65535"; err == nil || err.Error() != want {
+		t.Errorf("Open error = %v, want %q", err, want)
+	}
+}

@@ -1,0 +1,275 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+
+	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// devPath is the TUN clone device. Tests point it elsewhere.
+var devPath = "/dev/net/tun"
+
+// Device is an open TUN device and its gVisor link endpoint. Its methods
+// are safe for concurrent use.
+type Device struct {
+	name  string
+	mtu   int
+	fds   []int              // one per queue, non-blocking, close-on-exec
+	inner stack.LinkEndpoint // fdbased over fds
+	stops []int              // fdbased's stop eventfds, which it never closes
+	link  *linkEndpoint
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// LOCK ORDERING: attachMu > mu.
+
+	// attachMu serializes attaching and detaching the endpoint, and
+	// guards the fields below.
+	attachMu sync.Mutex
+	attached bool // the endpoint has been attached (it can be, once)
+	detached bool // and detached again: its readers have stopped for good
+
+	// mu guards the fields below. Writers hold it for reading while they
+	// use the descriptors, so that Close cannot close them underneath.
+	mu      sync.RWMutex
+	closed  bool
+	onClose func() // the stack's action for when the endpoint goes away
+}
+
+// Open creates a TUN device as cfg describes, configures it and returns it.
+// On failure nothing is left behind: no device and no descriptor.
+//
+// Errors name what failed and, for the common causes, what to do; errors.Is
+// matches their errno (unix.EPERM, unix.EBUSY, ...) and the classes
+// os.ErrNotExist (no /dev/net/tun), os.ErrPermission (missing
+// CAP_NET_ADMIN or access to /dev/net/tun) and os.ErrExist (the name is
+// taken).
+func Open(cfg Config) (*Device, error) {
+	c, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+
+	// Create the device, and a netlink handle, on a thread in the target
+	// namespace: a TUN device belongs to the namespace of the thread that
+	// opened /dev/net/tun, and a netlink socket to the namespace of the
+	// thread that made it.
+	var (
+		fds  []int
+		name string
+		h    *netlink.Handle
+	)
+	create := func() (err error) {
+		if fds, name, err = openQueues(c.Name, c.Queues, c.MultiQueue); err != nil {
+			return err
+		}
+		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+			closeFDs(fds)
+			return fmt.Errorf("tun: netlink socket: %w", err)
+		}
+		return nil
+	}
+	if c.NetNS != nil {
+		err = netns.DoIn(c.NetNS, create)
+	} else {
+		runtime.LockOSThread()
+		err = create()
+		runtime.UnlockOSThread()
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+
+	d := &Device{name: name, mtu: c.MTU, fds: fds}
+	if err := d.configure(h, c); err != nil {
+		closeFDs(fds) // deletes the device with its addresses and routes
+		return nil, err
+	}
+	if err := d.newEndpoint(); err != nil {
+		closeFDs(fds)
+		return nil, err
+	}
+	return d, nil
+}
+
+// openQueues opens n descriptors on /dev/net/tun and attaches them as queues
+// of one new TUN device, requested as name. It returns the descriptors and
+// the device's name.
+func openQueues(name string, n int, multiQueue bool) ([]int, string, error) {
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if multiQueue {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	var fds []int
+	got := name
+	for i := range n {
+		// Close-on-exec so that a child process cannot keep the device
+		// alive; non-blocking as fdbased needs.
+		fd, err := unix.Open(devPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			closeFDs(fds)
+			return nil, "", openError(devPath, err)
+		}
+		f := flags
+		if i == 0 {
+			// Create, never attach to an existing device of that name.
+			f |= unix.IFF_TUN_EXCL
+		}
+		got, err = setIFF(fd, got, f)
+		if err != nil {
+			unix.Close(fd)
+			closeFDs(fds)
+			if i == 0 {
+				return nil, "", createError(name, err)
+			}
+			return nil, "", &deviceError{msg: fmt.Sprintf("attach queue %d to %q: %s", i, got, errnoString(err)), err: err}
+		}
+		fds = append(fds, fd)
+	}
+	return fds, got, nil
+}
+
+// setIFF issues TUNSETIFF on fd and returns the name the kernel chose.
+func setIFF(fd int, name string, flags uint16) (string, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return "", err
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return "", err
+	}
+	return ifr.Name(), nil
+}
+
+// configure applies c's MTU, addresses, link state and routes to the
+// device through h.
+func (d *Device) configure(h *netlink.Handle, c checked) error {
+	link, err := h.LinkByName(d.name)
+	if err != nil {
+		return configError("find link", d.name, err)
+	}
+	if err := h.LinkSetMTU(link, c.MTU); err != nil {
+		return configError(fmt.Sprintf("set MTU %d", c.MTU), d.name, err)
+	}
+	for _, p := range c.Addrs {
+		if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
+			return configError("add address "+p.String(), d.name, err)
+		}
+	}
+	if c.Up {
+		if err := h.LinkSetUp(link); err != nil {
+			return configError("set link up", d.name, err)
+		}
+	}
+	for _, p := range c.routes {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(p)}
+		if p.Addr().Is4() {
+			r.Scope = netlink.SCOPE_LINK // as "ip route add P dev D" does
+		}
+		if err := h.RouteAdd(r); err != nil {
+			return configError("add route "+p.String(), d.name, err)
+		}
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{
+		IP:   p.Addr().AsSlice(),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+	}
+}
+
+// newEndpoint builds the fdbased endpoint over d's descriptors.
+func (d *Device) newEndpoint() error {
+	ep, err := fdbased.New(&fdbased.Options{
+		FDs:            d.fds,
+		MTU:            uint32(d.mtu),
+		EthernetHeader: false,
+		// recvmmsg (fdbased.RecvMMsg) works on sockets only; on a TUN
+		// descriptor fdbased reads with readv whatever the mode.
+		PacketDispatchMode: fdbased.Readv,
+		// Deliver inline on the reader goroutine. With more than one
+		// processor, fdbased starts goroutines in New that only stop after
+		// an Attach and that nobody waits for.
+		ProcessorsPerChannel: 1,
+	})
+	if err != nil {
+		return &deviceError{msg: fmt.Sprintf("link endpoint for %q: %v", d.name, err), err: err}
+	}
+	d.inner = ep
+	d.stops = fdbasedStopFDs(ep)
+	d.link = &linkEndpoint{LinkEndpoint: ep, d: d}
+	return nil
+}
+
+// Name returns the interface name, such as "tun0".
+func (d *Device) Name() string { return d.name }
+
+// MTU returns the device's MTU.
+func (d *Device) MTU() int { return d.mtu }
+
+// LinkEndpoint returns the device's link endpoint, for stack.CreateNIC.
+// There is one per device, and it can be attached to one NIC, once: after
+// its NIC is removed it stays stopped. Writes after Close fail with
+// tcpip.ErrClosedForSend.
+func (d *Device) LinkEndpoint() stack.LinkEndpoint { return d.link }
+
+// Close removes the device's NIC from its stack (if it is attached to one),
+// stops the endpoint's goroutines and waits for them, and closes the
+// descriptors, which makes the kernel delete the device along with its
+// addresses and routes. Close is idempotent: later calls wait for the first
+// and return its result.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() {
+		d.mu.Lock()
+		onClose := d.onClose
+		d.onClose = nil
+		d.mu.Unlock()
+		if onClose != nil {
+			onClose() // Stack.RemoveNIC: detaches the endpoint
+		}
+
+		d.mu.Lock()
+		d.closed = true // no new writes; the last one has finished
+		d.mu.Unlock()
+
+		d.link.Attach(nil) // in case the stack did not: stop the readers
+		d.inner.Wait()
+
+		var errs []error
+		for _, fd := range d.stops {
+			errs = append(errs, closeFD("close stop eventfd", fd))
+		}
+		for _, fd := range d.fds {
+			errs = append(errs, closeFD("close "+d.name, fd))
+		}
+		d.closeErr = errors.Join(errs...)
+	})
+	return d.closeErr
+}
+
+func closeFD(what string, fd int) error {
+	if err := unix.Close(fd); err != nil {
+		return fmt.Errorf("tun: %s: %w", what, err)
+	}
+	return nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}

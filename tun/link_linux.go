@@ -1,0 +1,106 @@
+package tun
+
+import (
+	"reflect"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// linkEndpoint is the fdbased endpoint of a Device, with its lifetime tied
+// to the Device: it never touches the descriptors after Close, and never
+// starts its readers twice.
+type linkEndpoint struct {
+	stack.LinkEndpoint // fdbased; what is not overridden passes through
+	d                  *Device
+}
+
+var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
+
+// Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
+// the readers; nil (the NIC going away) stops them and waits. fdbased cannot
+// restart its readers (its stop signal stays raised, and a second stop
+// releases its buffers twice), so once detached, or once the device is
+// closed, the endpoint ignores new dispatchers.
+func (e *linkEndpoint) Attach(dispatcher stack.NetworkDispatcher) {
+	d := e.d
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	if dispatcher == nil {
+		if d.attached && !d.detached {
+			d.detached = true
+			e.LinkEndpoint.Attach(nil)
+		}
+		return
+	}
+	d.mu.RLock()
+	closed := d.closed
+	d.mu.RUnlock()
+	if d.attached || closed {
+		return
+	}
+	d.attached = true
+	e.LinkEndpoint.Attach(dispatcher)
+}
+
+// WritePackets implements stack.LinkWriter. After the device is closed it
+// writes nothing and returns tcpip.ErrClosedForSend.
+func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	d := e.d
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	return e.LinkEndpoint.WritePackets(pkts)
+}
+
+// SetOnCloseAction implements stack.LinkEndpoint. The stack sets an action
+// that removes the NIC; Device.Close runs it.
+func (e *linkEndpoint) SetOnCloseAction(action func()) {
+	d := e.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.closed {
+		d.onClose = action
+	}
+}
+
+// Close implements stack.LinkEndpoint; the stack calls it after removing the
+// NIC. The readers have stopped by then (Attach(nil)); the device stays open
+// until Device.Close.
+func (e *linkEndpoint) Close() {}
+
+// fdbasedStopFDs returns the eventfds that fdbased.New created to stop its
+// readers, one per descriptor. fdbased never closes them and does not
+// export them, so they are read from its unexported fields
+// (endpoint.inboundDispatchers[i].StopFD.EFD). If gVisor changes that
+// layout this returns what it can find, and TestCloseReleasesDescriptors
+// catches the leak.
+func fdbasedStopFDs(ep stack.LinkEndpoint) []int {
+	v := reflect.ValueOf(ep)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	ds := v.Elem().FieldByName("inboundDispatchers")
+	if ds.Kind() != reflect.Slice {
+		return nil
+	}
+	var fds []int
+	for i := range ds.Len() {
+		d := ds.Index(i)
+		for d.Kind() == reflect.Interface || d.Kind() == reflect.Pointer {
+			if d.IsNil() {
+				break
+			}
+			d = d.Elem()
+		}
+		if d.Kind() != reflect.Struct {
+			continue
+		}
+		if efd := d.FieldByName("EFD"); efd.Kind() == reflect.Int && efd.Int() >= 0 {
+			fds = append(fds, int(efd.Int()))
+		}
+	}
+	return fds
+}
