@@ -53,6 +53,7 @@ type Stack struct {
 	has6  bool
 
 	reap *reaper
+	link gvstack.LinkEndpoint // the NIC's link, detached first on Close
 
 	mu     sync.Mutex // guards the fields below
 	closed bool
@@ -110,6 +111,7 @@ func New(cfg Config) (*Stack, error) {
 		HandleLocal:        true,
 	})
 	st.s = s
+	st.link = link
 	fail := func(format string, args ...any) (*Stack, error) {
 		s.Destroy()
 		return nil, fmt.Errorf(format, args...)
@@ -201,6 +203,12 @@ func (st *Stack) Close() error {
 			c.closeFromStack()
 		}
 		st.s.Close()
+		// Stop the link's inbound dispatchers before Wait: Wait removes
+		// the NIC holding the stack's lock and detaches the link, which
+		// waits for the dispatchers, while a dispatcher delivering a
+		// packet may need that lock (to route a reply), a deadlock.
+		// Detaching again from Wait is a no-op.
+		st.link.Attach(nil)
 		st.s.Wait()
 		st.reap.stop()
 	})

@@ -1,0 +1,117 @@
+package integration
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/stack"
+	"github.com/ustacknet/ustack/tun"
+	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	kernel4 = netip.MustParsePrefix("198.18.0.1/24")
+	stack4  = netip.MustParsePrefix("198.18.0.2/24")
+	kernel6 = netip.MustParsePrefix("fd00:18::1/64")
+	stack6  = netip.MustParsePrefix("fd00:18::2/64")
+)
+
+// env is a stack over a TUN whose kernel side is in a private namespace.
+type env struct {
+	ns  *netns.NS
+	dev *tun.Device
+	st  *stack.Stack
+}
+
+// newEnv builds an env for the test; everything is torn down at its end.
+// mtu 0 means 1500.
+func newEnv(t *testing.T, cfg stack.Config, mtu int) *env {
+	t.Helper()
+	ns := netns.NewT(t)
+	// IPv6 addresses must be usable at once, without duplicate address
+	// detection.
+	if err := ns.Do(func() error {
+		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
+			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("disabling DAD: %v", err)
+	}
+	dev, err := tun.Open(tun.Config{Name: "ust%d", MTU: mtu, NetNS: ns.File(), Addrs: []netip.Prefix{kernel4, kernel6}, Up: true})
+	if err != nil {
+		t.Fatalf("tun.Open: %v", err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	cfg.Link = dev.LinkEndpoint()
+	cfg.Addrs = []netip.Prefix{stack4, stack6}
+	st, err := stack.New(cfg)
+	if err != nil {
+		t.Fatalf("stack.New: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{ns: ns, dev: dev, st: st}
+	e.waitIPv6(t)
+	return e
+}
+
+// waitIPv6 waits (bounded) until the kernel's IPv6 address is no longer
+// tentative.
+func (e *env) waitIPv6(t *testing.T) {
+	t.Helper()
+	link, err := e.ns.Handle().LinkByName(e.dev.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		addrs, err := e.ns.Handle().AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := false
+		for _, a := range addrs {
+			if a.IP.Equal(net.IP(kernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				ready = true
+			}
+		}
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kernel address %s still tentative after 5s", kernel6)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kernelListen listens in the kernel of the env's namespace.
+func (e *env) kernelListen(t *testing.T, network, addr string) net.Listener {
+	t.Helper()
+	l, err := e.ns.Listen(network, addr)
+	if err != nil {
+		t.Fatalf("kernel listen %s %s: %v", network, addr, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func (e *env) kernelListenPacket(t *testing.T, network, addr string) net.PacketConn {
+	t.Helper()
+	pc, err := e.ns.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatalf("kernel listen %s %s: %v", network, addr, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
