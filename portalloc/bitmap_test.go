@@ -1,9 +1,47 @@
 package portalloc
 
 import (
+	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 )
+
+// checkSummaries reports whether the summary levels and counts of b agree
+// with its leaves.
+func (b *bitmap) checkSummaries() error {
+	var top uint16
+	for g := range numGroups {
+		var full uint64
+		groupFree := 0
+		for c := g * chunksPerGrp; c < (g+1)*chunksPerGrp; c++ {
+			chunkFree := 0
+			for w := c * wordsPerChunk; w < (c+1)*wordsPerChunk; w++ {
+				chunkFree += 64 - bits.OnesCount64(b.leaf[w])
+				if b.leaf[w] == ^uint64(0) {
+					full |= 1 << (w & 63)
+				}
+			}
+			if int(b.freeInChunk[c]) != chunkFree {
+				return fmt.Errorf("freeInChunk[%d] = %d, leaves have %d clear bits", c, b.freeInChunk[c], chunkFree)
+			}
+			groupFree += chunkFree
+		}
+		if int(b.freeIn[g]) != groupFree {
+			return fmt.Errorf("freeIn[%d] = %d, leaves have %d clear bits", g, b.freeIn[g], groupFree)
+		}
+		if b.full[g] != full {
+			return fmt.Errorf("full[%d] = %#x, leaves say %#x", g, b.full[g], full)
+		}
+		if full == ^uint64(0) {
+			top |= 1 << g
+		}
+	}
+	if b.top != top {
+		return fmt.Errorf("top = %#x, leaves say %#x", b.top, top)
+	}
+	return nil
+}
 
 // TestBitmapAgainstModel checks nextClear, clearBefore and selectClear
 // against a plain []bool after random sets and clears.
@@ -29,6 +67,9 @@ func TestBitmapAgainstModel(t *testing.T) {
 		if i%997 != 0 {
 			continue
 		}
+		if err := b.checkSummaries(); err != nil {
+			t.Fatalf("after %d operations: %v", i+1, err)
+		}
 		from := r.IntN(numPorts)
 		want := -1
 		for q := from; q < numPorts; q++ {
@@ -52,6 +93,21 @@ func TestBitmapAgainstModel(t *testing.T) {
 		if got := b.selectClear(n); got != want {
 			t.Fatalf("selectClear(%d) = %d, want %d", n, got, want)
 		}
+		// The j-th clear bit at or after from.
+		j := r.IntN(64)
+		want = -1
+		for q, seen := from, 0; q < numPorts; q++ {
+			if !ref[q] {
+				if seen == j {
+					want = q
+					break
+				}
+				seen++
+			}
+		}
+		if got := b.selectClearFrom(from, j); got != want {
+			t.Fatalf("selectClearFrom(%d, %d) = %d, want %d", from, j, got, want)
+		}
 	}
 }
 
@@ -71,6 +127,9 @@ func TestBitmapFullGroups(t *testing.T) {
 	}
 	if b.top != 0xffff {
 		t.Fatalf("top = %#x, want 0xffff", b.top)
+	}
+	if err := b.checkSummaries(); err != nil {
+		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name  string

@@ -22,7 +22,9 @@ var (
 // matches ErrExhausted and syscall.EADDRNOTAVAIL with errors.Is.
 //
 // Creating it is constant-time; the message is formatted only when Error
-// is called.
+// is called. A pool may return the same *ExhaustedError to consecutive
+// failed calls that would report the same fields; it never modifies an
+// error it has returned.
 type ExhaustedError struct {
 	Protocol Protocol
 	Range    Range

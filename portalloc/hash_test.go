@@ -284,3 +284,40 @@ func TestHashVetoAndExhaustion(t *testing.T) {
 	allocN(t, p, 2)
 	runSteps(t, p, []step{exhausted(ExhaustedError{Protocol: TCP, Range: r, InUse: 4})})
 }
+
+// TestHashIPv6AndMixed checks that IPv6 and mixed-family destinations are
+// keyed too (they hash 34 bytes instead of 10) and advance like IPv4 ones,
+// and that IPv4-mapped IPv6 addresses are the same key as plain IPv4.
+func TestHashIPv6AndMixed(t *testing.T) {
+	r := Range{40000, 40999}
+	v6 := Request{Local: netip.MustParseAddr("fd00::1"), Remote: netip.MustParseAddrPort("[fd00::2]:443")}
+	mixed := Request{Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddrPort("[fd00::2]:443")}
+	v4 := Request{Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddrPort("198.19.0.2:443")}
+	mapped := Request{Local: netip.MustParseAddr("::ffff:198.18.0.1"), Remote: netip.MustParseAddrPort("[::ffff:198.19.0.2]:443")}
+	for _, tc := range []struct {
+		name string
+		req  Request
+	}{{"ipv6", v6}, {"mixed", mixed}, {"ipv4", v4}, {"ipv4-mapped", mapped}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newHashPool(t, r, 9)
+			prev := allocReq(t, p, tc.req)
+			for i := 0; i < 50; i++ {
+				port := allocReq(t, p, tc.req)
+				if g := gap(r, prev, port); g < 1 || g > 8 {
+					t.Fatalf("%d after %d: gap %d, want 1 to 8", port, prev, g)
+				}
+				prev = port
+			}
+		})
+	}
+	p := newHashPool(t, r, 9)
+	a := allocReq(t, p, v4)
+	b := allocReq(t, p, mapped)
+	if g := gap(r, a, b); g < 1 || g > 8 {
+		t.Errorf("IPv4 then IPv4-mapped: %d after %d, gap %d; want 1 to 8 (the same key)", b, a, g)
+	}
+	c := allocReq(t, p, v6)
+	if circDist(r, b, c) <= 8 {
+		t.Errorf("IPv4 and IPv6 destinations at %d and %d, only %d apart", b, c, circDist(r, b, c))
+	}
+}

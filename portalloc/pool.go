@@ -30,7 +30,8 @@ type PoolConfig struct {
 	// RekeyInterval is how often the Hash policy replaces its secret keys.
 	// Zero means one minute. A negative value disables re-keying.
 	RekeyInterval time.Duration
-	// Now returns the current time, for re-keying. Nil means time.Now.
+	// Now returns the current time, for re-keying. Nil means the system's
+	// monotonic clock.
 	Now func() time.Time
 }
 
@@ -102,15 +103,18 @@ type Pool struct {
 	// excludedInRange counts excluded ports inside rng.
 	excludedInRange int
 	stats           Stats
+	exhausted       *ExhaustedError // the last one returned, if any
 	rand            *rand.Rand
 	randomStart     bool
 
 	// Hash policy state, allocated on first use.
 	table         *[hashTableSize]uint16
 	key0, key1    uint64 // SipHash key, drawn from rand
+	bits          uint64 // random bits from rand not used yet ...
+	nbits         int    // ... and how many there are
 	rekeyInterval time.Duration
-	nextRekey     time.Time
-	now           func() time.Time
+	keyedAt       time.Time        // when the key was drawn
+	now           func() time.Time // PoolConfig.Now; nil means the real clock
 }
 
 // NewPool returns a pool for proto. It fails, naming the field, if cfg is
@@ -144,9 +148,6 @@ func NewPool(proto Protocol, cfg PoolConfig) (*Pool, error) {
 	}
 	if p.rekeyInterval == 0 {
 		p.rekeyInterval = time.Minute
-	}
-	if p.now == nil {
-		p.now = time.Now
 	}
 	p.bm.init()
 	p.setRangeLocked(cfg.Range)
@@ -189,9 +190,18 @@ func (p *Pool) Allocate(req Request) (uint16, error) {
 	return uint16(port), nil
 }
 
+// exhaustedLocked counts a failed allocation and returns its error. While
+// the pool stays full, callers retrying get the same *ExhaustedError, so
+// that reporting exhaustion allocates nothing; a returned error is never
+// modified.
 func (p *Pool) exhaustedLocked(vetoed int) error {
 	p.stats.Exhausted++
-	return &ExhaustedError{Protocol: p.proto, Range: p.rng, InUse: p.inUse, Excluded: p.excludedInRange, Vetoed: vetoed}
+	e := ExhaustedError{Protocol: p.proto, Range: p.rng, InUse: p.inUse, Excluded: p.excludedInRange, Vetoed: vetoed}
+	if p.exhausted == nil || *p.exhausted != e {
+		p.exhausted = new(ExhaustedError)
+		*p.exhausted = e
+	}
+	return p.exhausted
 }
 
 // nextFreeLocked returns the first free port of the range at or after
@@ -236,20 +246,41 @@ func (p *Pool) pickSequentialLocked(veto func(uint16) bool) (int, int) {
 }
 
 // pickRandomLocked picks uniformly among the free ports of the range.
+//
+// It first draws a few ports of the range and takes the first that is
+// free, which is cheap while the range is not crowded. Every free port is
+// equally likely to come out of a draw, so the result stays exactly
+// uniform when it then falls back to selecting the k-th free port for a
+// uniform k, which costs a bounded walk down the bitmap's counts.
 func (p *Pool) pickRandomLocked(veto func(uint16) bool) (int, int) {
-	base := p.bm.clearBefore(int(p.rng.First))
 	vetoed := 0
-	// A few independent uniform draws keep the choice uniform among the
-	// ports the veto accepts; after that, scan onwards from a uniform
-	// point so the call is bounded.
-	for try := 0; try < 4; try++ {
-		q := p.bm.selectClear(base + p.rand.IntN(p.free))
+	n := p.rng.Size()
+	tries := 4
+	if p.free*4 < n {
+		tries = 0 // crowded: most draws would miss
+	}
+	for try := 0; try < tries; try++ {
+		q := int(p.rng.First) + p.rand.IntN(n)
+		if p.bm.test(q) {
+			continue
+		}
 		if veto == nil || !veto(uint16(q)) {
 			return q, vetoed
 		}
 		vetoed++
 	}
-	q := p.bm.selectClear(base + p.rand.IntN(p.free))
+	// A few independent uniform draws keep the choice uniform among the
+	// ports the veto accepts (the draws above count among them); after
+	// that, scan onwards from a uniform point so the call is bounded.
+	first := int(p.rng.First)
+	for try := 0; try < 4; try++ {
+		q := p.bm.selectClearFrom(first, p.rand.IntN(p.free))
+		if veto == nil || !veto(uint16(q)) {
+			return q, vetoed
+		}
+		vetoed++
+	}
+	q := p.bm.selectClearFrom(first, p.rand.IntN(p.free))
 	q, v, _ := p.scanLocked(q, veto)
 	return q, vetoed + v
 }
@@ -263,39 +294,102 @@ func (p *Pool) pickHashLocked(req Request) (int, int) {
 	if p.table == nil {
 		p.table = new([hashTableSize]uint16)
 		p.newKeyLocked()
-	} else if p.rekeyInterval > 0 && !p.now().Before(p.nextRekey) {
+	} else if p.rekeyInterval > 0 && p.sinceLocked(p.keyedAt) >= p.rekeyInterval {
 		p.newKeyLocked()
 		p.stats.Rekeys++
 	}
-	var k [34]byte
-	l, r := req.Local.As16(), req.Remote.Addr().As16()
-	copy(k[:16], l[:])
-	copy(k[16:32], r[:])
-	k[32], k[33] = byte(req.Remote.Port()), byte(req.Remote.Port()>>8)
-	h := sipHash24(p.key0, p.key1, k[:])
+	h := p.hashLocked(req)
 	idx := h & (hashTableSize - 1)
-	n := uint64(p.rng.Size())
-	start := int(p.rng.First) + int(((h>>32)+uint64(p.table[idx]))%n)
+	// The offset is the high 32 bits of h mapped onto [0, n) by a multiply
+	// (Lemire's fast range reduction), and the counter is kept below n, so
+	// no division is needed (unless SetRange shrank the range).
+	n := p.rng.Size()
+	off := int(uint64(uint32(h>>32)) * uint64(n) >> 32)
+	off = reduce(off+int(p.table[idx]), n)
+	start := int(p.rng.First) + off
 	q, vetoed, _ := p.scanLocked(start, req.Veto)
 	if q < 0 {
 		return -1, vetoed
 	}
-	dist := (q - start + int(n)) % int(n)
-	inc := max(dist, p.rand.IntN(8)) + 1
-	// Keep the counter reduced mod n, so that the next start is exactly
-	// inc ports further on (mod n) instead of jumping when a 16-bit
-	// counter wraps at 65536.
-	p.table[idx] = uint16((uint64(p.table[idx]) + uint64(inc)) % n)
+	dist := q - start
+	if dist < 0 {
+		dist += n
+	}
+	// Advance the counter past the port handed out, plus a random 0-7
+	// when uncontended (Linux: max(dist, random) + 1). Keep it below n, so
+	// that the next start is exactly that far on instead of jumping when
+	// a 16-bit counter wraps at 65536.
+	p.table[idx] = uint16(reduce(int(p.table[idx])+max(dist, p.rand3Locked())+1, n))
 	return q, vetoed
 }
 
-// newKeyLocked draws a new key, clears the counters and schedules the
-// next periodic re-key. p.table must not be nil.
+// rand3Locked returns a uniform random number from 0 to 7. It draws 64
+// bits from p.rand at a time and uses them three by three, since drawing
+// from ChaCha8 costs as much as the rest of a Hash allocation.
+func (p *Pool) rand3Locked() int {
+	if p.nbits < 3 {
+		p.bits, p.nbits = p.rand.Uint64(), 64
+	}
+	v := int(p.bits & 7)
+	p.bits >>= 3
+	p.nbits -= 3
+	return v
+}
+
+// reduce returns x mod n for x >= 0, cheaply when x < 2n.
+func reduce(x, n int) int {
+	if x >= n {
+		x -= n
+		if x >= n {
+			x %= n
+		}
+	}
+	return x
+}
+
+// hashLocked returns the keyed hash of the connection identifiers of req.
+// IPv4 pairs (IPv4-mapped IPv6 included: they are the same addresses on the
+// wire) are hashed as 10 bytes, others as 34; SipHash includes the length,
+// so the two encodings cannot collide.
+func (p *Pool) hashLocked(req Request) uint64 {
+	var k [34]byte
+	var m []byte
+	rport := req.Remote.Port()
+	if l, r := req.Local.Unmap(), req.Remote.Addr().Unmap(); l.Is4() && r.Is4() {
+		l4, r4 := l.As4(), r.As4()
+		copy(k[0:4], l4[:])
+		copy(k[4:8], r4[:])
+		k[8], k[9] = byte(rport), byte(rport>>8)
+		m = k[:10]
+	} else {
+		l16, r16 := l.As16(), r.As16()
+		copy(k[0:16], l16[:])
+		copy(k[16:32], r16[:])
+		k[32], k[33] = byte(rport), byte(rport>>8)
+		m = k[:34]
+	}
+	return sipHash24(p.key0, p.key1, m)
+}
+
+// sinceLocked returns the time elapsed since t. With the real clock it
+// reads only the monotonic clock (time.Since), which costs half of what
+// time.Now does; allocation with the Hash policy does this every time.
+func (p *Pool) sinceLocked(t time.Time) time.Duration {
+	if p.now != nil {
+		return p.now().Sub(t)
+	}
+	return time.Since(t)
+}
+
+// newKeyLocked draws a new key, clears the counters and notes the time,
+// from which the next periodic re-key is due. p.table must not be nil.
 func (p *Pool) newKeyLocked() {
 	p.key0, p.key1 = p.rand.Uint64(), p.rand.Uint64()
 	clear(p.table[:])
-	if p.rekeyInterval > 0 {
-		p.nextRekey = p.now().Add(p.rekeyInterval)
+	if p.now != nil {
+		p.keyedAt = p.now()
+	} else {
+		p.keyedAt = time.Now()
 	}
 }
 

@@ -737,3 +737,31 @@ func TestRandomStart(t *testing.T) {
 		runSteps(t, p, []step{alloc(c + 1)})
 	}
 }
+
+// TestExhaustedErrorReuse checks that repeated identical failures share one
+// error, and that an error once returned never changes.
+func TestExhaustedErrorReuse(t *testing.T) {
+	r := Range{40000, 40001}
+	p := newTestPool(t, r, Sequential)
+	allocN(t, p, 2)
+	_, err1 := p.Allocate(Request{})
+	_, err2 := p.Allocate(Request{})
+	if err1 == nil || err1 != err2 {
+		t.Fatalf("identical failures returned %p and %p, want one error", err1, err2)
+	}
+	mustReserve(t, p, 1)
+	_, err3 := p.Allocate(Request{})
+	if err3 == err1 {
+		t.Fatalf("a failure with a different InUse returned the previous error")
+	}
+	want := &ExhaustedError{Protocol: TCP, Range: r, InUse: 2}
+	if diff := cmp.Diff(want, err1); diff != "" {
+		t.Errorf("first error changed (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(&ExhaustedError{Protocol: TCP, Range: r, InUse: 3}, err3); diff != "" {
+		t.Errorf("third error (-want +got):\n%s", diff)
+	}
+	if got := p.Stats().Exhausted; got != 3 {
+		t.Errorf("Stats.Exhausted = %d, want 3", got)
+	}
+}

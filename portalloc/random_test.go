@@ -52,6 +52,11 @@ func TestRandomUniform(t *testing.T) {
 	if !(chi2 <= 70) {
 		t.Errorf("chi-square = %.1f over %d free ports, want <= 70 (uniform)", chi2, free)
 	}
+	// Far below the mean would mean the draws are not independent (a
+	// round robin gives 0); 5 has a p-value of about 1e-7.
+	if chi2 < 5 {
+		t.Errorf("chi-square = %.1f over %d free ports: too regular to be random", chi2, free)
+	}
 	for i, c := range counts[:busy] {
 		if c != 0 {
 			t.Errorf("busy port %d drawn %d times", first+i, c)
