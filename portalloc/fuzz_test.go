@@ -343,8 +343,8 @@ func checkAllocate(t *testing.T, p *Pool, m *poolModel, veto func(uint16) bool, 
 			}
 		}
 		wantErr.Vetoed = usable
-		if diff := cmp.Diff(&wantErr, ee); diff != "" {
-			t.Fatalf("%s: ExhaustedError (-model +pool):\n%s", what, diff)
+		if *ee != wantErr {
+			t.Fatalf("%s: ExhaustedError (-model +pool):\n%s", what, cmp.Diff(&wantErr, ee))
 		}
 		if !errors.Is(err, ErrExhausted) || !errors.Is(err, syscall.EADDRNOTAVAIL) {
 			t.Fatalf("%s: %v does not match ErrExhausted and EADDRNOTAVAIL", what, err)

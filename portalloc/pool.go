@@ -6,7 +6,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
-	"sort"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -607,25 +607,26 @@ func (p *Pool) Snapshot() Snapshot {
 	if p.cursor > int(p.rng.Last) {
 		s.Cursor = p.rng.First
 	}
-	for w, word := range p.bm.leaf {
-		for word != 0 {
-			b := word & -word
-			word &^= b
-			port := uint16(w<<6 + bits.TrailingZeros64(b))
-			if port == 0 {
-				continue
-			}
-			if held, ok := p.excluded[port]; ok && !held {
-				continue
-			}
-			s.Ports = append(s.Ports, port)
+	// Held ports are the set bits, less port 0 and the excluded ports that
+	// are not held: clear those in a copy rather than look every set bit
+	// up in the map.
+	ex := make([]uint16, 0, len(p.excluded))
+	held := new([numWords]uint64)
+	*held = p.bm.leaf
+	held[0] &^= 1
+	for port, h := range p.excluded {
+		ex = append(ex, port)
+		if !h {
+			held[port>>6] &^= 1 << (port & 63)
 		}
 	}
-	ex := make([]uint16, 0, len(p.excluded))
-	for port := range p.excluded {
-		ex = append(ex, port)
+	for w, word := range held {
+		for word != 0 {
+			s.Ports = append(s.Ports, uint16(w<<6+bits.TrailingZeros64(word)))
+			word &= word - 1
+		}
 	}
-	sort.Slice(ex, func(i, j int) bool { return ex[i] < ex[j] })
+	slices.Sort(ex)
 	for _, port := range ex {
 		if n := len(s.Excluded); n > 0 && s.Excluded[n-1].Last+1 == port {
 			s.Excluded[n-1].Last = port
