@@ -52,6 +52,13 @@ type Config struct {
 	// none, so only literal addresses can be dialled.
 	DNS []netip.AddrPort
 
+	// Promiscuous makes the stack accept packets for any destination
+	// address and send from any source address, as a gateway or
+	// transparent proxy does (the sandbox's gateway uses it with gVisor's
+	// forwarders). Packets between the stack's own addresses are then not
+	// looped back inside the stack. Default false.
+	Promiscuous bool
+
 	// Logger receives the stack's logs. Default: slog.Default().
 	Logger *slog.Logger
 }

@@ -108,7 +108,8 @@ func New(cfg Config) (*Stack, error) {
 	s := gvstack.New(gvstack.Options{
 		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
-		HandleLocal:        true,
+		// With promiscuous mode every address would count as local.
+		HandleLocal: !cfg.Promiscuous,
 	})
 	st.s = s
 	st.link = link
@@ -132,6 +133,14 @@ func New(cfg Config) (*Stack, error) {
 		}
 		if terr := s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); terr != nil {
 			return fail("ustack: Config.Addrs[%d] %s: %v", i, p, translate(terr))
+		}
+	}
+	if cfg.Promiscuous {
+		if terr := s.SetPromiscuousMode(nicID, true); terr != nil {
+			return fail("ustack: promiscuous mode: %v", translate(terr))
+		}
+		if terr := s.SetSpoofing(nicID, true); terr != nil {
+			return fail("ustack: spoofing: %v", translate(terr))
 		}
 	}
 	routes := cfg.Routes

@@ -1,0 +1,265 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ustacknet/ustack/stack"
+)
+
+// ErrForwardExists and ErrNoForward are matched (errors.Is) by AddForward
+// and RemoveForward errors.
+var (
+	ErrForwardExists = errors.New("forward already exists")
+	ErrNoForward     = errors.New("no such forward")
+)
+
+// forwarder serves one Forward.
+type forwarder struct {
+	f    Forward
+	ln   net.Listener   // tcp
+	pc   net.PacketConn // udp
+	stop chan struct{}
+	wg   sync.WaitGroup // its goroutines
+
+	mu    sync.Mutex // guards flows
+	flows map[netip.AddrPort]*stack.UDPConn
+}
+
+// AddForward starts forwarding f: the host listens on f.Host and each
+// connection or UDP flow is dialled into the guest, from the gateway
+// address, with a source port from the stack's pool. A host address that
+// is already in use gives an error matching syscall.EADDRINUSE.
+func (g *Gateway) AddForward(f Forward) error {
+	if f.Proto != "tcp" && f.Proto != "udp" {
+		return fmt.Errorf("sandbox: forward %s: protocol %q is not tcp or udp", f, f.Proto)
+	}
+	if f.GuestPort == 0 || !f.Host.IsValid() {
+		return fmt.Errorf("sandbox: forward %s: want a host address and port and a guest port", f)
+	}
+	key := f.String()
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return fmt.Errorf("sandbox: forward %s: gateway closed: %w", f, net.ErrClosed)
+	}
+	if _, ok := g.forwards[key]; ok {
+		g.mu.Unlock()
+		return fmt.Errorf("sandbox: forward %s: %w", f, ErrForwardExists)
+	}
+	g.mu.Unlock()
+	fw := &forwarder{f: f, stop: make(chan struct{}), flows: make(map[netip.AddrPort]*stack.UDPConn)}
+	var err error
+	if f.Proto == "tcp" {
+		fw.ln, err = net.Listen("tcp", f.Host.String())
+	} else {
+		fw.pc, err = net.ListenPacket("udp", f.Host.String())
+	}
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("sandbox: forward %s: host %s port %d is already in use by another program: %w", f, f.Proto, f.Host.Port(), err)
+		}
+		return fmt.Errorf("sandbox: forward %s: %w", f, err)
+	}
+	g.mu.Lock()
+	if _, ok := g.forwards[key]; ok || g.closed {
+		g.mu.Unlock()
+		fw.close()
+		if ok {
+			return fmt.Errorf("sandbox: forward %s: %w", f, ErrForwardExists)
+		}
+		return fmt.Errorf("sandbox: forward %s: gateway closed: %w", f, net.ErrClosed)
+	}
+	g.forwards[key] = fw
+	g.open[fw] = struct{}{}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
+		if f.Proto == "tcp" {
+			g.serveTCPForward(fw)
+		} else {
+			g.serveUDPForward(fw)
+		}
+	}()
+	g.log.Info("forward added", "forward", f.String())
+	return nil
+}
+
+// RemoveForward stops forwarding f and closes its connections.
+func (g *Gateway) RemoveForward(f Forward) error {
+	key := f.String()
+	g.mu.Lock()
+	fw, ok := g.forwards[key]
+	delete(g.forwards, key)
+	delete(g.open, fw)
+	g.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sandbox: forward %s: %w", f, ErrNoForward)
+	}
+	fw.Close()
+	g.log.Info("forward removed", "forward", key)
+	return nil
+}
+
+// Forwards lists the active forwards, sorted.
+func (g *Gateway) Forwards() []Forward {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Forward, 0, len(g.forwards))
+	for _, fw := range g.forwards {
+		out = append(out, fw.f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// Close stops the forwarder and waits for its connections.
+func (fw *forwarder) Close() error {
+	fw.close()
+	fw.wg.Wait()
+	return nil
+}
+
+func (fw *forwarder) close() {
+	fw.mu.Lock()
+	select {
+	case <-fw.stop:
+	default:
+		close(fw.stop)
+	}
+	flows := make([]*stack.UDPConn, 0, len(fw.flows))
+	for _, c := range fw.flows {
+		flows = append(flows, c)
+	}
+	fw.mu.Unlock()
+	if fw.ln != nil {
+		fw.ln.Close()
+	}
+	if fw.pc != nil {
+		fw.pc.Close()
+	}
+	for _, c := range flows {
+		c.Close()
+	}
+}
+
+func (g *Gateway) guestAddr(f Forward) netip.AddrPort {
+	if f.Host.Addr().Is6() && g.addrs.Guest6.IsValid() {
+		return netip.AddrPortFrom(g.addrs.Guest6.Addr(), f.GuestPort)
+	}
+	return netip.AddrPortFrom(g.addrs.Guest.Addr(), f.GuestPort)
+}
+
+func (g *Gateway) gatewayFor(guest netip.AddrPort) netip.AddrPort {
+	if guest.Addr().Is6() {
+		return netip.AddrPortFrom(g.addrs.Gateway6.Addr(), 0)
+	}
+	return netip.AddrPortFrom(g.addrs.Gateway.Addr(), 0)
+}
+
+func (g *Gateway) serveTCPForward(fw *forwarder) {
+	for {
+		hc, err := fw.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !g.takeFlow() {
+			abort(hc)
+			continue
+		}
+		fw.wg.Add(1)
+		go func() {
+			defer fw.wg.Done()
+			defer g.dropFlow()
+			guest := g.guestAddr(fw.f)
+			ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
+			gc, err := g.st.DialTCPAddrPort(ctx, g.gatewayFor(guest), guest)
+			cancel()
+			if err != nil {
+				g.log.Debug("forward dial into the guest failed", "forward", fw.f.String(), "err", err)
+				abort(hc)
+				return
+			}
+			g.inbound.Add(1)
+			// Stop this connection when the forward is removed.
+			done := make(chan struct{})
+			go func() {
+				select {
+				case <-fw.stop:
+					gc.Close()
+					hc.Close()
+				case <-done:
+				}
+			}()
+			g.splice(gc, hc)
+			close(done)
+		}()
+	}
+}
+
+func (g *Gateway) serveUDPForward(fw *forwarder) {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := fw.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		peer := from.(*net.UDPAddr).AddrPort()
+		fw.mu.Lock()
+		gc := fw.flows[peer]
+		fw.mu.Unlock()
+		if gc == nil {
+			if !g.takeFlow() {
+				continue
+			}
+			guest := g.guestAddr(fw.f)
+			gc, err = g.st.DialUDPAddrPort(g.gatewayFor(guest), guest)
+			if err != nil {
+				g.dropFlow()
+				g.log.Debug("forward udp flow into the guest failed", "forward", fw.f.String(), "err", err)
+				continue
+			}
+			g.inbound.Add(1)
+			fw.mu.Lock()
+			select {
+			case <-fw.stop:
+				fw.mu.Unlock()
+				gc.Close()
+				g.dropFlow()
+				return
+			default:
+			}
+			fw.flows[peer] = gc
+			fw.mu.Unlock()
+			fw.wg.Add(1)
+			go func() {
+				defer fw.wg.Done()
+				defer g.dropFlow()
+				defer func() {
+					fw.mu.Lock()
+					delete(fw.flows, peer)
+					fw.mu.Unlock()
+					gc.Close()
+				}()
+				b := make([]byte, 65535)
+				for {
+					gc.SetReadDeadline(time.Now().Add(g.cfg.UDPTimeout))
+					n, err := gc.Read(b)
+					if err != nil {
+						return
+					}
+					fw.pc.WriteTo(b[:n], from)
+				}
+			}()
+		}
+		gc.Write(buf[:n])
+	}
+}

@@ -1,0 +1,611 @@
+// Package sandbox gives a network namespace its network from a ustack
+// stack, as slirp4netns and pasta do. The Gateway side runs in the host's
+// namespace: it owns the stack on the sandbox's TUN device, terminates the
+// guest's TCP and UDP flows in the stack and carries them over host
+// sockets, answers DNS at the DNS address, and forwards host ports into
+// the guest. The process side (Start, in namespace_linux.go) creates the
+// namespaces, the TUN device inside them, and runs the command.
+//
+// The defaults follow slirp4netns: guest 10.0.2.100/24, gateway 10.0.2.2,
+// DNS 10.0.2.3, MTU 65520, IPv6 fd00::100/64 with gateway fd00::2 and DNS
+// fd00::3. Unlike slirp4netns, the host's loopback is closed unless
+// Policy.AllowHostLoopback is set.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ustacknet/ustack/portalloc"
+	"github.com/ustacknet/ustack/stack"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Defaults, as slirp4netns.
+var (
+	DefaultCIDR  = netip.MustParsePrefix("10.0.2.0/24")
+	DefaultCIDR6 = netip.MustParsePrefix("fd00::/64")
+)
+
+const (
+	DefaultMTU        = 65520
+	DefaultUDPTimeout = 120 * time.Second // RFC 4787 REQ-5 minimum is 2 min
+	DefaultMaxFlows   = 8192
+	DefaultMaxSYNs    = 1024
+	dialTimeout       = 10 * time.Second
+)
+
+// Config configures a Gateway. The zero value is the slirp4netns layout
+// with IPv6 on, except that Link must be set.
+type Config struct {
+	// Link is the sandbox's TUN device (or one end of a tun.Pipe in tests).
+	// The Gateway's stack takes ownership of it.
+	Link gvstack.LinkEndpoint
+	// CIDR is the guest's IPv4 network: the guest is .100, the gateway .2
+	// and DNS .3. Default 10.0.2.0/24. The prefix must be /8 to /25.
+	CIDR netip.Prefix
+	// NoIPv6 turns IPv6 off. Default: on, with CIDR6.
+	NoIPv6 bool
+	// CIDR6 is the guest's IPv6 network, /64 to /120: guest ::100, gateway
+	// ::2, DNS ::3. Default fd00::/64.
+	CIDR6 netip.Prefix
+	// Ports configures the pools for connections the Gateway opens into
+	// the guest (inbound forwards). Default IANA, sequential.
+	Ports portalloc.Config
+	// Policy limits where the guest may connect.
+	Policy Policy
+	// DNSUpstream are the servers DNS queries to the DNS address go to.
+	// Default: the nameservers in /etc/resolv.conf.
+	DNSUpstream []netip.AddrPort
+	// UDPTimeout closes a UDP flow idle this long. Default 120 s.
+	UDPTimeout time.Duration
+	// MaxFlows caps live guest flows (TCP and UDP together, outbound and
+	// inbound). Default 8192.
+	MaxFlows int
+	// MaxSYNs caps TCP handshakes from the guest in progress. Default 1024.
+	MaxSYNs int
+	// Dial opens host connections. Default: a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logger receives the logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Addrs are the addresses of a sandbox network.
+type Addrs struct {
+	Guest, Gateway, DNS    netip.Prefix // IPv4, with the CIDR's length
+	Guest6, Gateway6, DNS6 netip.Prefix // IPv6; invalid if IPv6 is off
+}
+
+func nth(p netip.Prefix, n byte) netip.Prefix {
+	a := p.Masked().Addr()
+	if a.Is4() {
+		b := a.As4()
+		b[3] += n
+		return netip.PrefixFrom(netip.AddrFrom4(b), p.Bits())
+	}
+	b := a.As16()
+	b[15] += n
+	return netip.PrefixFrom(netip.AddrFrom16(b), p.Bits())
+}
+
+func (c *Config) fill() error {
+	if c.CIDR == (netip.Prefix{}) {
+		c.CIDR = DefaultCIDR
+	}
+	if !c.CIDR.Addr().Is4() || c.CIDR.Bits() < 8 || c.CIDR.Bits() > 25 {
+		return fmt.Errorf("sandbox: CIDR %s: want an IPv4 prefix from /8 to /25 (the guest is .100)", c.CIDR)
+	}
+	c.CIDR = c.CIDR.Masked()
+	if c.CIDR6 == (netip.Prefix{}) {
+		c.CIDR6 = DefaultCIDR6
+	}
+	if !c.CIDR6.Addr().Is6() || c.CIDR6.Addr().Is4In6() || c.CIDR6.Bits() < 64 || c.CIDR6.Bits() > 120 {
+		return fmt.Errorf("sandbox: CIDR6 %s: want an IPv6 prefix from /64 to /120", c.CIDR6)
+	}
+	c.CIDR6 = c.CIDR6.Masked()
+	if c.UDPTimeout == 0 {
+		c.UDPTimeout = DefaultUDPTimeout
+	}
+	if c.UDPTimeout < time.Second {
+		return fmt.Errorf("sandbox: UDPTimeout %v: want at least 1s", c.UDPTimeout)
+	}
+	if c.MaxFlows == 0 {
+		c.MaxFlows = DefaultMaxFlows
+	}
+	if c.MaxFlows < 1 {
+		return fmt.Errorf("sandbox: MaxFlows %d: want at least 1", c.MaxFlows)
+	}
+	if c.MaxSYNs == 0 {
+		c.MaxSYNs = DefaultMaxSYNs
+	}
+	if c.MaxSYNs < 1 {
+		return fmt.Errorf("sandbox: MaxSYNs %d: want at least 1", c.MaxSYNs)
+	}
+	if c.Dial == nil {
+		var d net.Dialer
+		c.Dial = d.DialContext
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// AddrsOf returns the addresses a Config gives the network.
+func (c Config) AddrsOf() (Addrs, error) {
+	if err := c.fill(); err != nil {
+		return Addrs{}, err
+	}
+	a := Addrs{Guest: nth(c.CIDR, 100), Gateway: nth(c.CIDR, 2), DNS: nth(c.CIDR, 3)}
+	if !c.NoIPv6 {
+		a.Gateway6, a.DNS6 = nth(c.CIDR6, 2), nth(c.CIDR6, 3)
+		g := c.CIDR6.Masked().Addr().As16()
+		g[14], g[15] = 0x01, 0x00
+		a.Guest6 = netip.PrefixFrom(netip.AddrFrom16(g), c.CIDR6.Bits())
+	}
+	return a, nil
+}
+
+// Stats counts what the Gateway did.
+type Stats struct {
+	TCPFlows   uint64 `json:"tcp_flows"`   // guest TCP connections carried
+	UDPFlows   uint64 `json:"udp_flows"`   // guest UDP flows carried
+	DNSQueries uint64 `json:"dns_queries"` // queries to the DNS address
+	Denied     uint64 `json:"denied"`      // flows refused by policy
+	Refused    uint64 `json:"refused"`     // flows refused over --max-flows or failed to dial
+	Inbound    uint64 `json:"inbound"`     // connections or flows through forwards
+	Live       int64  `json:"live"`        // flows open now
+}
+
+// Gateway is the host side of a sandbox network.
+type Gateway struct {
+	cfg   Config
+	addrs Addrs
+	st    *stack.Stack
+	log   *slog.Logger
+
+	tcpFlows, udpFlows, dnsQueries, denied, refused, inbound atomic.Uint64
+	live                                                     atomic.Int64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the Gateway starts
+
+	mu       sync.Mutex // guards the fields below
+	closed   bool
+	open     map[io.Closer]struct{} // host-side sockets and listeners
+	forwards map[string]*forwarder  // by Forward.String()
+
+	closeOnce sync.Once
+}
+
+// NewGateway builds the stack on cfg.Link and starts serving the guest.
+func NewGateway(cfg Config) (*Gateway, error) {
+	if cfg.Link == nil {
+		return nil, errors.New("sandbox: Config.Link is nil")
+	}
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	addrs, _ := cfg.AddrsOf()
+	if len(cfg.DNSUpstream) == 0 {
+		cfg.DNSUpstream = resolvConf("/etc/resolv.conf")
+	}
+	sc := stack.Config{
+		Link:        cfg.Link,
+		Promiscuous: true,
+		Addrs:       []netip.Prefix{addrs.Gateway, addrs.DNS},
+		Ports:       cfg.Ports,
+		Logger:      cfg.Logger,
+	}
+	if !cfg.NoIPv6 {
+		sc.Addrs = append(sc.Addrs, addrs.Gateway6, addrs.DNS6)
+	}
+	st, err := stack.New(sc)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{cfg: cfg, addrs: addrs, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		open: make(map[io.Closer]struct{}), forwards: make(map[string]*forwarder)}
+	s := st.GVisor()
+	tf := tcp.NewForwarder(s, 0, cfg.MaxSYNs, g.handleTCP)
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
+	uf := udp.NewForwarder(s, g.handleUDP)
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
+	return g, nil
+}
+
+// Stack returns the Gateway's stack.
+func (g *Gateway) Stack() *stack.Stack { return g.st }
+
+// Addrs returns the network's addresses.
+func (g *Gateway) Addrs() Addrs { return g.addrs }
+
+// Stats returns the counters.
+func (g *Gateway) Stats() Stats {
+	return Stats{TCPFlows: g.tcpFlows.Load(), UDPFlows: g.udpFlows.Load(), DNSQueries: g.dnsQueries.Load(),
+		Denied: g.denied.Load(), Refused: g.refused.Load(), Inbound: g.inbound.Load(), Live: g.live.Load()}
+}
+
+// Ports returns the allocator snapshots of the Gateway's stack.
+func (g *Gateway) Ports() []portalloc.Snapshot { return g.st.Ports() }
+
+// Close stops every forward and flow, closes the stack and waits for every
+// goroutine. It is idempotent.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		g.mu.Lock()
+		g.closed = true
+		open := make([]io.Closer, 0, len(g.open))
+		for c := range g.open {
+			open = append(open, c)
+		}
+		g.mu.Unlock()
+		g.cancel()
+		for _, c := range open {
+			c.Close()
+		}
+		g.st.Close()
+		g.wg.Wait()
+	})
+	return nil
+}
+
+// track registers a host-side closer; it fails after Close.
+func (g *Gateway) track(c io.Closer) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.open[c] = struct{}{}
+	return true
+}
+
+func (g *Gateway) untrack(c io.Closer) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.open, c)
+}
+
+// go_ runs fn in a goroutine the Gateway waits for on Close.
+func (g *Gateway) go_(fn func()) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// takeFlow reserves a flow slot, or reports that the cap is reached.
+func (g *Gateway) takeFlow() bool {
+	if g.live.Add(1) > int64(g.cfg.MaxFlows) {
+		g.live.Add(-1)
+		g.refused.Add(1)
+		return false
+	}
+	return true
+}
+
+func (g *Gateway) dropFlow() { g.live.Add(-1) }
+
+func netipOf(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16())
+}
+
+// target maps a guest destination to the host address to dial, or says
+// why not.
+func (g *Gateway) target(dst netip.AddrPort, network string) (netip.AddrPort, string) {
+	a := dst.Addr()
+	if a == g.addrs.DNS.Addr() || (g.addrs.DNS6.IsValid() && a == g.addrs.DNS6.Addr()) {
+		if dst.Port() != 53 || len(g.cfg.DNSUpstream) == 0 {
+			return netip.AddrPort{}, "the DNS address serves only port 53"
+		}
+		return g.cfg.DNSUpstream[0], ""
+	}
+	if why := g.cfg.Policy.verdict(a); why != "" {
+		return netip.AddrPort{}, why
+	}
+	if a == g.addrs.Gateway.Addr() || (g.addrs.Gateway6.IsValid() && a == g.addrs.Gateway6.Addr()) {
+		if !g.cfg.Policy.AllowHostLoopback {
+			return netip.AddrPort{}, "host loopback is closed (use --allow-host-loopback)"
+		}
+		if a.Is4() {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), ""
+		}
+		return netip.AddrPortFrom(netip.IPv6Loopback(), dst.Port()), ""
+	}
+	if g.inGuestNet(a) || forbidden(a) {
+		return netip.AddrPort{}, "not a routable destination"
+	}
+	return dst, ""
+}
+
+func (g *Gateway) inGuestNet(a netip.Addr) bool {
+	return g.cfg.CIDR.Contains(a) || (!g.cfg.NoIPv6 && g.cfg.CIDR6.Contains(a))
+}
+
+// handleTCP carries one guest TCP connection. It runs on the packet path,
+// so the dial happens in a goroutine; the guest's handshake completes
+// only once the host connection is up, so a refusal reaches the guest as
+// a RST.
+func (g *Gateway) handleTCP(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
+	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
+	to, why := g.target(dst, "tcp")
+	if why != "" {
+		g.denied.Add(1)
+		g.log.Debug("tcp flow denied", "src", src, "dst", dst, "why", why)
+		r.Complete(true)
+		return
+	}
+	if !g.takeFlow() {
+		g.log.Warn("tcp flow refused: too many flows", "src", src, "dst", dst, "max", g.cfg.MaxFlows)
+		r.Complete(true)
+		return
+	}
+	if !g.go_(func() { g.carryTCP(r, src, dst, to) }) {
+		g.dropFlow()
+		r.Complete(true)
+	}
+}
+
+func (g *Gateway) carryTCP(r *tcp.ForwarderRequest, src, dst, to netip.AddrPort) {
+	defer g.dropFlow()
+	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
+	hc, err := g.cfg.Dial(ctx, "tcp", to.String())
+	cancel()
+	if err != nil {
+		g.refused.Add(1)
+		g.log.Debug("tcp dial failed", "src", src, "dst", dst, "to", to, "err", err)
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		r.Complete(true)
+		hc.Close()
+		return
+	}
+	r.Complete(false)
+	gc, err := g.st.WrapTCP(ep, &wq)
+	if err != nil {
+		hc.Close()
+		return
+	}
+	g.tcpFlows.Add(1)
+	g.splice(gc, hc)
+}
+
+// halfCloser is a stream with CloseWrite, and an abortive close.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+func abort(c net.Conn) {
+	switch c := c.(type) {
+	case *stack.TCPConn:
+		c.Abort()
+	case *net.TCPConn:
+		c.SetLinger(0)
+		c.Close()
+	default:
+		c.Close()
+	}
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE)
+}
+
+// splice copies both ways between a guest conn and a host conn, carrying
+// half-close as half-close and a reset as a reset, until both directions
+// end or the Gateway closes.
+func (g *Gateway) splice(guest, host net.Conn) {
+	if !g.track(host) {
+		guest.Close()
+		host.Close()
+		return
+	}
+	defer g.untrack(host)
+	var (
+		wg    sync.WaitGroup
+		reset atomic.Bool
+	)
+	copyOne := func(dst, src net.Conn) {
+		defer wg.Done()
+		buf := getBuf()
+		defer putBuf(buf)
+		_, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
+		if err != nil && (isReset(err) || errors.Is(err, net.ErrClosed)) {
+			if reset.CompareAndSwap(false, true) {
+				abort(dst)
+				abort(src)
+			}
+			return
+		}
+		if hc, ok := dst.(halfCloser); ok {
+			hc.CloseWrite()
+		}
+	}
+	wg.Add(2)
+	go copyOne(host, guest)
+	copyOne(guest, host)
+	wg.Wait()
+	if !reset.Load() {
+		guest.Close()
+		host.Close()
+	}
+}
+
+// onlyReader and onlyWriter hide ReadFrom and WriteTo so that io.CopyBuffer
+// uses the pooled buffer.
+type onlyReader struct{ io.Reader }
+type onlyWriter struct{ io.Writer }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+// handleUDP starts carrying a new guest UDP flow. Returning false makes
+// the stack answer with ICMP port unreachable.
+func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
+	id := r.ID()
+	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
+	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
+	to, why := g.target(dst, "udp")
+	if why != "" {
+		g.denied.Add(1)
+		g.log.Debug("udp flow denied", "src", src, "dst", dst, "why", why)
+		return false
+	}
+	if !g.takeFlow() {
+		g.log.Warn("udp flow refused: too many flows", "src", src, "dst", dst, "max", g.cfg.MaxFlows)
+		return false
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		g.dropFlow()
+		g.log.Debug("udp endpoint", "err", terr)
+		return true
+	}
+	gc, err := g.st.WrapUDP(ep, &wq)
+	if err != nil {
+		g.dropFlow()
+		return true
+	}
+	isDNS := dst.Addr() == g.addrs.DNS.Addr() || (g.addrs.DNS6.IsValid() && dst.Addr() == g.addrs.DNS6.Addr())
+	if !g.go_(func() { defer g.dropFlow(); g.carryUDP(gc, to, isDNS) }) {
+		g.dropFlow()
+		gc.Close()
+	}
+	return true
+}
+
+// carryUDP relays datagrams between a guest flow and a host socket until
+// the flow has been idle for UDPTimeout, or, for DNS, until the first
+// answer.
+func (g *Gateway) carryUDP(gc *stack.UDPConn, to netip.AddrPort, isDNS bool) {
+	defer gc.Close()
+	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
+	hc, err := g.cfg.Dial(ctx, "udp", to.String())
+	cancel()
+	if err != nil {
+		g.refused.Add(1)
+		return
+	}
+	if !g.track(hc) {
+		hc.Close()
+		return
+	}
+	defer g.untrack(hc)
+	defer hc.Close()
+	if isDNS {
+		g.dnsQueries.Add(1)
+	} else {
+		g.udpFlows.Add(1)
+	}
+	timeout := g.cfg.UDPTimeout
+	if isDNS {
+		timeout = 10 * time.Second
+	}
+	var last atomic.Int64
+	touch := func() { last.Store(time.Now().UnixNano()) }
+	touch()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	relay := func(dst, src net.Conn, answers bool) {
+		defer wg.Done()
+		buf := getBuf()
+		defer putBuf(buf)
+		for {
+			src.SetReadDeadline(time.Unix(0, last.Load()).Add(timeout))
+			n, err := src.Read(*buf)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, last.Load())) < timeout {
+					continue // the other direction kept the flow alive
+				}
+				select {
+				case <-done:
+				default:
+					close(done)
+				}
+				gc.SetReadDeadline(time.Unix(1, 0))
+				hc.SetReadDeadline(time.Unix(1, 0))
+				return
+			}
+			touch()
+			dst.Write((*buf)[:n])
+			if answers && isDNS {
+				select {
+				case <-done:
+				default:
+					close(done)
+				}
+				gc.SetReadDeadline(time.Unix(1, 0))
+				hc.SetReadDeadline(time.Unix(1, 0))
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go relay(hc, gc, false)
+	relay(gc, hc, true)
+	wg.Wait()
+}
+
+// resolvConf reads the nameservers of a resolv.conf file.
+func resolvConf(path string) []netip.AddrPort {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []netip.AddrPort
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			a, err := netip.ParseAddr(strings.Split(f[1], "%")[0])
+			if err == nil {
+				out = append(out, netip.AddrPortFrom(a.Unmap(), 53))
+			}
+		}
+	}
+	return out
+}
+
+var (
+	_ = ipv4.ProtocolNumber
+	_ = ipv6.ProtocolNumber
+)

@@ -1,0 +1,376 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/portalloc"
+	"github.com/ustacknet/ustack/stack"
+	"github.com/ustacknet/ustack/tun"
+	"go.uber.org/goleak"
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// world is a Gateway with a guest stack on the other end of a pipe.
+type world struct {
+	gw    *Gateway
+	guest *stack.Stack
+}
+
+func newWorld(t *testing.T, mod func(*Config)) *world {
+	t.Helper()
+	p, err := tun.NewPipe(DefaultMTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Link: p.A(), DNSUpstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	gw, err := NewGateway(cfg)
+	if err != nil {
+		p.Close()
+		t.Fatal(err)
+	}
+	a := gw.Addrs()
+	guest, err := stack.New(stack.Config{Link: p.B(), Addrs: []netip.Prefix{a.Guest, a.Guest6},
+		DNS: []netip.AddrPort{netip.AddrPortFrom(a.DNS.Addr(), 53)}})
+	if err != nil {
+		gw.Close()
+		p.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { guest.Close(); gw.Close(); p.Close() })
+	return &world{gw: gw, guest: guest}
+}
+
+// hostHTTP starts an HTTP server on host loopback, closed with the test.
+func hostHTTP(t *testing.T, body string) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func (w *world) get(url string) (string, error) {
+	tr := &http.Transport{DialContext: w.guest.DialContext}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func TestHostLoopbackPolicy(t *testing.T) {
+	hp := hostHTTP(t, "hello from the host")
+	url := fmt.Sprintf("http://10.0.2.2:%d/", hp.Port())
+	t.Run("closed by default", func(t *testing.T) {
+		w := newWorld(t, nil)
+		start := time.Now()
+		_, err := w.guest.Dial("tcp", fmt.Sprintf("10.0.2.2:%d", hp.Port()))
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial host loopback: %v, want ECONNREFUSED", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("refusal took %v", d)
+		}
+		if s := w.gw.Stats(); s.Denied != 1 {
+			t.Errorf("Denied = %d, want 1", s.Denied)
+		}
+	})
+	t.Run("allowed", func(t *testing.T) {
+		w := newWorld(t, func(c *Config) { c.Policy.AllowHostLoopback = true })
+		body, err := w.get(url)
+		if err != nil || body != "hello from the host" {
+			t.Fatalf("GET %s: %q %v", url, body, err)
+		}
+	})
+	t.Run("denied by --deny", func(t *testing.T) {
+		w := newWorld(t, func(c *Config) {
+			c.Policy.AllowHostLoopback = true
+			c.Policy.Deny = []netip.Prefix{netip.MustParsePrefix("10.0.2.2/32")}
+		})
+		if _, err := w.get(url); err == nil {
+			t.Fatal("GET through a denied prefix worked")
+		}
+	})
+	t.Run("allow list", func(t *testing.T) {
+		w := newWorld(t, func(c *Config) {
+			c.Policy.AllowHostLoopback = true
+			c.Policy.Allow = []netip.Prefix{netip.MustParsePrefix("10.0.2.2/32")}
+		})
+		if body, err := w.get(url); err != nil || body != "hello from the host" {
+			t.Fatalf("GET inside the allow list: %q %v", body, err)
+		}
+		// Outside the allow list: refused before any dial.
+		_, err := w.guest.Dial("tcp", "198.18.0.1:80")
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial outside the allow list: %v, want ECONNREFUSED", err)
+		}
+		if s := w.gw.Stats(); s.Denied != 1 {
+			t.Errorf("Denied = %d, want 1", s.Denied)
+		}
+	})
+	t.Run("crafted loopback destination", func(t *testing.T) {
+		w := newWorld(t, func(c *Config) { c.Policy.AllowHostLoopback = true })
+		// The guest stack routes 127.0.0.1 out of its link only if told
+		// to; a direct dial to the host's loopback is never carried.
+		a, ok := w.gw.target(netip.MustParseAddrPort("127.0.0.1:80"), "tcp")
+		if ok == "" {
+			t.Fatalf("127.0.0.1 mapped to %s; it must never be dialled", a)
+		}
+	})
+}
+
+func TestUDPAndDNS(t *testing.T) {
+	// A host loopback UDP echo server.
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(b[:n], from)
+		}
+	}()
+	defer func() { pc.Close(); <-done }()
+	// A host loopback DNS server.
+	dns, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ddone := make(chan struct{})
+	go func() { defer close(ddone); answerDNS(dns) }()
+	defer func() { dns.Close(); <-ddone }()
+
+	w := newWorld(t, func(c *Config) {
+		c.Policy.AllowHostLoopback = true
+		c.DNSUpstream = []netip.AddrPort{dns.LocalAddr().(*net.UDPAddr).AddrPort()}
+	})
+	echo := fmt.Sprintf("10.0.2.2:%d", pc.LocalAddr().(*net.UDPAddr).Port)
+	c, err := w.guest.Dial("udp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	for _, msg := range []string{"one", "two"} {
+		c.Write([]byte(msg))
+		b := make([]byte, 16)
+		n, err := c.Read(b)
+		if err != nil || string(b[:n]) != msg {
+			t.Fatalf("udp echo: %q %v", b[:n], err)
+		}
+	}
+	addrs, err := w.guest.LookupHost(context.Background(), "svc.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"198.18.7.7"}, addrs); diff != "" {
+		t.Fatalf("lookup through 10.0.2.3 (-want +got):\n%s", diff)
+	}
+	if s := w.gw.Stats(); s.DNSQueries < 1 || s.UDPFlows != 1 {
+		t.Errorf("stats %+v: want DNS queries and one UDP flow", s)
+	}
+}
+
+// answerDNS answers A queries for svc.test with 198.18.7.7 and AAAA
+// with nothing.
+func answerDNS(pc net.PacketConn) {
+	b := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(b)
+		if err != nil {
+			return
+		}
+		var m dnsmessage.Message
+		if m.Unpack(b[:n]) != nil || len(m.Questions) != 1 {
+			continue
+		}
+		m.Header.Response = true
+		q := m.Questions[0]
+		if q.Type == dnsmessage.TypeA && q.Name.String() == "svc.test." {
+			m.Answers = []dnsmessage.Resource{{
+				Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 5},
+				Body:   &dnsmessage.AResource{A: [4]byte{198, 18, 7, 7}},
+			}}
+		}
+		out, _ := m.Pack()
+		pc.WriteTo(out, from)
+	}
+}
+
+func TestForwardSequentialPorts(t *testing.T) {
+	w := newWorld(t, func(c *Config) {
+		c.Ports.TCP.Range = portalloc.Range{First: 45000, Last: 45004}
+	})
+	// The guest serves on 8080: it replies with the peer's port and closes.
+	l, err := w.guest.Listen("tcp", ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdone := make(chan struct{})
+	go func() {
+		defer close(sdone)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "%d", c.RemoteAddr().(*net.TCPAddr).Port)
+			c.Close()
+		}
+	}()
+	defer func() { l.Close(); <-sdone }()
+	f, err := ParseForward("127.0.0.1:0:8080")
+	if err == nil {
+		t.Fatalf("ParseForward accepted host port 0")
+	}
+	probe, _ := net.Listen("tcp4", "127.0.0.1:0")
+	hostPort := probe.Addr().(*net.TCPAddr).Port
+	probe.Close()
+	f, err = ParseForward(fmt.Sprintf("127.0.0.1:%d:8080", hostPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.gw.AddForward(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.gw.AddForward(f); !errors.Is(err, ErrForwardExists) {
+		t.Fatalf("second AddForward: %v", err)
+	}
+	var got []string
+	for i := 0; i < 12; i++ {
+		c, err := net.Dial("tcp4", f.Host.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(b))
+		// Wait until the port is back before the next connection, so the
+		// order is exact.
+		port := portOf(string(b))
+		deadline := time.Now().Add(5 * time.Second)
+		for w.gw.Stack().Allocator().Pool(portalloc.TCP).Held(port) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	want := []string{"45000", "45001", "45002", "45003", "45004", "45000", "45001", "45002", "45003", "45004", "45000", "45001"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("guest-seen peer ports (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]Forward{f}, w.gw.Forwards(), cmp.Comparer(func(a, b Forward) bool { return a == b })); diff != "" {
+		t.Errorf("Forwards (-want +got):\n%s", diff)
+	}
+	if err := w.gw.RemoveForward(f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.DialTimeout("tcp4", f.Host.String(), time.Second); err == nil {
+		t.Fatal("host port still open after RemoveForward")
+	}
+	if err := w.gw.RemoveForward(f); !errors.Is(err, ErrNoForward) {
+		t.Fatalf("second RemoveForward: %v", err)
+	}
+	// A host port in use is a clear error.
+	busy, _ := net.Listen("tcp4", "127.0.0.1:0")
+	defer busy.Close()
+	f2 := Forward{Proto: "tcp", Host: busy.Addr().(*net.TCPAddr).AddrPort(), GuestPort: 80}
+	if err := w.gw.AddForward(f2); !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("AddForward on a busy port: %v", err)
+	}
+}
+
+func portOf(s string) uint16 {
+	var p uint16
+	fmt.Sscan(s, &p)
+	return p
+}
+
+func TestMaxFlows(t *testing.T) {
+	hp := hostHTTP(t, "x")
+	w := newWorld(t, func(c *Config) { c.Policy.AllowHostLoopback = true; c.MaxFlows = 3 })
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := w.guest.Dial("tcp", fmt.Sprintf("10.0.2.2:%d", hp.Port()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for i := 0; i < 20; i++ {
+		if c, err := w.guest.Dial("tcp", fmt.Sprintf("10.0.2.2:%d", hp.Port())); err == nil {
+			c.Close()
+			t.Fatalf("flow %d past MaxFlows was accepted", 4+i)
+		}
+	}
+	if s := w.gw.Stats(); s.Refused != 20 || s.Live != 3 {
+		t.Errorf("stats %+v: want 20 refused, 3 live", s)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func TestParseForward(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+		err  string
+	}{
+		{"8080:80", "127.0.0.1:8080:80/tcp", ""},
+		{"0.0.0.0:5353:53/udp", "0.0.0.0:5353:53/udp", ""},
+		{"[::1]:8080:80/tcp", "[::1]:8080:80/tcp", ""},
+		{"8080", "", "two or three fields"},
+		{"8080:80/sctp", "", "not tcp or udp"},
+		{"x:8080:80", "", "not an IP address"},
+		{"8080:0", "", "guest port 0 is outside 1-65535"},
+		{"70000:80", "", "host port 70000 is outside"},
+		{"[::1:8080:80", "", "missing ]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			f, err := ParseForward(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("ParseForward(%q) = %v, %v; want error with %q", tc.in, f, err, tc.err)
+				}
+				return
+			}
+			if err != nil || f.String() != tc.want {
+				t.Fatalf("ParseForward(%q) = %v, %v; want %s", tc.in, f, err, tc.want)
+			}
+		})
+	}
+}
