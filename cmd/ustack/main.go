@@ -4,13 +4,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
 
 func main() {
+	sandboxInit()
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "ustack:", err)
+		var es exitStatus
+		if !errors.As(err, &es) {
+			fmt.Fprintln(os.Stderr, "ustack:", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }

@@ -15,6 +15,10 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func exitCode(err error) int {
+	var es exitStatus
+	if errors.As(err, &es) {
+		return int(es)
+	}
 	var ue usageError
 	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 		return 2
@@ -32,7 +36,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{err}
 	})
-	root.AddCommand(newDemoCmd(), newRunCmd(), newPortsCmd())
+	root.AddCommand(newDemoCmd(), newRunCmd(), newPortsCmd(), newSandboxCmd(), newForwardCmd())
 	return root
 }
 

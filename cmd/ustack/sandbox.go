@@ -1,0 +1,259 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/ustacknet/ustack/api"
+	"github.com/ustacknet/ustack/portalloc"
+	"github.com/ustacknet/ustack/sandbox"
+)
+
+// sandboxInit runs the child side of a sandbox if this process is one. It
+// is called before cobra parses anything.
+func sandboxInit() {
+	if !sandbox.IsInit() {
+		return
+	}
+	args := os.Args[1:]
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Exit(sandbox.Init(args))
+}
+
+type sandboxFlags struct {
+	cidr, cidr6   string
+	mtu           int
+	ipv6, noIPv6  bool
+	tcpRange      portalloc.Range
+	udpRange      portalloc.Range
+	policy        portalloc.Policy
+	publish       []string
+	allowLoopback bool
+	allow, deny   []string
+	dnsUpstream   string
+	udpTimeout    time.Duration
+	maxFlows      int
+	apiPath       string
+	level         logLevel
+}
+
+func newSandboxCmd() *cobra.Command {
+	f := sandboxFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA}
+	c := &cobra.Command{
+		Use:   "sandbox [flags] -- CMD [ARGS...]",
+		Short: "Run a command in its own network namespace, networked by the user-space stack",
+		Long: `sandbox runs CMD in a new network namespace (and a new user namespace when
+not run as root) whose only network is a TUN device served by ustack, as
+slirp4netns and pasta do. ustack carries the command's TCP and UDP over host
+sockets, answers DNS at 10.0.2.3, and forwards host ports into the sandbox.
+
+Defaults follow slirp4netns: the guest is 10.0.2.100/24, the gateway 10.0.2.2,
+DNS 10.0.2.3, MTU 65520, and IPv6 fd00::100/64 (gateway fd00::2, DNS fd00::3).
+Unlike slirp4netns, the host's loopback is closed unless --allow-host-loopback
+is given; then the gateway address reaches the host's 127.0.0.1 (and ::1).
+
+The exit code is CMD's (128+N if a signal N killed it). SIGINT and SIGTERM
+are passed to CMD.`,
+		Example: `  ustack sandbox -- curl http://example.com/
+  ustack sandbox -p 8080:80 --tcp-range 45000-45004 -- python3 -m http.server 80
+  ustack sandbox --allow-host-loopback --deny 10.0.0.0/8 -- sh`,
+		Args: func(c *cobra.Command, args []string) error {
+			if c.ArgsLenAtDash() != 0 || len(args) == 0 {
+				return usageError{errors.New("give the command after --, as in: ustack sandbox [flags] -- CMD [ARGS...]")}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			o, err := f.options(args)
+			if err != nil {
+				return usageError{err}
+			}
+			var srv *api.Server
+			o.Ready = func(gw *sandbox.Gateway) error {
+				if f.apiPath == "" {
+					return nil
+				}
+				srv, err = api.Listen(f.apiPath, gw)
+				if err != nil {
+					return err
+				}
+				serveForwardAPI(srv, gw)
+				return nil
+			}
+			defer func() {
+				if srv != nil {
+					srv.Close()
+				}
+			}()
+			code, err := sandbox.Run(c.Context(), o)
+			if srv != nil {
+				srv.Close()
+			}
+			if err != nil {
+				if code != 0 {
+					fmt.Fprintln(c.ErrOrStderr(), "ustack:", err)
+					return exitStatus(code)
+				}
+				return err
+			}
+			if code != 0 {
+				return exitStatus(code)
+			}
+			return nil
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.cidr, "cidr", sandbox.DefaultCIDR.String(), "the sandbox's IPv4 network (/8 to /25): guest .100, gateway .2, DNS .3")
+	fl.StringVar(&f.cidr6, "cidr6", sandbox.DefaultCIDR6.String(), "the sandbox's IPv6 network (/64 to /120)")
+	fl.IntVar(&f.mtu, "mtu", sandbox.DefaultMTU, "MTU of the sandbox's interface (1280-65520)")
+	fl.BoolVar(&f.ipv6, "ipv6", true, "give the sandbox IPv6")
+	fl.BoolVar(&f.noIPv6, "no-ipv6", false, "no IPv6 in the sandbox")
+	fl.Var(&f.tcpRange, "tcp-range", "source ports for TCP connections ustack opens into the sandbox: FIRST-LAST or preset")
+	fl.Var(&f.udpRange, "udp-range", "source ports for UDP flows ustack opens into the sandbox")
+	fl.Var(&f.policy, "policy", "port policy: sequential, random or hash")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "forward a host port into the sandbox: [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable; HOSTADDR defaults to 127.0.0.1)")
+	fl.BoolVar(&f.allowLoopback, "allow-host-loopback", false, "let the gateway address reach the host's loopback")
+	fl.StringArrayVar(&f.allow, "allow", nil, "only let the sandbox reach this prefix (repeatable)")
+	fl.StringArrayVar(&f.deny, "deny", nil, "never let the sandbox reach this prefix (repeatable; wins over --allow)")
+	fl.StringVar(&f.dnsUpstream, "dns-upstream", "", "where DNS queries to 10.0.2.3 go, ADDR:PORT (default: nameservers of /etc/resolv.conf)")
+	fl.DurationVar(&f.udpTimeout, "udp-timeout", sandbox.DefaultUDPTimeout, "close a UDP flow idle this long")
+	fl.IntVar(&f.maxFlows, "max-flows", sandbox.DefaultMaxFlows, "most flows open at once; more are refused")
+	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards) on this unix socket")
+	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
+	return c
+}
+
+// exitStatus carries the sandboxed command's exit code out of cobra.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("command exited with status %d", int(e)) }
+
+func parsePrefixList(flag string, vals []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("invalid argument %q for \"--%s\" flag: want a CIDR prefix such as 10.0.0.0/8 or an address", v, flag)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
+	var o sandbox.Options
+	cidr, err := netip.ParsePrefix(f.cidr)
+	if err != nil || !cidr.Addr().Is4() || cidr.Bits() < 8 || cidr.Bits() > 25 {
+		return o, fmt.Errorf("invalid argument %q for \"--cidr\" flag: want an IPv4 prefix from /8 to /25, such as 10.0.2.0/24", f.cidr)
+	}
+	cidr6, err := netip.ParsePrefix(f.cidr6)
+	if err != nil || !cidr6.Addr().Is6() || cidr6.Bits() < 64 || cidr6.Bits() > 120 {
+		return o, fmt.Errorf("invalid argument %q for \"--cidr6\" flag: want an IPv6 prefix from /64 to /120, such as fd00::/64", f.cidr6)
+	}
+	if f.mtu < 1280 || f.mtu > 65520 {
+		return o, fmt.Errorf("invalid argument %d for \"--mtu\" flag: want 1280-65520", f.mtu)
+	}
+	allow, err := parsePrefixList("allow", f.allow)
+	if err != nil {
+		return o, err
+	}
+	deny, err := parsePrefixList("deny", f.deny)
+	if err != nil {
+		return o, err
+	}
+	var upstream []netip.AddrPort
+	if f.dnsUpstream != "" {
+		ap, err := netip.ParseAddrPort(f.dnsUpstream)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f.dnsUpstream)
+			if aerr != nil {
+				return o, fmt.Errorf("invalid argument %q for \"--dns-upstream\" flag: want ADDR:PORT such as 127.0.0.1:53 or [::1]:53", f.dnsUpstream)
+			}
+			ap = netip.AddrPortFrom(a, 53)
+		}
+		upstream = []netip.AddrPort{ap}
+	}
+	if f.udpTimeout < time.Second {
+		return o, fmt.Errorf("invalid argument %v for \"--udp-timeout\" flag: want at least 1s", f.udpTimeout)
+	}
+	if f.maxFlows < 1 {
+		return o, fmt.Errorf("invalid argument %d for \"--max-flows\" flag: want at least 1", f.maxFlows)
+	}
+	for _, p := range f.publish {
+		fw, err := sandbox.ParseForward(p)
+		if err != nil {
+			return o, fmt.Errorf("invalid argument for \"-p\" flag: %v", err)
+		}
+		o.Forwards = append(o.Forwards, fw)
+	}
+	o.Command = args
+	o.MTU = f.mtu
+	o.Gateway = sandbox.Config{
+		CIDR:        cidr,
+		CIDR6:       cidr6,
+		NoIPv6:      f.noIPv6 || !f.ipv6,
+		Ports:       portalloc.Config{TCP: portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy}, UDP: portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy}},
+		Policy:      sandbox.Policy{AllowHostLoopback: f.allowLoopback, Allow: allow, Deny: deny},
+		DNSUpstream: upstream,
+		UDPTimeout:  f.udpTimeout,
+		MaxFlows:    f.maxFlows,
+		Logger:      f.level.logger(),
+	}
+	return o, nil
+}
+
+// serveForwardAPI adds the forward and stats routes to an API server.
+func serveForwardAPI(srv *api.Server, gw *sandbox.Gateway) {
+	srv.Handle("GET /v1/forwards", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, http.StatusOK, specs(gw.Forwards()))
+	})
+	srv.Handle("POST /v1/forwards", func(w http.ResponseWriter, r *http.Request) {
+		f, err := sandbox.ParseForward(r.URL.Query().Get("spec"))
+		if err != nil {
+			api.WriteError(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := gw.AddForward(f); err != nil {
+			api.WriteError(w, http.StatusConflict, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusCreated, f.String())
+	})
+	srv.Handle("DELETE /v1/forwards", func(w http.ResponseWriter, r *http.Request) {
+		f, err := sandbox.ParseForward(r.URL.Query().Get("spec"))
+		if err != nil {
+			api.WriteError(w, http.StatusBadRequest, err)
+			return
+		}
+		if err := gw.RemoveForward(f); err != nil {
+			api.WriteError(w, http.StatusNotFound, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, f.String())
+	})
+	srv.Handle("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, http.StatusOK, gw.Stats())
+	})
+}
+
+func specs(fs []sandbox.Forward) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.String()
+	}
+	return out
+}

@@ -1,0 +1,399 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/ustacknet/ustack/tun"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultIfName is the sandbox's interface name.
+const DefaultIfName = "ustack0"
+
+// initEnv carries the child's settings from Run to Init.
+const initEnv = "USTACK_SANDBOX_INIT"
+
+// Options configures Run.
+type Options struct {
+	// Gateway configures the host side; Run sets its Link.
+	Gateway Config
+	// MTU of the sandbox's interface, 1280-65520. Default 65520.
+	MTU int
+	// IfName is the interface name inside the sandbox. Default ustack0.
+	IfName string
+	// Forwards are added before the command starts.
+	Forwards []Forward
+	// Command and its arguments, run inside the sandbox.
+	Command []string
+	// Stdin, Stdout and Stderr of the command. Nil means os.Stdin etc.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Self is the path of a binary whose "sandbox-init" command calls
+	// Init. Default: /proc/self/exe.
+	Self string
+	// Ready, if set, is called with the running Gateway before the
+	// command starts (the CLI serves its API from here).
+	Ready func(*Gateway) error
+}
+
+// childConfig is what the child needs to set up its side.
+type childConfig struct {
+	IfName  string         `json:"if_name"`
+	MTU     int            `json:"mtu"`
+	Addrs   []netip.Prefix `json:"addrs"`
+	Gateway []netip.Addr   `json:"gateways"`
+}
+
+// Run starts o.Command in new network namespace (and a new user namespace
+// when not root) whose only network is a TUN device served by a Gateway,
+// waits for it, tears everything down, and returns the command's exit code
+// (128+N if it was killed by signal N). SIGINT and SIGTERM received
+// meanwhile are passed to the command.
+func Run(ctx context.Context, o Options) (int, error) {
+	if len(o.Command) == 0 {
+		return 0, errors.New("sandbox: no command given; use: ustack sandbox [flags] -- CMD [ARGS...]")
+	}
+	if o.MTU == 0 {
+		o.MTU = DefaultMTU
+	}
+	if o.MTU < 1280 || o.MTU > 65520 {
+		return 0, fmt.Errorf("sandbox: MTU %d: want 1280-65520", o.MTU)
+	}
+	if o.IfName == "" {
+		o.IfName = DefaultIfName
+	}
+	if o.Self == "" {
+		o.Self = "/proc/self/exe"
+	}
+	addrs, err := o.Gateway.AddrsOf()
+	if err != nil {
+		return 0, err
+	}
+	cc := childConfig{IfName: o.IfName, MTU: o.MTU, Addrs: []netip.Prefix{addrs.Guest}, Gateway: []netip.Addr{addrs.Gateway.Addr()}}
+	if addrs.Guest6.IsValid() {
+		cc.Addrs = append(cc.Addrs, addrs.Guest6)
+		cc.Gateway = append(cc.Gateway, addrs.Gateway6.Addr())
+	}
+	ccJSON, _ := json.Marshal(cc)
+
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("sandbox: socketpair: %w", err)
+	}
+	parentSock := os.NewFile(uintptr(pair[0]), "sandbox-parent")
+	childSock := os.NewFile(uintptr(pair[1]), "sandbox-child")
+	defer parentSock.Close()
+
+	cmd := exec.Command(o.Self, append([]string{"sandbox-init", "--"}, o.Command...)...)
+	cmd.Env = append(os.Environ(), initEnv+"="+string(ccJSON))
+	cmd.ExtraFiles = []*os.File{childSock}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	if cmd.Stdin == nil {
+		cmd.Stdin = os.Stdin
+	}
+	if cmd.Stdout == nil {
+		cmd.Stdout = os.Stdout
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = os.Stderr
+	}
+	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	rootless := os.Geteuid() != 0
+	if rootless {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd.SysProcAttr = attr
+
+	// The child's parent-death signal is tied to the thread that starts
+	// it, so start and wait for it on one locked thread.
+	started := make(chan error, 1)
+	exited := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	err = <-started
+	childSock.Close()
+	if err != nil {
+		return 0, startError(err, rootless)
+	}
+	kill := func() {
+		cmd.Process.Kill()
+		<-exited
+	}
+
+	// The child creates the TUN device in its namespace and sends it.
+	fd, name, err := receiveTUN(parentSock, exited)
+	if err != nil {
+		kill()
+		var nf *NotFoundError
+		if errors.As(err, &nf) {
+			return 127, err
+		}
+		return 1, err
+	}
+	dev, err := tun.FromFD(fd, name, o.MTU)
+	if err != nil {
+		unix.Close(fd)
+		kill()
+		return 0, err
+	}
+	defer dev.Close()
+	gcfg := o.Gateway
+	gcfg.Link = dev.LinkEndpoint()
+	gw, err := NewGateway(gcfg)
+	if err != nil {
+		kill()
+		return 0, err
+	}
+	defer gw.Close()
+	for _, f := range o.Forwards {
+		if err := gw.AddForward(f); err != nil {
+			kill()
+			return 0, err
+		}
+	}
+	if o.Ready != nil {
+		if err := o.Ready(gw); err != nil {
+			kill()
+			return 0, err
+		}
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if _, err := parentSock.Write([]byte{'G'}); err != nil {
+		kill()
+		return 0, fmt.Errorf("sandbox: starting the command: %w", err)
+	}
+	for {
+		select {
+		case s := <-sigs:
+			cmd.Process.Signal(s)
+		case <-ctx.Done():
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-exited:
+				return exitCode(err), nil
+			case <-time.After(5 * time.Second):
+				kill()
+				return 128 + int(syscall.SIGKILL), nil
+			}
+		case err := <-exited:
+			return exitCode(err), nil
+		}
+	}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return 1
+}
+
+func startError(err error, rootless bool) error {
+	if rootless && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EINVAL)) {
+		return fmt.Errorf("sandbox: creating a user and network namespace failed (%w): rootless mode needs unprivileged user namespaces; check that sysctl user.max_user_namespaces is above 0 and kernel.unprivileged_userns_clone (where present) is 1, or run as root", err)
+	}
+	if errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("sandbox: creating a network namespace failed (%w): needs CAP_SYS_ADMIN, or run as a normal user to use a user namespace", err)
+	}
+	return fmt.Errorf("sandbox: starting the sandbox: %w", err)
+}
+
+// receiveTUN reads the child's message: the TUN descriptor and its name,
+// or an error. It gives up if the child exits first.
+func receiveTUN(sock *os.File, exited chan error) (int, string, error) {
+	type msg struct {
+		fd   int
+		name string
+		err  error
+	}
+	got := make(chan msg, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		oob := make([]byte, unix.CmsgSpace(4))
+		n, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != nil {
+			got <- msg{err: fmt.Errorf("sandbox: receiving the TUN device: %w", err)}
+			return
+		}
+		if n == 0 {
+			got <- msg{err: errors.New("sandbox: the sandbox process ended before creating its network")}
+			return
+		}
+		switch buf[0] {
+		case 'E':
+			got <- msg{err: errors.New(string(buf[1:n]))}
+			return
+		case 'N':
+			got <- msg{err: &NotFoundError{msg: string(buf[1:n])}}
+			return
+		}
+		cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(cmsgs) != 1 {
+			got <- msg{err: fmt.Errorf("sandbox: bad message from the sandbox process: %v", err)}
+			return
+		}
+		fds, err := unix.ParseUnixRights(&cmsgs[0])
+		if err != nil || len(fds) != 1 {
+			got <- msg{err: fmt.Errorf("sandbox: bad descriptor from the sandbox process: %v", err)}
+			return
+		}
+		got <- msg{fd: fds[0], name: string(buf[1:n])}
+	}()
+	select {
+	case m := <-got:
+		return m.fd, m.name, m.err
+	case err := <-exited:
+		exited <- err
+		// The child may have sent its error just before exiting.
+		select {
+		case m := <-got:
+			if m.err != nil {
+				return 0, "", m.err
+			}
+			unix.Close(m.fd)
+		default:
+		}
+		return 0, "", fmt.Errorf("sandbox: the sandbox process exited before creating its network: %v", err)
+	}
+}
+
+// NotFoundError reports that the command to run was not found; Run
+// returns exit code 127 with it, as shells do.
+type NotFoundError struct{ msg string }
+
+func (e *NotFoundError) Error() string { return e.msg }
+
+// IsInit reports whether this process was started by Run as a sandbox
+// child; its main function must then call Init.
+func IsInit() bool { return os.Getenv(initEnv) != "" }
+
+// Init is the child's side of Run: inside the new namespaces it brings up
+// lo, creates and configures the TUN device, sends it to the parent over
+// descriptor 3, waits for the parent's go-ahead and then execs args. It
+// returns only on failure, with the exit code to use.
+func Init(args []string) int {
+	sock := os.NewFile(3, "sandbox-sock")
+	fail := func(format string, a ...any) int {
+		msg := fmt.Sprintf(format, a...)
+		sock.Write(append([]byte{'E'}, msg...))
+		return 127
+	}
+	var cc childConfig
+	if err := json.Unmarshal([]byte(os.Getenv(initEnv)), &cc); err != nil {
+		return fail("sandbox: bad settings from the parent: %v", err)
+	}
+	os.Unsetenv(initEnv)
+	if len(args) == 0 {
+		return fail("sandbox: no command")
+	}
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		sock.Write(append([]byte{'N'}, fmt.Sprintf("sandbox: command %q: %v", args[0], err)...))
+		return 127
+	}
+	// Addresses are usable at once: no duplicate address detection on a
+	// link that has nobody else on it.
+	for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
+		os.WriteFile(f, []byte("0"), 0)
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fail("sandbox: netlink: %v", err)
+	}
+	if lo, err := h.LinkByName("lo"); err == nil {
+		h.LinkSetUp(lo)
+	}
+	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: true})
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) && os.Getuid() == 0 && isUserNS() {
+			fi, _ := os.Stat("/dev/net/tun")
+			mode := "unknown"
+			if fi != nil {
+				mode = fmt.Sprintf("%04o", fi.Mode().Perm())
+			}
+			return fail("sandbox: rootless mode needs /dev/net/tun to be usable by your user (the usual mode is 0666; here it is %s): %v", mode, err)
+		}
+		return fail("sandbox: creating the sandbox's interface: %v", err)
+	}
+	link, err := h.LinkByName(dev.Name())
+	if err != nil {
+		return fail("sandbox: %v", err)
+	}
+	for _, gw := range cc.Gateway {
+		dst := &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
+		if gw.Is6() {
+			dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		}
+		if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw.AsSlice()}); err != nil {
+			return fail("sandbox: default route via %s: %v", gw, err)
+		}
+	}
+	h.Close()
+	f, err := dev.DupFile()
+	if err != nil {
+		return fail("sandbox: %v", err)
+	}
+	if err := unix.Sendmsg(3, append([]byte{'T'}, dev.Name()...), unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		return fail("sandbox: sending the interface: %v", err)
+	}
+	f.Close()
+	// The parent owns the device now; the child's descriptors close on
+	// exec. Wait for the go-ahead.
+	b := make([]byte, 1)
+	if n, _ := sock.Read(b); n != 1 || b[0] != 'G' {
+		return 1
+	}
+	sock.Close()
+	err = syscall.Exec(path, args, os.Environ())
+	fmt.Fprintf(os.Stderr, "ustack sandbox: exec %s: %v\n", path, err)
+	return 127
+}
+
+// isUserNS reports whether the process is in a user namespace other than
+// the initial one.
+func isUserNS() bool {
+	data, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	return !(len(data) > 0 && string(data) != "" && containsFullMap(string(data)))
+}
+
+func containsFullMap(s string) bool {
+	var a, b, c uint64
+	n, _ := fmt.Sscan(s, &a, &b, &c)
+	return n == 3 && a == 0 && b == 0 && c == 4294967295
+}

@@ -1,0 +1,50 @@
+package tun
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// FromFD makes a Device from a TUN descriptor opened elsewhere, such as
+// one received from a process in another network namespace over a unix
+// socket (the sandbox does this). The Device takes ownership of fd: Close
+// closes it. name and mtu describe the device; the kernel side is not
+// touched, so it must already be configured. mtu 0 means DefaultMTU.
+func FromFD(fd int, name string, mtu int) (*Device, error) {
+	switch {
+	case mtu == 0:
+		mtu = DefaultMTU
+	case mtu < MinMTU || mtu > MaxMTU:
+		return nil, fmt.Errorf("tun: invalid MTU %d: want 0 (for %d) or %d..%d", mtu, DefaultMTU, MinMTU, MaxMTU)
+	}
+	if fd < 0 {
+		return nil, fmt.Errorf("tun: invalid descriptor %d", fd)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("tun: descriptor %d: %w", fd, err)
+	}
+	unix.CloseOnExec(fd)
+	d := &Device{name: name, mtu: mtu, fds: []int{fd}}
+	if err := d.newEndpoint(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// DupFile returns a duplicate of the device's first queue descriptor, for
+// handing the device to another process (with os/exec ExtraFiles or
+// SCM_RIGHTS). The caller closes the file; the Device keeps its own.
+func (d *Device) DupFile() (*os.File, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return nil, fmt.Errorf("tun: %s: %w", d.name, os.ErrClosed)
+	}
+	fd, err := unix.FcntlInt(uintptr(d.fds[0]), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tun: dup %s: %w", d.name, err)
+	}
+	return os.NewFile(uintptr(fd), d.name), nil
+}
