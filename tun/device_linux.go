@@ -36,8 +36,9 @@ type Device struct {
 	// attachMu serializes attaching and detaching the endpoint, and
 	// guards the fields below.
 	attachMu sync.Mutex
-	attached bool // the endpoint has been attached (it can be, once)
-	detached bool // and detached again: its readers have stopped for good
+	attached bool     // the endpoint has been attached (it can be, once)
+	detached bool     // and detached again: its readers have stopped for good
+	handoff  *handoff // set when attached
 
 	// mu guards the fields below. Writers hold it for reading while they
 	// use the descriptors, so that Close cannot close them underneath.
@@ -201,9 +202,10 @@ func (d *Device) newEndpoint() error {
 		// recvmmsg (fdbased.RecvMMsg) works on sockets only; on a TUN
 		// descriptor fdbased reads with readv whatever the mode.
 		PacketDispatchMode: fdbased.Readv,
-		// Deliver inline on the reader goroutine. With more than one
-		// processor, fdbased starts goroutines in New that only stop after
-		// an Attach and that nobody waits for.
+		// fdbased's processors hand packets to goroutines that it starts
+		// in New, stops only after an Attach, and never waits for. With
+		// one, it delivers inline on the reader, which here delivers to
+		// the handoff (see handoff.go), whose workers are ours to wait for.
 		ProcessorsPerChannel: 1,
 	})
 	if err != nil {
@@ -248,6 +250,12 @@ func (d *Device) Close() error {
 
 		d.link.Attach(nil) // in case the stack did not: stop the readers
 		d.inner.Wait()
+		d.attachMu.Lock()
+		h := d.handoff
+		d.attachMu.Unlock()
+		if h != nil {
+			h.wait()
+		}
 
 		var errs []error
 		for _, fd := range d.stops {

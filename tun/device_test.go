@@ -32,7 +32,7 @@ var (
 )
 
 // openIn opens cfg in ns and closes the device when the test ends.
-func openIn(t *testing.T, ns *netns.NS, cfg Config) *Device {
+func openIn(t testing.TB, ns *netns.NS, cfg Config) *Device {
 	t.Helper()
 	cfg.NetNS = ns.File()
 	d, err := Open(cfg)
@@ -521,5 +521,75 @@ func TestOpenInCurrentNamespace(t *testing.T) {
 	}
 	if _, err := netlink.LinkByName("ustk-here"); err == nil {
 		t.Errorf("device visible in the host namespace")
+	}
+}
+
+// TestTeardownUnderLoad removes the NIC while the kernel floods the stack
+// with UDP. The stack removes a NIC holding its lock and waits for the
+// link's readers, while every inbound packet takes that lock: a reader that
+// delivered inline would deadlock here (it did, before the handoff).
+func TestTeardownUnderLoad(t *testing.T) {
+	tests := []struct {
+		name     string
+		teardown func(s *stack.Stack, d *Device) error
+	}{
+		{"Stack.Destroy", func(s *stack.Stack, d *Device) error { s.Destroy(); return nil }},
+		{"Stack.RemoveNIC", func(s *stack.Stack, d *Device) error {
+			if err := s.RemoveNIC(nicID); err != nil {
+				return fmt.Errorf("RemoveNIC: %v", err)
+			}
+			return nil
+		}},
+		{"Device.Close", func(s *stack.Stack, d *Device) error { return d.Close() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for round := range 5 {
+				ns := netns.NewT(t)
+				d := openIn(t, ns, Config{MultiQueue: round%2 == 1, Addrs: []netip.Prefix{kernel4}, Up: true})
+				s := newStack(t, d.LinkEndpoint(), stack4)
+				// Unconnected, so that ICMP port unreachable does not turn
+				// the next writes into errors.
+				c, err := ns.ListenPacket("udp4", netip.AddrPortFrom(kernel4.Addr(), 0).String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(stack4.Addr(), 9))
+				stop := make(chan struct{})
+				flooded := make(chan int)
+				go func() {
+					// Bounded: at most 2 s or 200k datagrams.
+					var n int
+					payload := make([]byte, 512)
+					for deadline := time.Now().Add(2 * time.Second); n < 200_000 && time.Now().Before(deadline); n++ {
+						select {
+						case <-stop:
+							flooded <- n
+							return
+						default:
+						}
+						if _, err := c.WriteTo(payload, to); err != nil {
+							break // the device is gone
+						}
+					}
+					flooded <- n
+				}()
+				time.Sleep(20 * time.Millisecond)
+				done := make(chan error, 1)
+				go func() { done <- tt.teardown(s, d) }()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatal(err)
+					}
+				case <-time.After(10 * time.Second):
+					buf := make([]byte, 1<<20)
+					t.Fatalf("teardown deadlocked; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+				}
+				close(stop)
+				<-flooded
+				c.Close()
+			}
+		})
 	}
 }

@@ -18,10 +18,13 @@ type linkEndpoint struct {
 var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
 
 // Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
-// the readers; nil (the NIC going away) stops them and waits. fdbased cannot
-// restart its readers (its stop signal stays raised, and a second stop
-// releases its buffers twice), so once detached, or once the device is
-// closed, the endpoint ignores new dispatchers.
+// the readers and the handoff workers that deliver their packets; nil (the
+// NIC going away, with the stack's lock held) stops the readers and waits
+// for them, and tells the workers to stop without waiting for them (they
+// may be blocked on that lock; Device.Close waits for them). fdbased
+// cannot restart its readers (its stop signal stays raised, and a second
+// stop releases its buffers twice), so once detached, or once the device
+// is closed, the endpoint ignores new dispatchers.
 func (e *linkEndpoint) Attach(dispatcher stack.NetworkDispatcher) {
 	d := e.d
 	d.attachMu.Lock()
@@ -30,6 +33,7 @@ func (e *linkEndpoint) Attach(dispatcher stack.NetworkDispatcher) {
 		if d.attached && !d.detached {
 			d.detached = true
 			e.LinkEndpoint.Attach(nil)
+			d.handoff.stopWorkers()
 		}
 		return
 	}
@@ -40,8 +44,22 @@ func (e *linkEndpoint) Attach(dispatcher stack.NetworkDispatcher) {
 		return
 	}
 	d.attached = true
-	e.LinkEndpoint.Attach(dispatcher)
+	d.handoff = startHandoff(dispatcher, len(d.fds))
+	e.LinkEndpoint.Attach(d.handoff)
 }
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *linkEndpoint) IsAttached() bool {
+	d := e.d
+	d.attachMu.Lock()
+	defer d.attachMu.Unlock()
+	return d.attached && !d.detached
+}
+
+// Wait implements stack.LinkEndpoint: it waits for the readers, which is
+// what the stack needs before it lets go of the NIC. The handoff workers
+// are waited for by Device.Close.
+func (e *linkEndpoint) Wait() { e.LinkEndpoint.Wait() }
 
 // WritePackets implements stack.LinkWriter. After the device is closed it
 // writes nothing and returns tcpip.ErrClosedForSend.

@@ -25,7 +25,7 @@ const nicID = 1
 // newStack returns a gVisor stack with ep as NIC 1, the given addresses on
 // it, and default routes through it. The test destroys it at the end unless
 // it does so itself first.
-func newStack(t *testing.T, ep stack.LinkEndpoint, addrs ...netip.Prefix) *stack.Stack {
+func newStack(t testing.TB, ep stack.LinkEndpoint, addrs ...netip.Prefix) *stack.Stack {
 	t.Helper()
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -67,7 +67,7 @@ func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
 
 // echo serves l until it is closed, echoing every connection, and returns a
 // function that closes l and waits for the server and its connections.
-func echo(t *testing.T, l net.Listener) (stop func()) {
+func echo(t testing.TB, l net.Listener) (stop func()) {
 	t.Helper()
 	done := make(chan struct{})
 	conns := make(chan net.Conn, 16)
@@ -120,7 +120,7 @@ func exchange(t *testing.T, c net.Conn, n int) {
 }
 
 // dialTCP dials addr from s.
-func dialTCP(t *testing.T, s *stack.Stack, addr netip.AddrPort) *gonet.TCPConn {
+func dialTCP(t testing.TB, s *stack.Stack, addr netip.AddrPort) *gonet.TCPConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -132,7 +132,7 @@ func dialTCP(t *testing.T, s *stack.Stack, addr netip.AddrPort) *gonet.TCPConn {
 }
 
 // listenTCP listens on addr in s.
-func listenTCP(t *testing.T, s *stack.Stack, addr netip.AddrPort) *gonet.TCPListener {
+func listenTCP(t testing.TB, s *stack.Stack, addr netip.AddrPort) *gonet.TCPListener {
 	t.Helper()
 	l, err := gonet.ListenTCP(s, fullAddr(addr), protoOf(addr.Addr()))
 	if err != nil {

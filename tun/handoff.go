@@ -1,0 +1,177 @@
+package tun
+
+import (
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// maxHandoffQueue is how many packets a handoff worker holds before it
+// drops new ones, like a NIC's full receive ring.
+const maxHandoffQueue = 4096
+
+// handoff is the stack.NetworkDispatcher that a device's readers deliver
+// to. It queues each packet for one of its workers, which deliver them to
+// the stack's dispatcher, so that a reader never enters the stack.
+//
+// That matters because the stack removes a NIC (RemoveNIC, Destroy) while
+// holding its own lock, and waits there for the link's readers to stop;
+// the stack takes that same lock for every inbound packet (ipv4 looks up
+// the NIC's name for iptables). A reader delivering inline would deadlock
+// Destroy whenever a packet arrives at the wrong moment. The workers are
+// not waited for under the stack's lock: they stop on their own once
+// detached, and Device.Close waits for them.
+type handoff struct {
+	dispatcher stack.NetworkDispatcher
+	workers    []handoffWorker
+	stop       chan struct{} // closed to stop the workers
+	stopOnce   sync.Once
+	wg         sync.WaitGroup // the workers
+}
+
+type handoffWorker struct {
+	wake chan struct{} // capacity 1: there is work
+
+	mu sync.Mutex // guards the fields below
+	q  []queuedPacket
+}
+
+type queuedPacket struct {
+	proto tcpip.NetworkProtocolNumber
+	pkt   *stack.PacketBuffer // holds a reference
+	link  bool                // DeliverLinkPacket rather than DeliverNetworkPacket
+}
+
+// startHandoff starts n workers delivering to dispatcher.
+func startHandoff(dispatcher stack.NetworkDispatcher, n int) *handoff {
+	h := &handoff{
+		dispatcher: dispatcher,
+		workers:    make([]handoffWorker, max(n, 1)),
+		stop:       make(chan struct{}),
+	}
+	for i := range h.workers {
+		h.workers[i].wake = make(chan struct{}, 1)
+		h.wg.Add(1)
+		go h.run(&h.workers[i])
+	}
+	return h
+}
+
+var _ stack.NetworkDispatcher = (*handoff)(nil)
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher.
+func (h *handoff) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	h.enqueue(queuedPacket{proto: proto, pkt: pkt})
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (h *handoff) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	h.enqueue(queuedPacket{proto: proto, pkt: pkt, link: true})
+}
+
+func (h *handoff) enqueue(p queuedPacket) {
+	w := &h.workers[0]
+	if len(h.workers) > 1 {
+		w = &h.workers[flowHash(p.pkt)%uint32(len(h.workers))]
+	}
+	w.mu.Lock()
+	if len(w.q) >= maxHandoffQueue {
+		w.mu.Unlock()
+		return // dropped
+	}
+	p.pkt.IncRef()
+	w.q = append(w.q, p)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default: // already signalled
+	}
+}
+
+// run delivers w's packets until stopped, then drops what is left.
+func (h *handoff) run(w *handoffWorker) {
+	defer h.wg.Done()
+	var batch []queuedPacket
+	for {
+		select {
+		case <-w.wake:
+		case <-h.stop:
+			w.mu.Lock()
+			batch, w.q = w.q, nil
+			w.mu.Unlock()
+			for _, p := range batch {
+				p.pkt.DecRef()
+			}
+			return
+		}
+		w.mu.Lock()
+		batch, w.q = w.q, batch[:0]
+		w.mu.Unlock()
+		for i, p := range batch {
+			if p.link {
+				h.dispatcher.DeliverLinkPacket(p.proto, p.pkt)
+			} else {
+				h.dispatcher.DeliverNetworkPacket(p.proto, p.pkt)
+			}
+			p.pkt.DecRef()
+			batch[i] = queuedPacket{}
+		}
+	}
+}
+
+// stopWorkers tells the workers to stop without waiting for them.
+func (h *handoff) stopWorkers() {
+	h.stopOnce.Do(func() { close(h.stop) })
+}
+
+// wait waits for the workers to stop. Never call it with the stack's lock
+// held (that is, from the stack's calls into the link endpoint).
+func (h *handoff) wait() { h.wg.Wait() }
+
+// flowHash hashes pkt's addresses, transport protocol and ports (FNV-1a),
+// so that every packet of a flow goes to the same worker and stays in
+// order.
+func flowHash(pkt *stack.PacketBuffer) uint32 {
+	var b []byte
+	for _, s := range pkt.AsSlices() {
+		if len(s) > 0 {
+			b = s
+			break
+		}
+	}
+	var key []byte
+	switch header.IPVersion(b) {
+	case header.IPv4Version:
+		if len(b) < header.IPv4MinimumSize {
+			return 0
+		}
+		ip := header.IPv4(b)
+		key = b[12:20] // source and destination
+		hl := int(ip.HeaderLength())
+		if ip.FragmentOffset() == 0 && !ip.More() && len(b) >= hl+4 {
+			return fnv(fnv(fnv(2166136261, key), []byte{ip.Protocol()}), b[hl:hl+4])
+		}
+		return fnv(fnv(2166136261, key), []byte{ip.Protocol()})
+	case header.IPv6Version:
+		if len(b) < header.IPv6MinimumSize {
+			return 0
+		}
+		key = b[8:40]
+		next := b[6]
+		if !header.IsExtensionHeader(next) && len(b) >= header.IPv6MinimumSize+4 {
+			return fnv(fnv(fnv(2166136261, key), []byte{next}), b[40:44])
+		}
+		return fnv(fnv(2166136261, key), []byte{next})
+	}
+	return 0
+}
+
+func fnv(h uint32, b []byte) uint32 {
+	for _, c := range b {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
+}
