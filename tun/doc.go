@@ -32,29 +32,34 @@
 //
 // A Device owns its descriptors. Device.Close removes the device's NIC from
 // the stack it is attached to (through the endpoint's on-close action), stops
-// and waits for the endpoint's reader goroutines, and closes the
+// the endpoint's goroutines and waits for them, and closes the
 // descriptors; closing the last descriptor of a non-persistent TUN device
 // makes the kernel delete the interface, with its addresses and routes.
 // Removing the NIC from the stack (Stack.RemoveNIC, Stack.Destroy) stops
 // the endpoint for good but leaves the device open until Close.
 //
-// link/fdbased has two lifetime gaps that this package closes for it. Its
-// readers block in ppoll on the descriptor, and closing a descriptor does
-// not wake ppoll (worse, the number may be reused), so Close first stops
-// them through fdbased's own stop mechanism and only then closes. And
-// fdbased never closes the eventfd it creates per descriptor for that stop
-// mechanism, so Close closes them too.
+// link/fdbased has three lifetime gaps that this package closes for it.
+// First, its readers block in ppoll on the descriptor, and closing a
+// descriptor does not wake ppoll (worse, the number may be reused), so
+// Close first stops them through fdbased's own stop mechanism and only then
+// closes. Second, fdbased never closes the eventfd it creates per descriptor
+// for that stop mechanism, so Close closes them too. Third, a reader that
+// delivers packets inline (as fdbased does with one processor per queue,
+// its default on a one-CPU machine) deadlocks the removal of its NIC: the
+// stack removes a NIC holding its lock and waits there for the readers,
+// and it takes that lock for every inbound packet. So the readers here
+// hand packets to workers of this package (one per queue, a flow always to
+// the same one), which are not waited for under the stack's lock;
+// Device.Close waits for them.
 //
 // # Performance
 //
 // A TUN descriptor is not a socket, so fdbased reads it with one readv per
 // packet (its recvmmsg and packet-mmap modes apply to sockets only) and
-// writes one writev per packet. Packets are delivered to the stack inline
-// on the reader goroutine (one processor per queue), which also lets Close
-// wait for every goroutine the endpoint started. Offloads (GSO, GRO,
-// checksum) are off: they need IFF_VNET_HDR, which this package does not
-// set yet. With MultiQueue, the kernel spreads flows over the queues and
-// each queue has its own reader.
+// writes one writev per packet. Offloads (GSO, GRO, checksum) are off:
+// they need IFF_VNET_HDR, which this package does not set yet. With
+// MultiQueue, the kernel spreads flows over the queues and each queue has
+// its own reader. BenchmarkDeviceTCP measures a TCP stream each way.
 //
 // # Pipe
 //

@@ -72,6 +72,13 @@ func (h *handoff) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *stac
 }
 
 func (h *handoff) enqueue(p queuedPacket) {
+	select {
+	case <-h.stop:
+		return // nobody would deliver or release it
+	default:
+	}
+	// Not airtight against a concurrent stopWorkers, which does not
+	// happen: the readers are stopped and waited for before it.
 	w := &h.workers[0]
 	if len(h.workers) > 1 {
 		w = &h.workers[flowHash(p.pkt)%uint32(len(h.workers))]
@@ -98,6 +105,9 @@ func (h *handoff) run(w *handoffWorker) {
 		select {
 		case <-w.wake:
 		case <-h.stop:
+		}
+		select {
+		case <-h.stop: // takes precedence over work
 			w.mu.Lock()
 			batch, w.q = w.q, nil
 			w.mu.Unlock()
@@ -105,6 +115,7 @@ func (h *handoff) run(w *handoffWorker) {
 				p.pkt.DecRef()
 			}
 			return
+		default:
 		}
 		w.mu.Lock()
 		batch, w.q = w.q, batch[:0]
@@ -134,12 +145,11 @@ func (h *handoff) wait() { h.wg.Wait() }
 // so that every packet of a flow goes to the same worker and stays in
 // order.
 func flowHash(pkt *stack.PacketBuffer) uint32 {
-	var b []byte
-	for _, s := range pkt.AsSlices() {
-		if len(s) > 0 {
-			b = s
-			break
-		}
+	// The reader has not parsed the packet: it is all in Data, whose first
+	// view (128 bytes in fdbased) holds the headers, so this does not copy.
+	b, ok := pkt.Data().PullUp(min(pkt.Data().Size(), header.IPv6MinimumSize+4))
+	if !ok {
+		return 0
 	}
 	var key []byte
 	switch header.IPVersion(b) {

@@ -86,11 +86,14 @@ func (p *Pipe) forward(ctx context.Context, from, to *channel.Endpoint) {
 // shares pkt's storage copy-on-write (as gVisor's link/pipe does) but none
 // of its metadata, as if it had crossed a wire.
 func deliver(to *channel.Endpoint, pkt *stack.PacketBuffer) {
-	var first []byte
-	for _, s := range pkt.AsSlices() {
-		if len(s) > 0 {
-			first = s
-			break
+	// A stack's outbound packet has its IP header as the network header.
+	first := pkt.NetworkHeader().Slice()
+	if len(first) == 0 {
+		for _, s := range pkt.AsSlices() {
+			if len(s) > 0 {
+				first = s
+				break
+			}
 		}
 	}
 	var proto tcpip.NetworkProtocolNumber
