@@ -60,7 +60,7 @@ func TestWireGuardHTTP(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			remote := netip.MustParseAddrPort(string(body[len("hello "):len(body)-len(" from "+host)]))
+			remote := netip.MustParseAddrPort(string(body[len("hello ") : len(body)-len(" from "+host)]))
 			if resp.StatusCode != 200 || remote.Addr() != f.stack {
 				t.Fatalf("GET %s: %s %q; want 200 from the stack's tunnel address %s", host, resp.Status, body, f.stack)
 			}
