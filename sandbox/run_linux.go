@@ -110,7 +110,10 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if cmd.Stderr == nil {
 		cmd.Stderr = os.Stderr
 	}
-	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	// A PID namespace too, with the child as its init: when the child
+	// ends, the kernel ends everything the command left behind, so no
+	// process keeps the network namespace alive.
+	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
 	rootless := os.Geteuid() != 0
 	if rootless {
 		attr.Cloneflags |= syscall.CLONE_NEWUSER
@@ -377,9 +380,49 @@ func Init(args []string) int {
 		return 1
 	}
 	sock.Close()
-	err = syscall.Exec(path, args, os.Environ())
-	fmt.Fprintf(os.Stderr, "ustack sandbox: exec %s: %v\n", path, err)
-	return 127
+	if os.Getpid() != 1 {
+		err = syscall.Exec(path, args, os.Environ())
+		fmt.Fprintf(os.Stderr, "ustack sandbox: exec %s: %v\n", path, err)
+		return 127
+	}
+	return initLoop(path, args)
+}
+
+// initLoop is PID 1 of the sandbox's PID namespace: it runs the command,
+// passes signals on to it, reaps every orphan, and returns the command's
+// exit code (128+N if signal N killed it). When it returns, the kernel
+// kills whatever else is left in the namespace.
+func initLoop(path string, args []string) int {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCHLD)
+	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
+		Env:   os.Environ(),
+		Files: []uintptr{0, 1, 2},
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ustack sandbox: starting %s: %v\n", path, err)
+		return 127
+	}
+	for {
+		// Reap everything that has exited.
+		for {
+			var ws syscall.WaitStatus
+			wpid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if err != nil || wpid <= 0 {
+				break
+			}
+			if wpid == pid {
+				if ws.Signaled() {
+					return 128 + int(ws.Signal())
+				}
+				return ws.ExitStatus()
+			}
+		}
+		s := <-sigs
+		if s != syscall.SIGCHLD {
+			syscall.Kill(pid, s.(syscall.Signal))
+		}
+	}
 }
 
 // isUserNS reports whether the process is in a user namespace other than

@@ -1,0 +1,129 @@
+package integration
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// guestMain runs one guest role inside a sandbox (see TestMain) and
+// returns the exit code. arg is the role's parameter.
+func guestMain(role, arg string) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "guest %s: %s\n", role, fmt.Sprintf(format, a...))
+		return 1
+	}
+	switch role {
+	case "bulk":
+		// arg: ADDR,BYTES. Send BYTES of stream 1, read stream 2 to EOF,
+		// check its hash.
+		parts := strings.Split(arg, ",")
+		n, _ := strconv.ParseInt(parts[1], 10, 64)
+		c, err := net.DialTimeout("tcp", parts[0], 10*time.Second)
+		if err != nil {
+			return fail("dial: %v", err)
+		}
+		defer c.Close()
+		var werr error
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, werr = io.CopyN(c, newPRNG(1), n)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		h := sha256.New()
+		got, rerr := io.Copy(h, c)
+		wg.Wait()
+		if werr != nil || rerr != nil {
+			return fail("write %v, read %v", werr, rerr)
+		}
+		if got != n || [32]byte(h.Sum(nil)) != expectedHash(2, n) {
+			return fail("received %d bytes with the wrong hash", got)
+		}
+		return 0
+	case "portlog":
+		// arg: PORT. Reply to each connection with the peer's port, then
+		// close; run until killed.
+		l, err := net.Listen("tcp", ":"+arg)
+		if err != nil {
+			return fail("listen: %v", err)
+		}
+		fmt.Println("guest ready")
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return fail("accept: %v", err)
+			}
+			fmt.Fprintf(c, "%d", c.RemoteAddr().(*net.TCPAddr).Port)
+			c.Close()
+		}
+	case "udpecho":
+		// arg: ADDR. Two round trips.
+		c, err := net.Dial("udp", arg)
+		if err != nil {
+			return fail("dial: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		for _, m := range []string{"ping", "pong"} {
+			c.Write([]byte(m))
+			b := make([]byte, 64)
+			n, err := c.Read(b)
+			if err != nil || string(b[:n]) != m {
+				return fail("echo %q: got %q, %v", m, b[:n], err)
+			}
+		}
+		return 0
+	case "dns":
+		// arg: NAME=WANT. Resolve through 10.0.2.3.
+		name, want, _ := strings.Cut(arg, "=")
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "udp", "10.0.2.3:53")
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		addrs, err := r.LookupHost(ctx, name)
+		if err != nil {
+			return fail("lookup %s: %v", name, err)
+		}
+		if len(addrs) != 1 || addrs[0] != want {
+			return fail("lookup %s: %v, want %s", name, addrs, want)
+		}
+		return 0
+	case "udpflood":
+		// arg: ADDR,N. Open N UDP flows (one socket each) and report how
+		// many got an answer.
+		addr, ns, _ := strings.Cut(arg, ",")
+		n, _ := strconv.Atoi(ns)
+		answered := 0
+		var conns []net.Conn
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("udp", addr)
+			if err != nil {
+				return fail("dial: %v", err)
+			}
+			conns = append(conns, c)
+			c.Write([]byte("x"))
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for _, c := range conns {
+			c.SetReadDeadline(deadline)
+			if _, err := c.Read(make([]byte, 8)); err == nil {
+				answered++
+			}
+			c.Close()
+		}
+		fmt.Println(answered)
+		return 0
+	}
+	return fail("unknown role")
+}

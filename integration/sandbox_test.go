@@ -1,0 +1,613 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ustacknet/ustack/api"
+	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/privtest"
+	"github.com/ustacknet/ustack/portalloc"
+)
+
+var (
+	ustackOnce sync.Once
+	ustackBin  string
+	ustackErr  error
+)
+
+// sharedUstack builds the ustack binary once for the package.
+func sharedUstack(t *testing.T) string {
+	t.Helper()
+	ustackOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ustack-bin-")
+		if err != nil {
+			ustackErr = err
+			return
+		}
+		ustackBin = filepath.Join(dir, "ustack")
+		// Readable and runnable by the unprivileged user of the rootless
+		// test too.
+		os.Chmod(dir, 0o755)
+		out, err := exec.Command("go", "build", "-o", ustackBin, "../cmd/ustack").CombinedOutput()
+		if err != nil {
+			ustackErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if ustackErr != nil {
+		t.Fatal(ustackErr)
+	}
+	return ustackBin
+}
+
+// sandboxCmd prepares `ustack sandbox FLAGS -- CMD...`. Each sandbox test
+// also runs the whole thing inside a private network namespace of its
+// own, so that even the host side (the gateway's sockets) can reach
+// nothing but that namespace's loopback, where the test's servers live.
+type sandboxRun struct {
+	t       *testing.T
+	ns      *netns.NS
+	bin     string
+	apiSock string
+}
+
+func newSandboxRun(t *testing.T) *sandboxRun {
+	t.Helper()
+	privtest.Require(t)
+	return &sandboxRun{t: t, ns: netns.NewT(t), bin: sharedUstack(t), apiSock: filepath.Join(t.TempDir(), "api.sock")}
+}
+
+// guest returns the command line that runs this test binary as a guest
+// role inside the sandbox.
+func guest(role, arg string) []string {
+	exe, _ := os.Executable()
+	return []string{"env", "USTACK_GUEST_ROLE=" + role, exe, "-test.run=^$", arg}
+}
+
+// start starts the sandbox in the run's namespace. Its output goes to a
+// file, so that waiting for it never waits for stray holders of a pipe.
+func (r *sandboxRun) start(flags []string, cmdline ...string) (*exec.Cmd, *outFile, chan error) {
+	r.t.Helper()
+	args := append([]string{"sandbox"}, flags...)
+	args = append(args, "--")
+	args = append(args, cmdline...)
+	cmd := exec.Command(r.bin, args...)
+	f, err := os.CreateTemp(r.t.TempDir(), "out")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.ns.Do(cmd.Start); err != nil {
+		r.t.Fatal(err)
+	}
+	f.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	r.t.Cleanup(func() {
+		cmd.Process.Kill()
+		err := <-done
+		done <- err
+	})
+	return cmd, &outFile{f.Name()}, done
+}
+
+// outFile is a sandbox's output so far.
+type outFile struct{ path string }
+
+func (o *outFile) String() string {
+	b, _ := os.ReadFile(o.path)
+	return string(b)
+}
+
+// run runs the sandbox to completion (bounded) and returns its exit code
+// and output.
+func (r *sandboxRun) run(flags []string, cmdline ...string) (int, string) {
+	r.t.Helper()
+	_, out, done := r.start(flags, cmdline...)
+	select {
+	case err := <-done:
+		done <- err
+		return exitCodeOf(err), out.String()
+	case <-time.After(3 * time.Minute):
+		r.t.Fatalf("sandbox did not finish in 3 minutes\n%s", out.String())
+	}
+	return 0, ""
+}
+
+func exitCodeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(b)
+}
+
+// hostHTTP serves HTTP on the run namespace's loopback.
+func (r *sandboxRun) hostHTTP(body string) int {
+	l, err := r.ns.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) })}
+	go srv.Serve(l)
+	r.t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestSandboxLoopbackPolicy(t *testing.T) {
+	r := newSandboxRun(t)
+	port := r.hostHTTP("hello from the host")
+	url := fmt.Sprintf("http://10.0.2.2:%d/", port)
+	code, out := r.run([]string{"--allow-host-loopback"}, "curl", "-sS", "--max-time", "10", url)
+	if code != 0 || !strings.Contains(out, "hello from the host") {
+		t.Fatalf("with --allow-host-loopback: exit %d\n%s", code, out)
+	}
+	start := time.Now()
+	code, out = r.run(nil, "curl", "-sS", "--max-time", "10", url)
+	if code != 7 { // curl: failed to connect
+		t.Fatalf("without --allow-host-loopback: exit %d, want curl's 7 (refused)\n%s", code, out)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refusal took %v; want it prompt", d)
+	}
+}
+
+func TestSandboxEgressRules(t *testing.T) {
+	r := newSandboxRun(t)
+	port := r.hostHTTP("ok")
+	url := fmt.Sprintf("http://10.0.2.2:%d/", port)
+	code, out := r.run([]string{"--allow-host-loopback", "--deny", "10.0.2.2/32"}, "curl", "-sS", "--max-time", "10", url)
+	if code != 7 {
+		t.Fatalf("--deny 10.0.2.2/32: exit %d, want 7\n%s", code, out)
+	}
+	code, out = r.run([]string{"--allow-host-loopback", "--allow", "10.0.2.2/32"}, "curl", "-sS", "--max-time", "10", url)
+	if code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("--allow 10.0.2.2/32: exit %d\n%s", code, out)
+	}
+	// Outside the allow list: refused at once, never dialled (the run
+	// namespace has no route anyway).
+	code, out = r.run([]string{"--allow-host-loopback", "--allow", "10.0.2.2/32"}, "curl", "-sS", "--max-time", "10", "http://198.18.3.3/")
+	if code != 7 {
+		t.Fatalf("outside --allow: exit %d, want 7\n%s", code, out)
+	}
+}
+
+func TestSandboxUDPAndDNS(t *testing.T) {
+	r := newSandboxRun(t)
+	echo, err := r.ns.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(b[:n], from)
+		}
+	}()
+	t.Cleanup(func() { echo.Close() })
+	dns, err := r.ns.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go answerTestDNS(dns)
+	t.Cleanup(func() { dns.Close() })
+	flags := []string{"--allow-host-loopback", "--dns-upstream", dns.LocalAddr().String()}
+	code, out := r.run(flags, guest("udpecho", fmt.Sprintf("10.0.2.2:%d", echo.LocalAddr().(*net.UDPAddr).Port))...)
+	if code != 0 {
+		t.Fatalf("udp echo: exit %d\n%s", code, out)
+	}
+	code, out = r.run(flags, guest("dns", "svc.test=198.18.7.7")...)
+	if code != 0 {
+		t.Fatalf("dns: exit %d\n%s", code, out)
+	}
+}
+
+// 1 GiB each way between the guest and a host loopback server.
+func TestSandboxIntegrity(t *testing.T) {
+	r := newSandboxRun(t)
+	const n = 1 << 30
+	l, err := r.ns.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	srvErr := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			srvErr <- err
+			return
+		}
+		defer c.Close()
+		var werr error
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, werr = io.CopyN(c, newPRNG(2), n)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		h := sha256.New()
+		got, rerr := io.Copy(h, c)
+		wg.Wait()
+		switch {
+		case werr != nil || rerr != nil:
+			srvErr <- fmt.Errorf("host write %v, read %v", werr, rerr)
+		case got != n || [32]byte(h.Sum(nil)) != expectedHash(1, n):
+			srvErr <- fmt.Errorf("host received %d bytes with the wrong hash", got)
+		default:
+			srvErr <- nil
+		}
+	}()
+	start := time.Now()
+	code, out := r.run([]string{"--allow-host-loopback"}, guest("bulk", fmt.Sprintf("10.0.2.2:%d,%d", l.Addr().(*net.TCPAddr).Port, n))...)
+	if code != 0 {
+		t.Fatalf("guest: exit %d\n%s", code, out)
+	}
+	if err := <-srvErr; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("1 GiB each way in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// waitAPI waits for the sandbox's API socket.
+func waitAPI(t *testing.T, sock string, out fmt.Stringer) *api.Client {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			cl := api.NewClient(sock)
+			t.Cleanup(cl.Close)
+			return cl
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("API socket %s did not appear\n%s", sock, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitOutput waits for text to appear in the sandbox's output.
+func waitOutput(t *testing.T, out fmt.Stringer, text string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q did not appear in the output:\n%s", text, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T, ns *netns.NS) int {
+	l, err := ns.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// readPort connects to the forward and reads the guest-seen peer port.
+func readPort(t *testing.T, ns *netns.NS, addr string) (string, error) {
+	var c net.Conn
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err = ns.Dial("tcp4", addr)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+func waitTCPFree(t *testing.T, cl *api.Client) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		snaps, err := cl.Ports(context.Background())
+		if err == nil && snaps[portalloc.TCP].InUse == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TCP ports still in use: %+v %v", snaps, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Forwarding: twelve host connections through -p reach the guest from
+// 45000, 45001, ... 45004, then 45000 again.
+func TestSandboxForwardSequentialPorts(t *testing.T) {
+	r := newSandboxRun(t)
+	hp := freePort(t, r.ns)
+	_, out, _ := r.start([]string{"-p", fmt.Sprintf("127.0.0.1:%d:8080", hp), "--tcp-range", "45000-45004", "--api", r.apiSock}, guest("portlog", "8080")...)
+	cl := waitAPI(t, r.apiSock, out)
+	waitOutput(t, out, "guest ready")
+	var got []string
+	for i := 0; i < 12; i++ {
+		p, err := readPort(t, r.ns, fmt.Sprintf("127.0.0.1:%d", hp))
+		if err != nil {
+			t.Fatalf("connection %d: %v\n%s", i, err, out.String())
+		}
+		got = append(got, p)
+		waitTCPFree(t, cl)
+	}
+	want := "45000 45001 45002 45003 45004 45000 45001 45002 45003 45004 45000 45001"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("guest-seen peer ports:\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+}
+
+// Runtime control: forwards added, listed and removed with `ustack forward`.
+func TestSandboxRuntimeForwards(t *testing.T) {
+	r := newSandboxRun(t)
+	_, out, _ := r.start([]string{"--api", r.apiSock, "--tcp-range", "46000-46009"}, guest("portlog", "8080")...)
+	waitAPI(t, r.apiSock, out)
+	waitOutput(t, out, "guest ready")
+	hp := freePort(t, r.ns)
+	spec := fmt.Sprintf("127.0.0.1:%d:8080", hp)
+	ctl := func(args ...string) (string, error) {
+		b, err := exec.Command(r.bin, append([]string{"forward"}, append(args, "--api", r.apiSock)...)...).CombinedOutput()
+		return string(b), err
+	}
+	if o, err := ctl("add", spec); err != nil {
+		t.Fatalf("forward add: %v\n%s", err, o)
+	}
+	if o, err := ctl("add", spec); err == nil || !strings.Contains(o, "already exists") {
+		t.Fatalf("second forward add: %v\n%s", err, o)
+	}
+	if o, err := ctl("list"); err != nil || !strings.Contains(o, spec+"/tcp") {
+		t.Fatalf("forward list: %v\n%s", err, o)
+	}
+	if p, err := readPort(t, r.ns, fmt.Sprintf("127.0.0.1:%d", hp)); err != nil || p != "46000" {
+		t.Fatalf("through the added forward: %q %v", p, err)
+	}
+	if o, err := ctl("remove", spec); err != nil {
+		t.Fatalf("forward remove: %v\n%s", err, o)
+	}
+	if c, err := r.ns.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", hp)); err == nil {
+		c.Close()
+		t.Fatal("host port still open after forward remove")
+	}
+	if o, err := ctl("remove", spec); err == nil || !strings.Contains(o, "no such forward") {
+		t.Fatalf("second forward remove: %v\n%s", err, o)
+	}
+	if o, err := ctl("add", "nonsense"); err == nil || !strings.Contains(o, "invalid port forward") {
+		t.Fatalf("forward add nonsense: %v\n%s", err, o)
+	}
+}
+
+func TestSandboxExit(t *testing.T) {
+	r := newSandboxRun(t)
+	if code, out := r.run(nil, "sh", "-c", "exit 7"); code != 7 {
+		t.Fatalf("exit code %d, want 7\n%s", code, out)
+	}
+	if code, out := r.run(nil, "no-such-command-here"); code != 127 {
+		t.Fatalf("missing command: exit %d, want 127\n%s", code, out)
+	}
+	// SIGKILL of the command: ustack exits 137 and removes its socket.
+	cmd, out, done := r.start([]string{"--api", r.apiSock}, "sleep", "60")
+	waitAPI(t, r.apiSock, out)
+	child := findChild(t, cmd.Process.Pid, "sleep")
+	syscall.Kill(child, syscall.SIGKILL)
+	select {
+	case err := <-done:
+		done <- err
+		if c := exitCodeOf(err); c != 137 {
+			t.Fatalf("after SIGKILL of the command: exit %d, want 137\n%s", c, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ustack did not exit after its command was killed")
+	}
+	if _, err := os.Stat(r.apiSock); !os.IsNotExist(err) {
+		t.Errorf("API socket left behind: %v", err)
+	}
+	// SIGKILL of ustack itself: the command dies with it.
+	sock2 := r.apiSock + "2"
+	cmd, out, done = r.start([]string{"--api", sock2}, "sleep", "60")
+	waitAPI(t, sock2, out)
+	child = findChild(t, cmd.Process.Pid, "sleep")
+	cmd.Process.Kill()
+	err := <-done
+	done <- err
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(child, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("sandboxed command %d outlived ustack's SIGKILL", child)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// SIGTERM to ustack goes to the command.
+	cmd, out, done = r.start(nil, "sh", "-c", "trap 'exit 42' TERM; sleep 60 & wait")
+	findChild(t, cmd.Process.Pid, "sleep") // the trap is set by then
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+		if c := exitCodeOf(err); c != 42 {
+			t.Fatalf("after SIGTERM: exit %d, want 42 (the command's trap)\n%s", c, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ustack did not exit after SIGTERM")
+	}
+}
+
+// findChild finds the pid of a descendant of pid running comm.
+func findChild(t *testing.T, pid int, comm string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		parent := map[int]int{}
+		name := map[int]string{}
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			p, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+			if err != nil {
+				continue
+			}
+			st := string(stat)
+			name[p] = st[strings.Index(st, "(")+1 : strings.LastIndex(st, ")")]
+			fields := strings.Fields(st[strings.LastIndex(st, ")")+2:])
+			if len(fields) > 1 {
+				parent[p], _ = strconv.Atoi(fields[1])
+			}
+		}
+		for p, n := range name {
+			if n != comm {
+				continue
+			}
+			for q := parent[p]; q > 1; q = parent[q] {
+				if q == pid {
+					return p
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s descendant of %d", comm, pid)
+	return 0
+}
+
+// Limits: a flood of UDP flows past --max-flows is refused, and the
+// helper's memory does not grow with it.
+func TestSandboxMaxFlows(t *testing.T) {
+	r := newSandboxRun(t)
+	echo, err := r.ns.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		b := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(b[:n], from)
+		}
+	}()
+	t.Cleanup(func() { echo.Close() })
+	code, out := r.run([]string{"--allow-host-loopback", "--max-flows", "50", "--api", r.apiSock},
+		guest("udpflood", fmt.Sprintf("10.0.2.2:%d,%d", echo.LocalAddr().(*net.UDPAddr).Port, 2000))...)
+	if code != 0 {
+		t.Fatalf("flood: exit %d\n%s", code, out)
+	}
+	lines := strings.Fields(out)
+	answered, _ := strconv.Atoi(lines[len(lines)-1])
+	if answered != 50 {
+		t.Fatalf("%d flows answered, want exactly --max-flows 50\n%s", answered, out)
+	}
+}
+
+// Rootless: as an unprivileged user, ustack makes its own user and network
+// namespaces. The test makes /dev/net/tun mode 0666 (the distro default)
+// for its duration.
+func TestSandboxRootless(t *testing.T) {
+	r := newSandboxRun(t)
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode := fi.Mode().Perm()
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	runAs := func(extra ...string) (int, string) {
+		args := append([]string{"sandbox"}, extra...)
+		cmd := exec.Command(r.bin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody, Pdeathsig: syscall.SIGKILL}
+		cmd.Dir = "/"
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		var runErr error
+		r.ns.Do(func() error { runErr = cmd.Start(); return nil })
+		if runErr != nil {
+			t.Fatal(runErr)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- cmd.Wait() }()
+		select {
+		case err := <-errc:
+			return exitCodeOf(err), out.String()
+		case <-time.After(time.Minute):
+			cmd.Process.Kill()
+			<-errc
+			t.Fatalf("rootless sandbox hung\n%s", out.String())
+		}
+		return 0, ""
+	}
+	if mode&0o006 == 0 {
+		// As the machine has it: a clear error naming the requirement.
+		code, out := runAs("--", "true")
+		if code == 0 || !strings.Contains(out, "/dev/net/tun") {
+			t.Fatalf("rootless with /dev/net/tun %04o: exit %d, want an error naming /dev/net/tun\n%s", mode, code, out)
+		}
+		if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
+	}
+	port := r.hostHTTP("rootless ok")
+	code, out := runAs("--allow-host-loopback", "--", "sh", "-c", fmt.Sprintf("id -u; curl -sS --max-time 10 http://10.0.2.2:%d/", port))
+	if code != 0 || !strings.Contains(out, "rootless ok") {
+		t.Fatalf("rootless sandbox: exit %d\n%s", code, out)
+	}
+}
+
+// answerTestDNS answers A queries for svc.test with 198.18.7.7.
+func answerTestDNS(pc net.PacketConn) {
+	b := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(b)
+		if err != nil {
+			return
+		}
+		resp := dnsAnswer(b[:n])
+		if resp != nil {
+			pc.WriteTo(resp, from)
+		}
+	}
+}
