@@ -108,11 +108,27 @@ func newNetstack(b *testing.B, o opts) sideA {
 		}
 	}
 	return sideA{
-		dev: dev,
+		dev: safeClose{dev, gs},
 		dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			return tnet.DialContextTCPAddrPort(ctx, dst)
 		},
 	}
+}
+
+// safeClose works around a race in tun/netstack's Close: it closes the
+// channel its WriteNotify sends on while the stack's TCP processors may
+// still send (a reset for a segment that reached a closed endpoint), which
+// panics with "send on closed channel". Stopping the stack first, and
+// waiting for its goroutines, leaves nothing to send.
+type safeClose struct {
+	tun.Device
+	gs *gvstack.Stack
+}
+
+func (d safeClose) Close() error {
+	d.gs.Close()
+	d.gs.Wait()
+	return d.Device.Close()
 }
 
 // netstackStack digs the gVisor stack out of a netstack.Net, which does
