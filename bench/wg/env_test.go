@@ -108,7 +108,7 @@ func newNetstack(b *testing.B, o opts) sideA {
 		}
 	}
 	return sideA{
-		dev: safeClose{dev, gs},
+		dev: &safeClose{Device: dev, gs: gs},
 		dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			return tnet.DialContextTCPAddrPort(ctx, dst)
 		},
@@ -116,16 +116,33 @@ func newNetstack(b *testing.B, o opts) sideA {
 }
 
 // safeClose works around a race in tun/netstack's Close: it closes the
-// channel its WriteNotify sends on while the stack's TCP processors may
-// still send (a reset for a segment that reached a closed endpoint), which
-// panics with "send on closed channel". Stopping the stack first, and
-// waiting for its goroutines, leaves nothing to send.
+// channel its WriteNotify sends on while the stack may still send (a reset
+// from a TCP processor, or one sent inline while wireguard-go's receiver
+// is delivering a packet through Write), which panics with "send on
+// closed channel". Close first stops Write and waits for the deliveries
+// under way, then stops the stack and waits for its goroutines, so that
+// nothing is left to send when netstack closes the channel.
 type safeClose struct {
 	tun.Device
 	gs *gvstack.Stack
+
+	mu     sync.RWMutex // held for reading by Write while it delivers
+	closed bool         // guarded by mu
 }
 
-func (d safeClose) Close() error {
+func (d *safeClose) Write(bufs [][]byte, offset int) (int, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return 0, os.ErrClosed
+	}
+	return d.Device.Write(bufs, offset)
+}
+
+func (d *safeClose) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
 	d.gs.Close()
 	d.gs.Wait()
 	return d.Device.Close()
