@@ -49,6 +49,7 @@ const (
 	DefaultUDPTimeout = 120 * time.Second // RFC 4787 REQ-5 minimum is 2 min
 	DefaultMaxFlows   = 8192
 	DefaultMaxSYNs    = 1024
+	DefaultTimeWait   = 100 * time.Millisecond
 	dialTimeout       = 10 * time.Second
 )
 
@@ -81,6 +82,15 @@ type Config struct {
 	MaxFlows int
 	// MaxSYNs caps TCP handshakes from the guest in progress. Default 1024.
 	MaxSYNs int
+	// TimeWait is how long the gateway's side of a guest connection that
+	// the gateway closed first stays in TIME_WAIT. Default 100 ms. The
+	// guest's kernel picks source ports with random gaps and comes back
+	// to a port after a few thousand connections; gVisor answers a new
+	// SYN on a tuple in TIME_WAIT with a reset when no listener owns the
+	// port (the forwarder is not one), so a long TIME_WAIT here breaks
+	// connection churn. On a point-to-point link to one guest there are
+	// no old duplicates for it to guard against.
+	TimeWait time.Duration
 	// Dial opens host connections. Default: a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the logs. Default slog.Default().
@@ -137,6 +147,12 @@ func (c *Config) fill() error {
 	}
 	if c.MaxSYNs < 1 {
 		return fmt.Errorf("sandbox: MaxSYNs %d: want at least 1", c.MaxSYNs)
+	}
+	if c.TimeWait == 0 {
+		c.TimeWait = DefaultTimeWait
+	}
+	if c.TimeWait < time.Millisecond || c.TimeWait > 10*time.Minute {
+		return fmt.Errorf("sandbox: TimeWait %v: want 1ms to 10m", c.TimeWait)
 	}
 	if c.Dial == nil {
 		var d net.Dialer
@@ -211,6 +227,7 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	sc := stack.Config{
 		Link:        cfg.Link,
 		Promiscuous: true,
+		TimeWait:    cfg.TimeWait,
 		Addrs:       []netip.Prefix{addrs.Gateway, addrs.DNS},
 		Ports:       cfg.Ports,
 		Logger:      cfg.Logger,

@@ -374,3 +374,60 @@ func TestParseForward(t *testing.T) {
 		})
 	}
 }
+
+// TestGuestPortReuse: the guest reuses its source ports quickly (here a
+// 16-port range) while the gateway closes first toward it (the host
+// server closes first). Every connection must still work.
+func TestGuestPortReuse(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b := make([]byte, 1)
+				io.ReadFull(c, b)
+				c.Write(b)
+				c.Close()
+			}()
+		}
+	}()
+	defer func() { l.Close(); <-done }()
+	p, err := tun.NewPipe(DefaultMTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := NewGateway(Config{Link: p.A(), Policy: Policy{AllowHostLoopback: true}, DNSUpstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := gw.Addrs()
+	guest, err := stack.New(stack.Config{Link: p.B(), Addrs: []netip.Prefix{a.Guest},
+		Ports: portalloc.Config{TCP: portalloc.PoolConfig{Range: portalloc.Range{First: 40000, Last: 40015}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { guest.Close(); gw.Close(); p.Close() }()
+	dst := fmt.Sprintf("10.0.2.2:%d", l.Addr().(*net.TCPAddr).Port)
+	for i := 0; i < 200; i++ {
+		c, err := guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte{1})
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatalf("connection %d: echo: %v", i, err)
+		}
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+}

@@ -157,9 +157,8 @@ func Run(ctx context.Context, o Options) (int, error) {
 		}
 		return 1, err
 	}
-	dev, err := tun.FromFD(fd, name, o.MTU)
+	dev, err := tun.FromFD(fd, name, o.MTU) // closes fd on failure
 	if err != nil {
-		unix.Close(fd)
 		kill()
 		return 0, err
 	}

@@ -13,21 +13,24 @@ import (
 // closes it. name and mtu describe the device; the kernel side is not
 // touched, so it must already be configured. mtu 0 means DefaultMTU.
 func FromFD(fd int, name string, mtu int) (*Device, error) {
+	if fd < 0 {
+		return nil, fmt.Errorf("tun: invalid descriptor %d", fd)
+	}
 	switch {
 	case mtu == 0:
 		mtu = DefaultMTU
 	case mtu < MinMTU || mtu > MaxMTU:
+		unix.Close(fd)
 		return nil, fmt.Errorf("tun: invalid MTU %d: want 0 (for %d) or %d..%d", mtu, DefaultMTU, MinMTU, MaxMTU)
 	}
-	if fd < 0 {
-		return nil, fmt.Errorf("tun: invalid descriptor %d", fd)
-	}
 	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("tun: descriptor %d: %w", fd, err)
 	}
 	unix.CloseOnExec(fd)
 	d := &Device{name: name, mtu: mtu, fds: []int{fd}}
 	if err := d.newEndpoint(); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	return d, nil
@@ -35,7 +38,9 @@ func FromFD(fd int, name string, mtu int) (*Device, error) {
 
 // DupFile returns a duplicate of the device's first queue descriptor, for
 // handing the device to another process (with os/exec ExtraFiles or
-// SCM_RIGHTS). The caller closes the file; the Device keeps its own.
+// SCM_RIGHTS). The caller closes the file; the Device keeps its own. The
+// kernel deletes the device only once every descriptor, duplicates
+// included, is closed, so Close no longer does so while one is open.
 func (d *Device) DupFile() (*os.File, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
