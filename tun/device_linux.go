@@ -165,7 +165,14 @@ func (d *Device) configure(h *netlink.Handle, c checked) error {
 		return configError(fmt.Sprintf("set MTU %d", c.MTU), d.name, err)
 	}
 	for _, p := range c.Addrs {
-		if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
+		a := &netlink.Addr{IPNet: ipNet(p)}
+		if p.Addr().Is6() {
+			// A TUN link has nobody else on it: skip duplicate address
+			// detection, so the address is usable (bindable) at once
+			// instead of tentative for a second or two.
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, a); err != nil {
 			return configError("add address "+p.String(), d.name, err)
 		}
 	}
