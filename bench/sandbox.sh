@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# bench/sandbox.sh: ustack sandbox against slirp4netns and pasta, in one run.
+#
+# For each helper and MTU (65520 and 1500) it runs iperf3 inside the
+# sandbox against an iperf3 server on the host's loopback, uploading and
+# downloading (-R), measures TCP connections per second (connect, 1-byte
+# echo, close; 4 workers) and the helper's peak RSS, and prints ustack's
+# ratio to each peer. Everything runs inside a private network namespace
+# made for the run, so "host loopback" is that namespace's loopback and
+# nothing leaves the machine.
+#
+# Usage: sudo bench/sandbox.sh            (DUR=5 seconds per iperf3 run)
+#        DUR=10 CONNS=5000 bench/sandbox.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${DUR:-5}
+CONNS=${CONNS:-5000}
+
+if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
+  [ "$(id -u)" = 0 ] || { echo "bench/sandbox.sh needs root (it creates namespaces)" >&2; exit 1; }
+  need=()
+  for p in iperf3:iperf3 slirp4netns:slirp4netns passt:pasta time:/usr/bin/time; do
+    command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  go build -o "$work/ustack" ./cmd/ustack
+  go build -o "$work/connrate" ./bench/connrate
+  USTACK_BENCH_INNER=1 WORK=$work exec unshare --net "$0" "$@"
+fi
+
+# Inside the private namespace.
+ip link set lo up
+# pasta copies its addresses and routes from a template interface, which
+# must be up with a carrier; give it a veth whose peer leads nowhere.
+ip link add bench0 type veth peer name bench1
+ip addr add 198.18.99.1/24 dev bench0
+ip link set bench1 up
+ip link set bench0 up
+ip route add default via 198.18.99.254 dev bench0
+
+iperf3 -s -B 127.0.0.1 -p 5201 >/dev/null 2>&1 &
+srv1=$!
+"$WORK/connrate" -serve 127.0.0.1:7000 &
+srv2=$!
+trap 'kill $srv1 $srv2 2>/dev/null; wait 2>/dev/null' EXIT
+sleep 0.5
+
+gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'; }
+
+# guest_script ADDR: what runs inside each sandbox.
+guest_script() {
+  cat <<EOS
+iperf3 -c $1 -p 5201 -t $DUR -J > $WORK/up.json
+iperf3 -c $1 -p 5201 -t $DUR -R -J > $WORK/down.json
+$WORK/connrate -c $1:7000 -n $CONNS -w 4 > $WORK/conns.txt
+EOS
+}
+
+run_ustack() { # MTU
+  /usr/bin/time -f %M -o "$WORK/rss" "$WORK/ustack" sandbox --allow-host-loopback --mtu "$1" -- sh -c "$(guest_script 10.0.2.2)"
+}
+
+run_slirp() { # MTU
+  unshare --net --fork sh -c "while ! ip link show tap0 >/dev/null 2>&1; do sleep 0.05; done; sleep 0.2; $(guest_script 10.0.2.2)" &
+  local guest=$!
+  sleep 0.2
+  /usr/bin/time -f %M -o "$WORK/rss" slirp4netns --configure --mtu "$1" "$guest" tap0 >/dev/null 2>&1 &
+  local helper=$!
+  wait "$guest"
+  kill "$(pgrep -P "$helper" slirp4netns || echo "$helper")" 2>/dev/null || true
+  wait "$helper" 2>/dev/null || true
+}
+
+run_pasta() { # MTU
+  /usr/bin/time -f %M -o "$WORK/rss" pasta --config-net -f --runas 0 --mtu "$1" -t none -u none -T none -U none -- sh -c "$(guest_script 198.18.99.254)" >/dev/null 2>&1
+}
+
+declare -A R
+for mtu in 65520 1500; do
+  for tool in ustack slirp4netns pasta; do
+    rm -f "$WORK"/up.json "$WORK"/down.json "$WORK"/conns.txt "$WORK"/rss
+    case $tool in
+      ustack) run_ustack "$mtu" ;;
+      slirp4netns) run_slirp "$mtu" ;;
+      pasta) run_pasta "$mtu" ;;
+    esac
+    R[$tool,$mtu,up]=$(gbps < "$WORK/up.json" 2>/dev/null || echo 0)
+    R[$tool,$mtu,down]=$(gbps < "$WORK/down.json" 2>/dev/null || echo 0)
+    R[$tool,$mtu,conns]=$(awk '{print $1}' "$WORK/conns.txt" 2>/dev/null || echo 0)
+    R[$tool,$mtu,rss]=$(tail -1 "$WORK/rss" 2>/dev/null || echo 0)
+    echo "# $tool mtu $mtu: up ${R[$tool,$mtu,up]} Gbps, down ${R[$tool,$mtu,down]} Gbps, ${R[$tool,$mtu,conns]} conns/s, peak RSS ${R[$tool,$mtu,rss]} KiB" >&2
+  done
+done
+
+ratio() { python3 -c "a,b=float('$1'),float('$2'); print('%.2fx' % (a/b) if b else '-')"; }
+echo
+echo "machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "command: sudo bench/sandbox.sh (DUR=$DUR s per iperf3 run, $CONNS connections, 4 workers)"
+echo
+echo "| MTU | measure | ustack | slirp4netns | pasta | ustack/slirp4netns | ustack/pasta |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+for mtu in 65520 1500; do
+  for m in up down conns rss; do
+    case $m in up) name="upload Gbps";; down) name="download Gbps";; conns) name="TCP conns/s";; rss) name="peak RSS KiB";; esac
+    u=${R[ustack,$mtu,$m]} s=${R[slirp4netns,$mtu,$m]} p=${R[pasta,$mtu,$m]}
+    echo "| $mtu | $name | $u | $s | $p | $(ratio "$u" "$s") | $(ratio "$u" "$p") |"
+  done
+done
