@@ -1,21 +1,43 @@
 // Command ustack runs the ustack user-space network stack: a demonstration
-// of its port allocator, a stack over a TUN device, and tools to inspect a
-// running instance.
+// of its port allocator, a stack over a TUN device, a network for a
+// sandboxed command, and tools to inspect a running instance.
+//
+// Setting USTACK_CPUPROFILE=FILE writes a CPU profile of the run to FILE,
+// for `go tool pprof`.
 package main
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 )
 
 func main() {
 	sandboxInit()
+	os.Exit(run())
+}
+
+func run() int {
+	if path := os.Getenv("USTACK_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ustack: USTACK_CPUPROFILE:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "ustack: USTACK_CPUPROFILE:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := newRootCmd().Execute(); err != nil {
 		var es exitStatus
 		if !errors.As(err, &es) {
 			fmt.Fprintln(os.Stderr, "ustack:", err)
 		}
-		os.Exit(exitCode(err))
+		return exitCode(err)
 	}
+	return 0
 }
