@@ -611,3 +611,15 @@ func answerTestDNS(pc net.PacketConn) {
 		}
 	}
 }
+
+// ICMP echo to the gateway (IPv4 and IPv6) is answered.
+func TestSandboxPingGateway(t *testing.T) {
+	r := newSandboxRun(t)
+	if _, err := exec.LookPath("ping"); err != nil {
+		t.Fatalf("ping is needed (scripts/test.sh installs iputils-ping): %v", err)
+	}
+	code, out := r.run(nil, "sh", "-c", "ping -c1 -W5 10.0.2.2 && ping -6 -c1 -W5 fd00::2")
+	if code != 0 || strings.Count(out, "1 received") != 2 {
+		t.Fatalf("ping the gateway: exit %d\n%s", code, out)
+	}
+}

@@ -431,3 +431,86 @@ func TestGuestPortReuse(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestHalfCloseAndReset: a guest's half-close reaches the host as EOF
+// while the host can still answer, and a host reset reaches the guest as
+// a reset; a UDP flow to a denied address is refused.
+func TestHalfCloseAndReset(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	w := newWorld(t, func(c *Config) {
+		c.Policy.AllowHostLoopback = true
+		c.Policy.Deny = []netip.Prefix{netip.MustParsePrefix("198.18.66.0/24")}
+	})
+	dst := fmt.Sprintf("10.0.2.2:%d", l.Addr().(*net.TCPAddr).Port)
+
+	// Half-close: the host reads to EOF, then sends its answer.
+	hostDone := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			hostDone <- err
+			return
+		}
+		defer c.Close()
+		b, err := io.ReadAll(c)
+		if err != nil {
+			hostDone <- err
+			return
+		}
+		_, err = c.Write([]byte("got " + string(b)))
+		hostDone <- err
+	}()
+	c, err := w.guest.Dial("tcp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("question"))
+	c.(*stack.TCPConn).CloseWrite()
+	ans, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || string(ans) != "got question" {
+		t.Fatalf("after half-close: %q %v", ans, err)
+	}
+	if err := <-hostDone; err != nil {
+		t.Fatal(err)
+	}
+
+	// Reset: the host aborts; the guest sees ECONNRESET.
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Read(make([]byte, 1))
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}()
+	c, err = w.guest.Dial("tcp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("x"))
+	_, err = io.ReadAll(c)
+	c.Close()
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after a host reset the guest read %v, want ECONNRESET", err)
+	}
+
+	// UDP to a denied prefix: ICMP port unreachable, seen as ECONNREFUSED.
+	u, err := w.guest.Dial("udp", "198.18.66.1:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.SetDeadline(time.Now().Add(5 * time.Second))
+	u.Write([]byte("x"))
+	if _, err := u.Read(make([]byte, 8)); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("UDP to a denied prefix: %v, want ECONNREFUSED", err)
+	}
+}
