@@ -532,16 +532,56 @@ func TestSandboxMaxFlows(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { echo.Close() })
-	code, out := r.run([]string{"--allow-host-loopback", "--max-flows", "50", "--api", r.apiSock},
-		guest("udpflood", fmt.Sprintf("10.0.2.2:%d,%d", echo.LocalAddr().(*net.UDPAddr).Port, 2000))...)
-	if code != 0 {
-		t.Fatalf("flood: exit %d\n%s", code, out)
+	// peak runs a flood of n flows against --max-flows 50 and returns how
+	// many were answered and the helper's peak RSS.
+	peak := func(n int) (int, int) {
+		cmd, out, done := r.start([]string{"--allow-host-loopback", "--max-flows", "50"},
+			guest("udpflood", fmt.Sprintf("10.0.2.2:%d,%d", echo.LocalAddr().(*net.UDPAddr).Port, n))...)
+		maxRSS := 0
+		for {
+			select {
+			case err := <-done:
+				done <- err
+				if c := exitCodeOf(err); c != 0 {
+					t.Fatalf("flood of %d: exit %d\n%s", n, c, out.String())
+				}
+				lines := strings.Fields(out.String())
+				answered, _ := strconv.Atoi(lines[len(lines)-1])
+				return answered, maxRSS
+			case <-time.After(20 * time.Millisecond):
+				if kb := rssKiB(cmd.Process.Pid); kb > maxRSS {
+					maxRSS = kb
+				}
+			}
+		}
 	}
-	lines := strings.Fields(out)
-	answered, _ := strconv.Atoi(lines[len(lines)-1])
-	if answered != 50 {
-		t.Fatalf("%d flows answered, want exactly --max-flows 50\n%s", answered, out)
+	small, rssSmall := peak(50)
+	big, rssBig := peak(5000)
+	if small != 50 || big != 50 {
+		t.Fatalf("flows answered: %d of 50 and %d of 5000; want exactly --max-flows 50 both times", small, big)
 	}
+	t.Logf("peak RSS: %d KiB with 50 flows, %d KiB with 5000 (4950 refused)", rssSmall, rssBig)
+	if rssBig > rssSmall+16<<10 {
+		t.Errorf("peak RSS grew from %d KiB to %d KiB with refused flows", rssSmall, rssBig)
+	}
+}
+
+// rssKiB returns a process's resident set size, or 0.
+func rssKiB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				n, _ := strconv.Atoi(f[1])
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // Rootless: as an unprivileged user, ustack makes its own user and network
