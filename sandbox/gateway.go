@@ -561,39 +561,40 @@ func (g *Gateway) carryUDP(gc *stack.UDPConn, to netip.AddrPort, isDNS bool) {
 	var last atomic.Int64
 	touch := func() { last.Store(time.Now().UnixNano()) }
 	touch()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
+	var (
+		wg       sync.WaitGroup
+		stopped  atomic.Bool
+		stopOnce sync.Once
+	)
+	// stop ends both directions: their reads fail at once and see stopped.
+	stop := func() {
+		stopOnce.Do(func() {
+			stopped.Store(true)
+			gc.SetReadDeadline(time.Unix(1, 0))
+			hc.SetReadDeadline(time.Unix(1, 0))
+		})
+	}
 	relay := func(dst, src net.Conn, answers bool) {
 		defer wg.Done()
+		defer stop()
 		buf := getBuf()
 		defer putBuf(buf)
 		for {
 			src.SetReadDeadline(time.Unix(0, last.Load()).Add(timeout))
+			if stopped.Load() {
+				return
+			}
 			n, err := src.Read(*buf)
 			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, last.Load())) < timeout {
+				if errors.Is(err, os.ErrDeadlineExceeded) && !stopped.Load() && time.Since(time.Unix(0, last.Load())) < timeout {
 					continue // the other direction kept the flow alive
 				}
-				select {
-				case <-done:
-				default:
-					close(done)
-				}
-				gc.SetReadDeadline(time.Unix(1, 0))
-				hc.SetReadDeadline(time.Unix(1, 0))
 				return
 			}
 			touch()
 			dst.Write((*buf)[:n])
 			if answers && isDNS {
-				select {
-				case <-done:
-				default:
-					close(done)
-				}
-				gc.SetReadDeadline(time.Unix(1, 0))
-				hc.SetReadDeadline(time.Unix(1, 0))
-				return
+				return // a DNS flow ends with its answer
 			}
 		}
 	}
