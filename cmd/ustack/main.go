@@ -15,10 +15,10 @@ import (
 
 func main() {
 	sandboxInit()
-	os.Exit(run())
+	os.Exit(realMain())
 }
 
-func run() int {
+func realMain() int {
 	if path := os.Getenv("USTACK_CPUPROFILE"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {
