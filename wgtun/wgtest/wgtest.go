@@ -54,10 +54,6 @@ type Tunnel struct {
 	closed bool
 }
 
-// Bind makes the UDP socket layer of a device; nil means
-// conn.NewDefaultBind.
-type Bind func() conn.Bind
-
 // New builds a device on each side, with a logger of log (nil: Quiet),
 // and peers them. The devices' own sockets are opened by the calling
 // goroutine's thread, so call New from the network namespace the sockets
