@@ -114,13 +114,7 @@ func (r *reaper) run() {
 			r.mu.Unlock()
 			r.check(ready)
 		case <-t.C:
-			r.mu.Lock()
-			all := make([]*lingering, 0, len(r.pending))
-			for l := range r.pending {
-				all = append(all, l)
-			}
-			r.mu.Unlock()
-			r.check(all)
+			r.sweep()
 		}
 	}
 }
@@ -146,6 +140,24 @@ func (r *reaper) finish(l *lingering) bool {
 	l.wq.EventUnregister(&l.entry)
 	r.st.release(portalloc.TCP, l.port)
 	return true
+}
+
+// sweep releases the ports of every pending endpoint that has gone, at
+// once, and returns how many it freed.
+func (r *reaper) sweep() int {
+	r.mu.Lock()
+	all := make([]*lingering, 0, len(r.pending))
+	for l := range r.pending {
+		all = append(all, l)
+	}
+	r.mu.Unlock()
+	n := 0
+	for _, l := range all {
+		if gone(l.ep) && r.finish(l) {
+			n++
+		}
+	}
+	return n
 }
 
 // reclaimTimeWait aborts every closed endpoint that is in TIME_WAIT and

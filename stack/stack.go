@@ -294,8 +294,15 @@ func (st *Stack) allocate(proto portalloc.Protocol, local netip.Addr, remote net
 		},
 	}
 	port, err := pool.Allocate(req)
-	if err != nil && bindErr == nil && proto == portalloc.TCP && st.reuse && errors.Is(err, portalloc.ErrExhausted) {
-		if st.reap.reclaimTimeWait() > 0 {
+	if err != nil && bindErr == nil && proto == portalloc.TCP && errors.Is(err, portalloc.ErrExhausted) {
+		// The reaper may not have caught up with endpoints gVisor has
+		// already let go of (it runs on its own goroutine); collect them
+		// now. Then, with TIME_WAIT reuse, take ports held only by
+		// TIME_WAIT.
+		if st.reap.sweep() > 0 {
+			port, err = pool.Allocate(req)
+		}
+		if err != nil && bindErr == nil && st.reuse && st.reap.reclaimTimeWait() > 0 {
 			port, err = pool.Allocate(req)
 		}
 	}
