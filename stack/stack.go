@@ -402,6 +402,22 @@ type mtuLink struct {
 
 func (l *mtuLink) MTU() uint32 { return l.mtu }
 
+// GSOMaxSize and SupportedGSO pass the link's GSO support through (gVisor
+// looks for it with a type assertion on the NIC's endpoint).
+func (l *mtuLink) GSOMaxSize() uint32 {
+	if g, ok := l.LinkEndpoint.(gvstack.GSOEndpoint); ok {
+		return g.GSOMaxSize()
+	}
+	return 0
+}
+
+func (l *mtuLink) SupportedGSO() gvstack.SupportedGSO {
+	if g, ok := l.LinkEndpoint.(gvstack.GSOEndpoint); ok {
+		return g.SupportedGSO()
+	}
+	return gvstack.GSONotSupported
+}
+
 // sourceFor returns the local address the stack would use toward remote.
 //
 // A TCP endpoint bound to the unspecified address and then connected

@@ -59,6 +59,12 @@ type Config struct {
 	// runtime.GOMAXPROCS(0), otherwise 1..MaxQueues. Without MultiQueue it
 	// must be 0 or 1.
 	Queues int
+
+	// NoOffload opens the device without the kernel's offloads
+	// (IFF_VNET_HDR with TUNSETOFFLOAD; see the package doc). Default
+	// false: offloads on, and off without an error if the kernel refuses
+	// them (Device.Offload tells which).
+	NoOffload bool
 }
 
 // checked is a validated Config with its defaults filled in.

@@ -21,12 +21,13 @@ var devPath = "/dev/net/tun"
 // Device is an open TUN device and its gVisor link endpoint. Its methods
 // are safe for concurrent use.
 type Device struct {
-	name  string
-	mtu   int
-	fds   []int              // one per queue, non-blocking, close-on-exec
-	inner stack.LinkEndpoint // fdbased over fds
-	stops []int              // fdbased's stop eventfds, which it never closes
-	link  *linkEndpoint
+	name    string
+	mtu     int
+	fds     []int              // one per queue, non-blocking, close-on-exec
+	offload bool               // fds have IFF_VNET_HDR and the kernel's offloads
+	inner   stack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds
+	stops   []int              // the readers' stop eventfds, which fdbased never closes
+	link    *linkEndpoint
 
 	closeOnce sync.Once
 	closeErr  error
@@ -66,12 +67,13 @@ func Open(cfg Config) (*Device, error) {
 	// opened /dev/net/tun, and a netlink socket to the namespace of the
 	// thread that made it.
 	var (
-		fds  []int
-		name string
-		h    *netlink.Handle
+		fds     []int
+		name    string
+		offload bool
+		h       *netlink.Handle
 	)
 	create := func() (err error) {
-		if fds, name, err = openQueues(c.Name, c.Queues, c.MultiQueue); err != nil {
+		if fds, name, offload, err = openDevice(c); err != nil {
 			return err
 		}
 		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
@@ -92,7 +94,7 @@ func Open(cfg Config) (*Device, error) {
 	}
 	defer h.Close()
 
-	d := &Device{name: name, mtu: c.MTU, fds: fds}
+	d := &Device{name: name, mtu: c.MTU, fds: fds, offload: offload}
 	if err := d.configure(h, c); err != nil {
 		closeFDs(fds) // deletes the device with its addresses and routes
 		return nil, err
@@ -104,13 +106,47 @@ func Open(cfg Config) (*Device, error) {
 	return d, nil
 }
 
+// openDevice opens c's queues, with the offloads unless c.NoOffload. If
+// the kernel refuses IFF_VNET_HDR or TUNSETOFFLOAD on any queue, it closes
+// what it opened (which deletes the device) and opens the device again
+// without them. It reports whether the offloads are on.
+func openDevice(c checked) (fds []int, name string, offload bool, err error) {
+	if !c.NoOffload {
+		fds, name, err = openQueues(c.Name, c.Queues, c.MultiQueue, true)
+		if err == nil {
+			return fds, name, true, nil
+		}
+		if !offloadRefused(err) {
+			return nil, "", false, err
+		}
+	}
+	fds, name, err = openQueues(c.Name, c.Queues, c.MultiQueue, false)
+	return fds, name, false, err
+}
+
+// offloadError is a refusal of IFF_VNET_HDR or TUNSETOFFLOAD, after which
+// openDevice falls back to a device without offloads.
+type offloadError struct{ err error }
+
+func (e *offloadError) Error() string { return "tun: offloads refused: " + e.err.Error() }
+func (e *offloadError) Unwrap() error { return e.err }
+
+func offloadRefused(err error) bool {
+	_, ok := err.(*offloadError)
+	return ok
+}
+
 // openQueues opens n descriptors on /dev/net/tun and attaches them as queues
-// of one new TUN device, requested as name. It returns the descriptors and
-// the device's name.
-func openQueues(name string, n int, multiQueue bool) ([]int, string, error) {
+// of one new TUN device, requested as name, with IFF_VNET_HDR and the
+// offloads if vnet. It returns the descriptors and the device's name; a
+// refusal of the offloads is an *offloadError.
+func openQueues(name string, n int, multiQueue, vnet bool) ([]int, string, error) {
 	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
 	if multiQueue {
 		flags |= unix.IFF_MULTI_QUEUE
+	}
+	if vnet {
+		flags |= unix.IFF_VNET_HDR
 	}
 	var fds []int
 	got := name
@@ -128,9 +164,20 @@ func openQueues(name string, n int, multiQueue bool) ([]int, string, error) {
 			f |= unix.IFF_TUN_EXCL
 		}
 		got, err = setIFF(fd, got, f)
+		if err == nil && vnet {
+			if err = setOffload(fd); err != nil {
+				unix.Close(fd)
+				closeFDs(fds)
+				return nil, "", &offloadError{err}
+			}
+		}
 		if err != nil {
 			unix.Close(fd)
 			closeFDs(fds)
+			if vnet && i == 0 && err == unix.EINVAL {
+				// An old kernel without IFF_VNET_HDR.
+				return nil, "", &offloadError{err}
+			}
 			if i == 0 {
 				return nil, "", createError(name, err)
 			}
@@ -200,8 +247,19 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	}
 }
 
-// newEndpoint builds the fdbased endpoint over d's descriptors.
+// newEndpoint builds the link endpoint over d's descriptors: the offload
+// endpoint (vnet_linux.go) if they carry virtio headers, else fdbased.
 func (d *Device) newEndpoint() error {
+	if d.offload {
+		ep, err := newVnetEndpoint(d.fds, uint32(d.mtu))
+		if err != nil {
+			return &deviceError{msg: fmt.Sprintf("link endpoint for %q: %v", d.name, err), err: err}
+		}
+		d.inner = ep
+		d.stops = ep.stopFDs()
+		d.link = &linkEndpoint{LinkEndpoint: ep, d: d}
+		return nil
+	}
 	ep, err := fdbased.New(&fdbased.Options{
 		FDs:            d.fds,
 		MTU:            uint32(d.mtu),
@@ -229,6 +287,12 @@ func (d *Device) Name() string { return d.name }
 
 // MTU returns the device's MTU.
 func (d *Device) MTU() int { return d.mtu }
+
+// Offload reports whether the device runs with the kernel's offloads
+// (IFF_VNET_HDR, TUNSETOFFLOAD): TCP segments of up to 64 KiB cross it in
+// one read or write. It is false with Config.NoOffload, when the kernel
+// refused them, and for a FromFD descriptor opened without IFF_VNET_HDR.
+func (d *Device) Offload() bool { return d.offload }
 
 // LinkEndpoint returns the device's link endpoint, for stack.CreateNIC.
 // There is one per device, and it can be attached to one NIC, once: after

@@ -69,6 +69,10 @@ func TestRoundTrip(t *testing.T) {
 		cfg:    Config{Name: "ustk-mq%d", MultiQueue: true, Queues: 4, Addrs: []netip.Prefix{kernel4}, Up: true},
 		kernel: kernel4.Addr(), stackAddrs: []netip.Prefix{stack4}, stackListen: stack4.Addr(),
 	}, {
+		name:   "no offload",
+		cfg:    Config{NoOffload: true, MultiQueue: true, Queues: 2, Addrs: []netip.Prefix{kernel4, kernel6}, Up: true},
+		kernel: kernel6.Addr(), stackAddrs: []netip.Prefix{stack4, stack6}, stackListen: stack4.Addr(),
+	}, {
 		name:   "jumbo mtu",
 		cfg:    Config{MTU: 9000, Addrs: []netip.Prefix{kernel4, kernel6}, Up: true},
 		kernel: kernel6.Addr(), stackAddrs: []netip.Prefix{stack4, stack6}, stackListen: stack4.Addr(),
@@ -84,6 +88,9 @@ func TestRoundTrip(t *testing.T) {
 			ns := netns.NewT(t)
 			d := openIn(t, ns, tt.cfg)
 			checkLink(t, ns, d, tt.cfg)
+			if got, want := d.Offload(), !tt.cfg.NoOffload; got != want {
+				t.Errorf("Offload() = %v, want %v", got, want)
+			}
 			s := newStack(t, d.LinkEndpoint(), tt.stackAddrs...)
 
 			// Stack dials the kernel.

@@ -11,7 +11,9 @@ import (
 // one received from a process in another network namespace over a unix
 // socket (the sandbox does this). The Device takes ownership of fd: Close
 // closes it. name and mtu describe the device; the kernel side is not
-// touched, so it must already be configured. mtu 0 means DefaultMTU.
+// touched, so it must already be configured. mtu 0 means DefaultMTU. If
+// the descriptor was opened with IFF_VNET_HDR, the Device uses the offload
+// path with whatever offloads its opener set (see Device.Offload).
 func FromFD(fd int, name string, mtu int) (*Device, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("tun: invalid descriptor %d", fd)
@@ -28,7 +30,7 @@ func FromFD(fd int, name string, mtu int) (*Device, error) {
 		return nil, fmt.Errorf("tun: descriptor %d: %w", fd, err)
 	}
 	unix.CloseOnExec(fd)
-	d := &Device{name: name, mtu: mtu, fds: []int{fd}}
+	d := &Device{name: name, mtu: mtu, fds: []int{fd}, offload: hasVnetHdr(fd)}
 	if err := d.newEndpoint(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -52,4 +54,18 @@ func (d *Device) DupFile() (*os.File, error) {
 		return nil, fmt.Errorf("tun: dup %s: %w", d.name, err)
 	}
 	return os.NewFile(uintptr(fd), d.name), nil
+}
+
+// hasVnetHdr reports whether the TUN descriptor fd carries virtio headers.
+// A descriptor that is not a TUN device, or that TUNGETIFF cannot read,
+// counts as without.
+func hasVnetHdr(fd int) bool {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return false
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return false
+	}
+	return ifr.Uint16()&unix.IFF_VNET_HDR != 0
 }

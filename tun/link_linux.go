@@ -15,7 +15,27 @@ type linkEndpoint struct {
 	d                  *Device
 }
 
-var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*linkEndpoint)(nil)
+	_ stack.GSOEndpoint  = (*linkEndpoint)(nil)
+)
+
+// GSOMaxSize implements stack.GSOEndpoint, passing the inner endpoint's
+// through: gVisor finds GSO by a type assertion on the NIC's endpoint.
+func (e *linkEndpoint) GSOMaxSize() uint32 {
+	if g, ok := e.LinkEndpoint.(stack.GSOEndpoint); ok {
+		return g.GSOMaxSize()
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
+	if g, ok := e.LinkEndpoint.(stack.GSOEndpoint); ok {
+		return g.SupportedGSO()
+	}
+	return stack.GSONotSupported
+}
 
 // Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
 // the readers and the handoff workers that deliver their packets; nil (the

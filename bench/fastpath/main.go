@@ -1,0 +1,108 @@
+// Command fastpath measures ustack's fast path against the kernel, in one
+// run each, as issue 5 asks: every ustack figure is printed next to a
+// baseline measured by the same command, and their ratio.
+//
+//	go run ./bench/fastpath throughput  # bulk TCP, ustack<->kernel over a TUN vs kernel<->kernel over veth
+//	go run ./bench/fastpath connrate    # TCP connect, 1-byte echo, close per second
+//	go run ./bench/fastpath memory      # RSS per idle established TCP connection
+//	go run ./bench/fastpath udp         # 64-byte UDP datagrams per second
+//	go run ./bench/fastpath all
+//
+// It needs root (CAP_NET_ADMIN) and /dev/net/tun. All traffic stays inside
+// network namespaces the command creates (addresses from 198.18.0.0/15,
+// no route out), which disappear with it. Output is Markdown for
+// docs/BENCHMARKS.md; progress goes to stderr.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+var (
+	dur     = flag.Duration("d", 3*time.Second, "measured time per run (after a warm-up)")
+	warm    = flag.Duration("warmup", 500*time.Millisecond, "warm-up before each measurement")
+	conns   = flag.Int("n", 10000, "memory: idle connections")
+	workers = flag.Int("w", 4, "connrate: concurrent workers")
+)
+
+func main() {
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: fastpath [flags] throughput|connrate|memory|udp|all\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if flag.NArg() < 1 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	cmd := flag.Arg(0)
+	if cmd == "memchild" {
+		os.Exit(memChild(flag.Args()[1:]))
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "fastpath needs root: it creates network namespaces and TUN devices")
+		os.Exit(1)
+	}
+	runs := map[string]func() error{
+		"throughput": runThroughput,
+		"connrate":   runConnRate,
+		"memory":     runMemory,
+		"udp":        runUDP,
+	}
+	var order []string
+	switch cmd {
+	case "all":
+		order = []string{"throughput", "connrate", "memory", "udp"}
+	default:
+		if runs[cmd] == nil {
+			flag.Usage()
+			os.Exit(2)
+		}
+		order = []string{cmd}
+	}
+	fmt.Println(machine())
+	fmt.Println()
+	for _, c := range order {
+		if err := runs[c](); err != nil {
+			fmt.Fprintf(os.Stderr, "fastpath %s: %v\n", c, err)
+			os.Exit(1)
+		}
+	}
+}
+
+// machine describes where the figures come from.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				if _, v, ok := strings.Cut(l, ":"); ok {
+					model = strings.TrimSpace(v)
+				}
+				break
+			}
+		}
+	}
+	kernel := "unknown kernel"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("machine: %d cores (%s), Linux %s, %s, GOMAXPROCS %d; command: fastpath %s",
+		runtime.NumCPU(), model, kernel, runtime.Version(), runtime.GOMAXPROCS(0), strings.Join(os.Args[1:], " "))
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "# "+format+"\n", args...)
+}

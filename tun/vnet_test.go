@@ -1,0 +1,82 @@
+package tun
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/ustacknet/ustack/internal/netns"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// TestOffloadRefused makes TUNSETOFFLOAD fail: Open must fall back to a
+// device without offloads that still carries traffic both ways.
+func TestOffloadRefused(t *testing.T) {
+	saved := setOffload
+	setOffload = func(int) error { return unix.EINVAL }
+	t.Cleanup(func() { setOffload = saved })
+
+	ns := netns.NewT(t)
+	d := openIn(t, ns, Config{MultiQueue: true, Queues: 2, Addrs: []netip.Prefix{kernel4}, Up: true})
+	if d.Offload() {
+		t.Fatal("Offload() = true after the kernel refused TUNSETOFFLOAD")
+	}
+	if names := linkNames(t, ns); len(names) != 2 { // lo and the device
+		t.Errorf("links after the fallback: %v, want lo and one device", names)
+	}
+	s := newStack(t, d.LinkEndpoint(), stack4)
+	l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := echo(t, l)
+	defer stop()
+	c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
+	defer c.Close()
+	exchange(t, c, 1<<20)
+}
+
+// TestCompleteChecksum checks the NEEDS_CSUM completion against a
+// checksum computed from scratch, and that bad offsets are refused.
+func TestCompleteChecksum(t *testing.T) {
+	src, dst := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	payload := []byte("the quick brown fox jumps over the lazy dog!")
+	pkt := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize+len(payload))
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+		SrcAddr: addr(src), DstAddr: addr(dst),
+	})
+	tcp := header.TCP(pkt[header.IPv4MinimumSize:])
+	tcp.Encode(&header.TCPFields{SrcPort: 1, DstPort: 2, SeqNum: 3, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1000})
+	copy(pkt[header.IPv4MinimumSize+header.TCPMinimumSize:], payload)
+	tcpLen := uint16(len(tcp))
+	pseudo := header.PseudoHeaderChecksum(header.TCPProtocolNumber, addr(src), addr(dst), tcpLen)
+
+	want := ^checksum.Checksum(tcp, pseudo)
+	// What the kernel hands over: the pseudo-header sum in the field.
+	tcp.SetChecksum(pseudo)
+	var hdr [vnetHdrLen]byte
+	hdr[0] = virtioNetHdrFNeedsCsum
+	binary.LittleEndian.PutUint16(hdr[6:], header.IPv4MinimumSize)
+	binary.LittleEndian.PutUint16(hdr[8:], header.TCPChecksumOffset)
+	if !completeChecksum(pkt, &hdr) {
+		t.Fatal("completeChecksum refused a valid header")
+	}
+	if got := tcp.Checksum(); got != want {
+		t.Errorf("checksum %#04x, want %#04x", got, want)
+	}
+	if !tcp.IsChecksumValid(addr(src), addr(dst), checksum.Checksum(payload, 0), uint16(len(payload))) {
+		t.Error("completed checksum does not verify")
+	}
+
+	binary.LittleEndian.PutUint16(hdr[8:], uint16(len(pkt))) // past the end
+	if completeChecksum(pkt, &hdr) {
+		t.Error("completeChecksum accepted csum_offset past the end")
+	}
+}
+
+func addr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
