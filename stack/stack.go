@@ -175,10 +175,50 @@ func (st *Stack) tune(cfg Config) error {
 		// ustack does TIME_WAIT reuse itself, for explicit binds;
 		// gVisor's applies only to its own picker.
 		{"TIME_WAIT reuse", ptr(tcpip.TCPTimeWaitReuseDisabled)},
-		// SACK recovers from several losses per window; Linux has it on.
+		// The figures below are from bench/fastpath on a 2-core VM,
+		// ustack<->kernel over a TUN with offloads, 2 s runs, Gbit/s
+		// (docs/BENCHMARKS.md has the method). They are set explicitly
+		// so that a gVisor upgrade does not change them unnoticed.
+		//
+		// SACK recovers several losses per window in one round trip;
+		// Linux has it on. Turning it off measured no slower here (no
+		// loss on a TUN), but a stack dialling through a VPN does see
+		// loss.
 		{"SACK", ptr(tcpip.TCPSACKEnabled(true))},
+		// RACK off (gVisor's default is on). With 4 streams uploading,
+		// RACK's time-based loss detection entered recovery 119-265
+		// times per run and gVisor classed nearly every one as spurious
+		// (the kernel receiver had lost nothing), halving cwnd each
+		// time: 22.0-25.1 Gbps at MTU 1500/65520, against 32.1-33.5
+		// with RACK off and zero retransmissions (1 stream: 20.5-22.9
+		// vs 22.5-25.5). Loss detection then falls back to SACK's
+		// three-duplicate rule (RFC 6675), which is what Tailscale ran
+		// for a long time for the same reason (tailscale/tailscale#14896);
+		// on a path that reorders more than three segments that rule
+		// mistakes reordering for loss (tailscale/tailscale#20893), so an
+		// embedder on such a path can turn RACK back on through GVisor().
+		{"loss recovery (RACK off)", ptr(tcpip.TCPRecovery(0))},
+		// Reno, gVisor's default, kept explicitly. Over the TUN there is
+		// no loss, so the congestion controller hardly matters: cubic
+		// measured the same or lower (1 stream, MTU 1500 upload: 19.5 vs
+		// 22.5 Gbps; others within 5%). Cubic pays off on long lossy
+		// paths, and gVisor's cubic had a cwnd overflow until mid-2026
+		// (google/gvisor#11632), which is why Tailscale went back to
+		// reno for a year.
+		{"congestion control", ptr(tcpip.CongestionControlOption("reno"))},
+		// Buffers: gVisor's 1 MiB default and 4 MiB ceiling, kept
+		// explicitly. A 4 MiB ceiling is enough: 8 MiB measured no
+		// faster; a 256 KiB default cost download a third (7.5 -> 5.0
+		// Gbps, 1 stream, MTU 1500), since our receive window is what
+		// paces the kernel sender. Memory is not the price: gVisor
+		// allocates buffers as data arrives, so an idle connection
+		// costs the same with either (6.9 KiB, bench/fastpath memory).
+		{"send buffer", &tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: tcp.MaxBufferSize}},
+		{"receive buffer", &tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: tcp.MaxBufferSize}},
 		// Receive-buffer auto-tuning lets the window grow with the
-		// bandwidth-delay product instead of capping throughput.
+		// bandwidth-delay product up to the ceiling. Off measured within
+		// run-to-run noise here (a TUN's BDP is tiny), on matters on a
+		// WAN.
 		{"receive buffer moderation", ptr(tcpip.TCPModerateReceiveBufferOption(true))},
 	}
 	for _, o := range opts {

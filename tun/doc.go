@@ -5,7 +5,8 @@
 // # Devices
 //
 // Open creates a new TUN device from a Config: it opens /dev/net/tun
-// (IFF_TUN|IFF_NO_PI, one descriptor per queue with IFF_MULTI_QUEUE),
+// (IFF_TUN|IFF_NO_PI, IFF_VNET_HDR for the offloads described under
+// Performance, one descriptor per queue with IFF_MULTI_QUEUE),
 // then configures the kernel's side of the link over rtnetlink (MTU,
 // addresses, link state, routes). Open always creates a fresh device: it
 // passes IFF_TUN_EXCL, so it never attaches to an existing interface of the
@@ -14,8 +15,9 @@
 //
 // The device is the boundary between two worlds. The kernel side has the
 // Config's addresses and routes; the user-space side is
-// Device.LinkEndpoint, a gVisor link endpoint (link/fdbased over the TUN
-// descriptors, without an Ethernet header) to hand to stack.CreateNIC.
+// Device.LinkEndpoint, a gVisor link endpoint (this package's offload
+// endpoint, or link/fdbased without offloads, over the TUN descriptors,
+// without an Ethernet header) to hand to stack.CreateNIC.
 // Packets the kernel routes into the device come out of the endpoint, and
 // packets the stack writes to the endpoint enter the kernel as if they had
 // arrived on the interface.
@@ -54,12 +56,50 @@
 //
 // # Performance
 //
-// A TUN descriptor is not a socket, so fdbased reads it with one readv per
-// packet (its recvmmsg and packet-mmap modes apply to sockets only) and
-// writes one writev per packet. Offloads (GSO, GRO, checksum) are off:
-// they need IFF_VNET_HDR, which this package does not set yet. With
-// MultiQueue, the kernel spreads flows over the queues and each queue has
-// its own reader. BenchmarkDeviceTCP measures a TCP stream each way.
+// By default Open asks for the kernel's offloads: IFF_VNET_HDR, so that
+// every packet crossing the descriptor carries a struct virtio_net_hdr,
+// and TUNSETOFFLOAD with TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6. Outbound, the
+// endpoint tells gVisor's TCP it may hand over segments of up to 64 KiB
+// (host GSO): each is one writev with a header asking the kernel to cut it
+// at the MSS and complete its checksum, and the kernel's own TCP takes it
+// whole, never cut. Inbound, the kernel likewise hands over its TCP
+// segments unsplit, up to 64 KiB per read, with partial checksums that the
+// reader completes (gVisor then verifies them as usual, so a corrupt packet
+// injected on the kernel side is still caught). That replaces both GSO and
+// GRO: at MTU 1500 a 64 KiB stretch of a stream costs one system call each
+// way instead of 44. The reader puts the headers and the payload in
+// separate views (gVisor copies a shared view when it pulls headers from
+// it), and neither direction allocates per packet.
+//
+// gVisor's link/fdbased cannot do this on a TUN descriptor: it turns its
+// GSO path on only for sockets, does GRO only in its recvmmsg dispatcher
+// (sockets only), and offsets checksums by an Ethernet header that a TUN
+// device lacks. The offload path therefore has its own small endpoint
+// (vnet_linux.go); fdbased serves the path without offloads. If the kernel
+// refuses IFF_VNET_HDR or TUNSETOFFLOAD, Open deletes the half-made device
+// and makes it again without them; Device.Offload reports which path is in
+// use, and Config.NoOffload chooses the plain one. Without offloads,
+// fdbased reads with one readv per packet (its recvmmsg and packet-mmap
+// modes apply to sockets only) and writes one writev per packet.
+//
+// MultiQueue opens one descriptor per queue, each with its own reader and
+// handoff worker; the kernel spreads flows over the queues. On a 2-core
+// machine one queue measured as fast or faster (see docs/BENCHMARKS.md):
+// the kernel's half of the work runs in the system calls of the same two
+// cores, and extra readers only add wake-ups. BenchmarkDeviceTCP measures
+// a TCP stream each way; bench/fastpath compares with the kernel.
+//
+// # Why not songgao/water
+//
+// The device is opened with golang.org/x/sys/unix rather than
+// songgao/water, which ustack used at first. water cannot set
+// IFF_VNET_HDR, so no offloads, nor IFF_TUN_EXCL, so it attaches to an
+// existing device of the same name instead of failing; it opens
+// /dev/net/tun without O_CLOEXEC, so child processes inherit the device;
+// and it leaks the descriptor when TUNSETIFF fails. It also wraps the
+// descriptor in an os.File read through Go's poller, one packet per
+// read, while fdbased and this package's reader need the raw descriptor.
+// Opening the device takes a few dozen lines, all in device_linux.go.
 //
 // # Pipe
 //

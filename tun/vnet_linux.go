@@ -59,10 +59,15 @@ const (
 	// less one, the IP limit, whatever the MTU.
 	readBufSize = 65535
 
-	// copyBreak: a packet up to this size is copied out of the read
-	// buffer into a right-sized one, so that a 64 KiB buffer is not held
-	// by a small packet waiting in a socket's queue; a larger packet
-	// keeps the read buffer and the reader takes a new one.
+	// headBufSize is how much of a packet the reader puts in its first
+	// view: room for the IP and TCP headers with options. Even, so that a
+	// checksum can carry on over the next view.
+	headBufSize = 128
+
+	// copyBreak: a packet whose remainder after the head is up to this
+	// size has it copied into a right-sized view, so that a 64 KiB buffer
+	// is not held by a small packet waiting in a socket's queue; a larger
+	// one keeps the read buffer and the reader takes a new one.
 	copyBreak = 4096
 )
 
@@ -257,8 +262,11 @@ func (e *vnetEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 		}
 	}
 	views, off := pkt.AsViewList()
-	var arr [maxWriteIovecs]unix.Iovec
-	iovs := append(arr[:0], rawfile.IovecFromBytes(hdr[:]))
+	// On the stack: no allocation per packet (append would move it to
+	// the heap, so the slots are filled by index).
+	var iovs [maxWriteIovecs]unix.Iovec
+	iovs[0] = rawfile.IovecFromBytes(hdr[:])
+	n := 1
 	for v := views.Front(); v != nil; v = v.Next() {
 		b := v.AsSlice()
 		if off >= len(b) {
@@ -266,7 +274,30 @@ func (e *vnetEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 			continue
 		}
 		b, off = b[off:], 0
-		iovs = append(iovs, rawfile.IovecFromBytes(b))
+		if n == len(iovs) {
+			return e.writeLong(fd, hdr, pkt)
+		}
+		iovs[n] = rawfile.IovecFromBytes(b)
+		n++
+	}
+	if errno := rawfile.NonBlockingWriteIovec(fd, iovs[:n]); errno != 0 {
+		return tcpip.TranslateErrno(errno)
+	}
+	return nil
+}
+
+// writeLong writes a packet in more than maxWriteIovecs-1 pieces.
+func (e *vnetEndpoint) writeLong(fd int, hdr [vnetHdrLen]byte, pkt *stack.PacketBuffer) tcpip.Error {
+	slices := pkt.AsSlices()
+	iovs := make([]unix.Iovec, 0, 1+len(slices))
+	iovs = append(iovs, rawfile.IovecFromBytes(hdr[:]))
+	for _, b := range slices {
+		if len(b) > 0 {
+			iovs = append(iovs, rawfile.IovecFromBytes(b))
+		}
+	}
+	if len(iovs) > rawfile.MaxIovs {
+		return &tcpip.ErrMessageTooLong{}
 	}
 	if errno := rawfile.NonBlockingWriteIovec(fd, iovs); errno != 0 {
 		return tcpip.TranslateErrno(errno)
@@ -276,16 +307,27 @@ func (e *vnetEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 
 // read is the reader of queue i: it delivers each packet to dispatcher
 // until stopped.
+//
+// It reads each packet into two views, as fdbased does: the first
+// headBufSize bytes (the headers) into a small one and the rest into a
+// large one. gVisor copies a view that is shared when it pulls headers out
+// of it, and packets are shared on their way through the stack; with one
+// 64 KiB view, every such pull would copy the whole segment.
 func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 	defer e.wg.Done()
 	fd, efd := e.fds[i], e.stops[i].EFD
 	var hdr [vnetHdrLen]byte
-	buf := buffer.NewViewSize(readBufSize)
-	defer func() { buf.Release() }()
-	var iovs [2]unix.Iovec
+	head := buffer.NewViewSize(headBufSize)
+	tail := buffer.NewViewSize(readBufSize - headBufSize)
+	defer func() {
+		head.Release()
+		tail.Release()
+	}()
+	var iovs [3]unix.Iovec
 	for {
 		iovs[0] = rawfile.IovecFromBytes(hdr[:])
-		iovs[1] = rawfile.IovecFromBytes(buf.AsSlice())
+		iovs[1] = rawfile.IovecFromBytes(head.AsSlice())
+		iovs[2] = rawfile.IovecFromBytes(tail.AsSlice())
 		n, errno := rawfile.BlockingReadvUntilStopped(efd, fd, iovs[:])
 		if n < 0 {
 			return // stopped
@@ -300,12 +342,14 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		if n <= 0 {
 			continue
 		}
-		data := buf.AsSlice()[:n]
-		if hdr[0]&virtioNetHdrFNeedsCsum != 0 && !completeChecksum(data, &hdr) {
+		hn := min(n, headBufSize)
+		tn := n - hn
+		h, t := head.AsSlice()[:hn], tail.AsSlice()[:tn]
+		if hdr[0]&virtioNetHdrFNeedsCsum != 0 && !completeChecksum(h, t, &hdr) {
 			continue // malformed header: drop
 		}
 		var proto tcpip.NetworkProtocolNumber
-		switch header.IPVersion(data) {
+		switch header.IPVersion(h) {
 		case header.IPv4Version:
 			proto = header.IPv4ProtocolNumber
 		case header.IPv6Version:
@@ -313,13 +357,17 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		default:
 			continue // not IP
 		}
-		var payload buffer.Buffer
-		if n <= copyBreak {
-			payload = buffer.MakeWithData(data)
-		} else {
-			buf.CapLength(n)
-			payload = buffer.MakeWithView(buf)
-			buf = buffer.NewViewSize(readBufSize)
+		head.CapLength(hn)
+		payload := buffer.MakeWithView(head)
+		head = buffer.NewViewSize(headBufSize)
+		switch {
+		case tn == 0:
+		case tn <= copyBreak:
+			payload.Append(buffer.NewViewWithData(t))
+		default:
+			tail.CapLength(tn)
+			payload.Append(tail)
+			tail = buffer.NewViewSize(readBufSize - headBufSize)
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
 		dispatcher.DeliverNetworkPacket(proto, pkt)
@@ -327,20 +375,34 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 	}
 }
 
-// completeChecksum does what a NIC does for VIRTIO_NET_HDR_F_NEEDS_CSUM:
-// the field csum_offset bytes after csum_start holds the pseudo-header
-// sum, and the checksum is the complement of the sum from csum_start to
-// the end. It reports false if the offsets do not fit the packet.
-func completeChecksum(data []byte, hdr *[vnetHdrLen]byte) bool {
+// completeChecksum does what a NIC does for VIRTIO_NET_HDR_F_NEEDS_CSUM on
+// a packet read as h followed by t: the field csum_offset bytes after
+// csum_start holds the pseudo-header sum, and the checksum is the
+// complement of the sum from csum_start to the end. It reports false if
+// the offsets do not fit the packet.
+func completeChecksum(h, t []byte, hdr *[vnetHdrLen]byte) bool {
 	start := int(binary.LittleEndian.Uint16(hdr[6:]))
 	at := start + int(binary.LittleEndian.Uint16(hdr[8:]))
-	if at+2 > len(data) {
+	if at+2 > len(h)+len(t) || at%2 != 0 || start%2 != 0 {
 		return false
 	}
-	sum := ^checksum.Checksum(data[start:], 0)
+	var sum uint16
+	if start < len(h) {
+		// len(h) is even (headBufSize) whenever t is not empty, so the
+		// sum carries on over t.
+		sum = checksum.Checksum(h[start:], 0)
+		sum = checksum.Checksum(t, sum)
+	} else {
+		sum = checksum.Checksum(t[start-len(h):], 0)
+	}
+	sum = ^sum
 	if sum == 0 {
 		sum = 0xffff // the same in ones' complement, and UDP's "no checksum" is 0
 	}
-	binary.BigEndian.PutUint16(data[at:], sum)
+	if at < len(h) { // at and len(h) are even: the field is in one piece
+		binary.BigEndian.PutUint16(h[at:], sum)
+	} else {
+		binary.BigEndian.PutUint16(t[at-len(h):], sum)
+	}
 	return true
 }

@@ -63,18 +63,23 @@ func TestCompleteChecksum(t *testing.T) {
 	hdr[0] = virtioNetHdrFNeedsCsum
 	binary.LittleEndian.PutUint16(hdr[6:], header.IPv4MinimumSize)
 	binary.LittleEndian.PutUint16(hdr[8:], header.TCPChecksumOffset)
-	if !completeChecksum(pkt, &hdr) {
-		t.Fatal("completeChecksum refused a valid header")
-	}
-	if got := tcp.Checksum(); got != want {
-		t.Errorf("checksum %#04x, want %#04x", got, want)
-	}
-	if !tcp.IsChecksumValid(addr(src), addr(dst), checksum.Checksum(payload, 0), uint16(len(payload))) {
-		t.Error("completed checksum does not verify")
+	// Every split the reader can make: all in the head, the checksum field
+	// in the head, and (with a long IP header) the field in the tail.
+	for _, split := range []int{len(pkt), 40, 24, 20, 0} {
+		tcp.SetChecksum(pseudo)
+		if !completeChecksum(pkt[:split], pkt[split:], &hdr) {
+			t.Fatalf("split %d: completeChecksum refused a valid header", split)
+		}
+		if got := tcp.Checksum(); got != want {
+			t.Errorf("split %d: checksum %#04x, want %#04x", split, got, want)
+		}
+		if !tcp.IsChecksumValid(addr(src), addr(dst), checksum.Checksum(payload, 0), uint16(len(payload))) {
+			t.Errorf("split %d: completed checksum does not verify", split)
+		}
 	}
 
 	binary.LittleEndian.PutUint16(hdr[8:], uint16(len(pkt))) // past the end
-	if completeChecksum(pkt, &hdr) {
+	if completeChecksum(pkt[:40], pkt[40:], &hdr) {
 		t.Error("completeChecksum accepted csum_offset past the end")
 	}
 }

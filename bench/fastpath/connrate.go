@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -29,10 +30,29 @@ func runConnRate() error {
 	rows := []*row{
 		{name: "veth (kernel to kernel)", mk: func() (*pair, error) { return newVethPair(1500) }},
 		{name: "ustack to kernel over TUN", mk: func() (*pair, error) {
-			return newTUNPair(tunOptions{mtu: 1500, multiQueue: true})
+			return newTUNPair(tunOptions{mtu: 1500, multiQueue: *mq})
+		}},
+		{name: "veth (kernel to kernel), 8-port range, tcp_tw_reuse=1", mk: func() (*pair, error) {
+			p, err := newVethPair(1500)
+			if err != nil {
+				return nil, err
+			}
+			// The kernel client gets the same 8 ports and TIME_WAIT reuse
+			// as the ustack row below.
+			err = p.clientNS.Do(func() error {
+				if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("40000 40007"), 0); err != nil {
+					return err
+				}
+				return os.WriteFile("/proc/sys/net/ipv4/tcp_tw_reuse", []byte("1"), 0)
+			})
+			if err != nil {
+				p.close()
+				return nil, err
+			}
+			return p, nil
 		}},
 		{name: "ustack to kernel over TUN, 8-port range", mk: func() (*pair, error) {
-			return newTUNPair(tunOptions{mtu: 1500, multiQueue: true, stackCfg: func(c *stack.Config) {
+			return newTUNPair(tunOptions{mtu: 1500, multiQueue: *mq, stackCfg: func(c *stack.Config) {
 				c.Ports.TCP.Range = portalloc.Range{First: 40000, Last: 40007}
 				// With 8 ports, a connection we close first would hold its
 				// port for the TIME_WAIT period; reuse it as Linux's
@@ -90,6 +110,13 @@ func connRate(p *pair) (rate float64, ok, failed int64, err error) {
 	}()
 	addr := l.Addr().String()
 	var nOK, nFailed atomic.Int64
+	var errMu sync.Mutex
+	errSeen := map[string]int{}
+	defer func() {
+		for e, n := range errSeen {
+			progress("  failure (%d): %s", n, e)
+		}
+	}()
 	var measuring atomic.Bool
 	deadline := time.Now().Add(*warm + *dur)
 	var wg sync.WaitGroup
@@ -111,19 +138,27 @@ func connRate(p *pair) (rate float64, ok, failed int64, err error) {
 			}
 			var b [1]byte
 			for time.Now().Before(deadline) {
-				good := func() bool {
+				err := func() error {
 					c, err := dial("tcp4", addr)
 					if err != nil {
-						return false
+						return err
 					}
 					defer c.Close()
 					c.SetDeadline(time.Now().Add(5 * time.Second))
 					if _, err := c.Write([]byte{1}); err != nil {
-						return false
+						return err
 					}
 					_, err = io.ReadFull(c, b[:])
-					return err == nil
+					return err
 				}()
+				good := err == nil
+				if err != nil && measuring.Load() {
+					errMu.Lock()
+					if len(errSeen) < 5 {
+						errSeen[err.Error()]++
+					}
+					errMu.Unlock()
+				}
 				if !measuring.Load() {
 					continue
 				}

@@ -35,7 +35,9 @@ type pair struct {
 	// clientNS is the client's namespace when the client is the kernel
 	// (veth), for workers that lock their thread into it; nil for ustack.
 	clientNS *netns.NS
-	close    func()
+	// stats describes the ustack side's TCP retransmissions; nil for veth.
+	stats func() string
+	close func()
 }
 
 // tunOptions chooses how the ustack side is built.
@@ -101,6 +103,12 @@ func newTUNPairIn(nsFile *os.File, o tunOptions) (*pair, error) {
 		clientAddr: tunStack.Addr(),
 		dial:       st.Dial,
 		listenPkt:  st.ListenPacket,
+		stats: func() string {
+			t := st.GVisor().Stats().TCP
+			return fmt.Sprintf("retransmits %d (fast %d, timeouts %d, SACK recovery %d, TLP %d, spurious %d)",
+				t.Retransmits.Value(), t.FastRetransmit.Value(), t.Timeouts.Value(), t.SACKRecovery.Value(),
+				t.TLPRecovery.Value(), t.SpuriousRecovery.Value())
+		},
 		close: func() {
 			st.Close()
 			dev.Close()

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -28,6 +29,9 @@ var (
 	warm    = flag.Duration("warmup", 500*time.Millisecond, "warm-up before each measurement")
 	conns   = flag.Int("n", 10000, "memory: idle connections")
 	workers = flag.Int("w", 4, "connrate: concurrent workers")
+	mq      = flag.Bool("mq", false, "open the ustack TUN with MultiQueue (one queue per CPU) in every run (throughput also has a multi-queue column)")
+	cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProf = flag.String("memprofile", "", "write an allocation profile (all allocations) to this file at the end")
 )
 
 func main() {
@@ -65,11 +69,31 @@ func main() {
 		}
 		order = []string{cmd}
 	}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if *memProf != "" {
+		runtime.MemProfileRate = 4096
+		defer func() {
+			f, err := os.Create(*memProf)
+			if err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	fmt.Println(machine())
 	fmt.Println()
 	for _, c := range order {
 		if err := runs[c](); err != nil {
 			fmt.Fprintf(os.Stderr, "fastpath %s: %v\n", c, err)
+			pprof.StopCPUProfile()
 			os.Exit(1)
 		}
 	}

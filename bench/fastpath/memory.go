@@ -197,11 +197,16 @@ func rss() int64 {
 	return 0
 }
 
-// gvisorDefaults puts back gVisor's own TCP defaults where tune() changes
-// them, for the comparison.
+// gvisorDefaults puts back gVisor's own TCP defaults (those of
+// tcp.NewProtocol) for everything tune() sets, for the comparison.
 func gvisorDefaults(st *stack.Stack) {
 	s := st.GVisor()
+	rack := tcpip.TCPRACKLossDetection
+	sack := tcpip.TCPSACKEnabled(true)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	cc := tcpip.CongestionControlOption("reno")
 	opts := []tcpip.SettableTransportProtocolOption{
+		&rack, &sack, &moderate, &cc,
 		&tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: tcp.MaxBufferSize},
 		&tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: tcp.MaxBufferSize},
 	}

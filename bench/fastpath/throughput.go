@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,7 +17,16 @@ import (
 
 // runThroughput measures bulk TCP between ustack and the kernel over a
 // TUN, with offloads on and off, against kernel-to-kernel over veth.
-var only = flag.String("only", "", "throughput: run only these variants (veth, ustack, ustack-nooffload)")
+func queues(mq bool) string {
+	if mq {
+		return fmt.Sprintf("%d queues", runtime.GOMAXPROCS(0))
+	}
+	return "one queue"
+}
+
+var mtuList = flag.String("mtus", "1500,65520", "throughput: MTUs to measure, comma-separated")
+
+var only = flag.String("only", "", "throughput: run only these variants (veth, ustack, ustack-mq, ustack-nooffload)")
 
 func runThroughput() error {
 	type key struct {
@@ -28,13 +39,21 @@ func runThroughput() error {
 	}
 	variants := []variant{
 		{"veth", newVethPair},
-		{"ustack", func(mtu int) (*pair, error) { return newTUNPair(tunOptions{mtu: mtu, multiQueue: true}) }},
+		{"ustack", func(mtu int) (*pair, error) { return newTUNPair(tunOptions{mtu: mtu, multiQueue: *mq}) }},
+		{"ustack-mq", func(mtu int) (*pair, error) { return newTUNPair(tunOptions{mtu: mtu, multiQueue: true}) }},
 		{"ustack-nooffload", func(mtu int) (*pair, error) {
-			return newTUNPair(tunOptions{mtu: mtu, multiQueue: true, noOffload: true})
+			return newTUNPair(tunOptions{mtu: mtu, multiQueue: *mq, noOffload: true})
 		}},
 	}
 	res := map[string]map[key]float64{}
-	mtus := []int{1500, 65520}
+	var mtus []int
+	for _, f := range strings.Split(*mtuList, ",") {
+		m, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || m < 1280 || m > 65535 {
+			return fmt.Errorf("-mtus: bad MTU %q", f)
+		}
+		mtus = append(mtus, m)
+	}
 	for _, v := range variants {
 		res[v.name] = map[key]float64{}
 		if *only != "" && !strings.Contains(","+*only+",", ","+v.name+",") {
@@ -48,11 +67,15 @@ func runThroughput() error {
 						return fmt.Errorf("%s: %w", v.name, err)
 					}
 					gbps, err := bulk(p, streams, up)
+					stats := ""
+					if p.stats != nil {
+						stats = p.stats()
+					}
 					p.close()
 					if err != nil {
 						return fmt.Errorf("%s mtu %d, %d streams: %w", v.name, mtu, streams, err)
 					}
-					progress("%s mtu %d streams %d up=%v: %.2f Gbps", v.name, mtu, streams, up, gbps)
+					progress("%s mtu %d streams %d up=%v: %.2f Gbps %s", v.name, mtu, streams, up, gbps, stats)
 					res[v.name][key{mtu, streams, up}] = gbps
 				}
 			}
@@ -62,8 +85,9 @@ func runThroughput() error {
 	fmt.Println()
 	fmt.Println("Upload: the ustack side sends (veth: namespace A sends); download: the kernel side sends.")
 	fmt.Println()
-	fmt.Println("| MTU | streams | direction | ustack (offloads) | ustack (no offloads) | veth | ustack / veth | no offloads / veth |")
-	fmt.Println("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Printf("ustack: offloads on, %s; multi-queue: offloads on, %d queues; no offloads: Config.NoOffload, %s.\n\n", queues(*mq), runtime.GOMAXPROCS(0), queues(*mq))
+	fmt.Println("| MTU | streams | direction | ustack | ustack multi-queue | ustack no offloads | veth | ustack / veth | multi-queue / veth | no offloads / veth |")
+	fmt.Println("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, mtu := range mtus {
 		for _, streams := range []int{1, 4} {
 			for _, up := range []bool{true, false} {
@@ -72,8 +96,8 @@ func runThroughput() error {
 				if up {
 					dir = "upload"
 				}
-				u, n, b := res["ustack"][k], res["ustack-nooffload"][k], res["veth"][k]
-				fmt.Printf("| %d | %d | %s | %.2f | %.2f | %.2f | %s | %s |\n", mtu, streams, dir, u, n, b, ratio(u, b), ratio(n, b))
+				u, m, n, b := res["ustack"][k], res["ustack-mq"][k], res["ustack-nooffload"][k], res["veth"][k]
+				fmt.Printf("| %d | %d | %s | %.2f | %.2f | %.2f | %.2f | %s | %s | %s |\n", mtu, streams, dir, u, m, n, b, ratio(u, b), ratio(m, b), ratio(n, b))
 			}
 		}
 	}

@@ -22,7 +22,7 @@ func runUDP() error {
 		mk   func() (*pair, error)
 	}{
 		{"veth", func() (*pair, error) { return newVethPair(1500) }},
-		{"ustack", func() (*pair, error) { return newTUNPair(tunOptions{mtu: 1500, multiQueue: true}) }},
+		{"ustack", func() (*pair, error) { return newTUNPair(tunOptions{mtu: 1500, multiQueue: *mq}) }},
 	}
 	for _, m := range mks {
 		for _, up := range []bool{true, false} {
