@@ -12,6 +12,11 @@ import (
 // drops new ones, like a NIC's full receive ring.
 const maxHandoffQueue = 4096
 
+// maxHandoffBytes bounds the bytes a handoff worker holds, too: with the
+// offloads a packet can be a 64 KiB TCP segment, and 4096 of those would
+// be 256 MiB.
+const maxHandoffBytes = 16 << 20
+
 // handoff is the stack.NetworkDispatcher that a device's readers deliver
 // to. It queues each packet for one of its workers, which deliver them to
 // the stack's dispatcher, so that a reader never enters the stack.
@@ -34,8 +39,9 @@ type handoff struct {
 type handoffWorker struct {
 	wake chan struct{} // capacity 1: there is work
 
-	mu sync.Mutex // guards the fields below
-	q  []queuedPacket
+	mu    sync.Mutex // guards the fields below
+	q     []queuedPacket
+	bytes int // the sizes of the packets in q
 }
 
 type queuedPacket struct {
@@ -84,12 +90,14 @@ func (h *handoff) enqueue(p queuedPacket) {
 		w = &h.workers[flowHash(p.pkt)%uint32(len(h.workers))]
 	}
 	w.mu.Lock()
-	if len(w.q) >= maxHandoffQueue {
+	size := p.pkt.Size()
+	if len(w.q) >= maxHandoffQueue || w.bytes+size > maxHandoffBytes {
 		w.mu.Unlock()
 		return // dropped
 	}
 	p.pkt.IncRef()
 	w.q = append(w.q, p)
+	w.bytes += size
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -109,7 +117,7 @@ func (h *handoff) run(w *handoffWorker) {
 		select {
 		case <-h.stop: // takes precedence over work
 			w.mu.Lock()
-			batch, w.q = w.q, nil
+			batch, w.q, w.bytes = w.q, nil, 0
 			w.mu.Unlock()
 			for _, p := range batch {
 				p.pkt.DecRef()
@@ -118,7 +126,7 @@ func (h *handoff) run(w *handoffWorker) {
 		default:
 		}
 		w.mu.Lock()
-		batch, w.q = w.q, batch[:0]
+		batch, w.q, w.bytes = w.q, batch[:0], 0
 		w.mu.Unlock()
 		for i, p := range batch {
 			if p.link {

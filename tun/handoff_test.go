@@ -173,3 +173,34 @@ func TestHandoffStopDropsQueued(t *testing.T) {
 	close(bd.release)
 	h.wait()
 }
+
+// TestHandoffBoundsBytes fills the queue with 60,000-byte packets (what the
+// offload path delivers) behind a blocked delivery: it must stop at
+// maxHandoffBytes, far below maxHandoffQueue packets.
+func TestHandoffBoundsBytes(t *testing.T) {
+	bd := &blockingDispatcher{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h := startHandoff(bd, 1)
+	const size = 60000
+	deliver := func(n int) {
+		for range n {
+			b := make([]byte, size)
+			b[0] = 0x45 // IPv4, for flowHash
+			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+			h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+			pkt.DecRef()
+		}
+	}
+	deliver(1)
+	<-bd.entered
+	want := maxHandoffBytes / size
+	deliver(want + 10)
+	h.workers[0].mu.Lock()
+	queued, bytes := len(h.workers[0].q), h.workers[0].bytes
+	h.workers[0].mu.Unlock()
+	if queued != want || bytes != want*size {
+		t.Errorf("%d packets (%d bytes) queued, want exactly %d (%d bytes)", queued, bytes, want, want*size)
+	}
+	h.stopWorkers()
+	close(bd.release)
+	h.wait()
+}

@@ -85,3 +85,42 @@ func TestCompleteChecksum(t *testing.T) {
 }
 
 func addr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
+
+// TestFromFDOffload hands a device's descriptor to FromFD, as the sandbox
+// does: the new Device must find out from the descriptor whether it
+// carries virtio headers, and carry traffic either way.
+func TestFromFDOffload(t *testing.T) {
+	for _, noOffload := range []bool{false, true} {
+		t.Run(map[bool]string{false: "offload", true: "no offload"}[noOffload], func(t *testing.T) {
+			ns := netns.NewT(t)
+			orig := openIn(t, ns, Config{NoOffload: noOffload, Addrs: []netip.Prefix{kernel4}, Up: true})
+			f, err := orig.DupFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fd, err := unix.Dup(int(f.Fd()))
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := FromFD(fd, orig.Name(), orig.MTU())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { d.Close() })
+			if got, want := d.Offload(), !noOffload; got != want {
+				t.Errorf("Offload() = %v, want %v", got, want)
+			}
+			s := newStack(t, d.LinkEndpoint(), stack4)
+			l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := echo(t, l)
+			defer stop()
+			c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
+			defer c.Close()
+			exchange(t, c, 1<<20)
+		})
+	}
+}
