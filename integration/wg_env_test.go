@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -154,46 +153,4 @@ func (e *wgEnv) kernelListenPacket(t *testing.T, network, addr string) net.Packe
 	}
 	t.Cleanup(func() { pc.Close() })
 	return pc
-}
-
-// serveConns runs handle on every connection l accepts until the test
-// ends; then it closes l and every connection still open, and waits for
-// the handlers.
-func serveConns(t *testing.T, l net.Listener, handle func(net.Conn)) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				handle(c)
-				c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
 }

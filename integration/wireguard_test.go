@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"io"
 	"net"
 	"net/http"
@@ -77,7 +78,7 @@ func TestWireGuardHTTP(t *testing.T) {
 // IPv4 and IPv6 inside the tunnel.
 func TestWireGuardTCPEcho100MB(t *testing.T) {
 	e := newWGEnv(t, stack.Config{})
-	serveConns(t, e.kernelListen(t, "tcp", ":7"), func(c net.Conn) {
+	testnet.Serve(t, e.kernelListen(t, "tcp", ":7"), func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(5 * time.Minute))
 		io.Copy(c, c)
 	})
@@ -219,7 +220,7 @@ func TestWireGuardSequentialPorts(t *testing.T) {
 // goleak check finds nothing left running.
 func TestWireGuardTeardownUnderLoad(t *testing.T) {
 	e := newWGEnv(t, stack.Config{})
-	serveConns(t, e.kernelListen(t, "tcp", ":9"), func(c net.Conn) { io.Copy(io.Discard, c) })
+	testnet.Serve(t, e.kernelListen(t, "tcp", ":9"), func(c net.Conn) { io.Copy(io.Discard, c) })
 	st := e.a.Stack()
 	results := make(chan error, 100)
 	var wg sync.WaitGroup

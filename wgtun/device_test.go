@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -143,47 +143,6 @@ func newTunnel(t *testing.T, cfgA stack.Config) *tunnel {
 	return &tunnel{a: a, b: b, wg: wg}
 }
 
-// serve runs handle on every connection l accepts, until the test ends;
-// then it closes l and the connections still open, and waits.
-func serve(t *testing.T, l net.Listener, handle func(net.Conn)) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				handle(c)
-				c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-}
-
 func echo(c net.Conn)    { io.Copy(c, c) }
 func discard(c net.Conn) { io.Copy(io.Discard, c) }
 
@@ -197,7 +156,7 @@ func TestTunnelBetweenStacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve(t, l, echo)
+	testnet.Serve(t, l, echo)
 	const size = 4 << 20
 	var ports []uint16
 	for _, dst := range []string{"198.18.30.1:7", "[fd00:30::1]:7"} {
@@ -271,7 +230,7 @@ func TestDeviceCloseUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve(t, l, discard)
+	testnet.Serve(t, l, discard)
 	results := make(chan error, 20)
 	for range 5 {
 		c, err := tn.a.Stack().Dial("tcp", "198.18.30.1:7")

@@ -2,6 +2,7 @@ package wg
 
 import (
 	"context"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"io"
 	"net"
 	"net/netip"
@@ -260,40 +261,5 @@ func serve(b *testing.B, ns *netns.NS, port int, handle func(net.Conn)) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				handle(c)
-				c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
-	b.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	testnet.Serve(b, l, handle)
 }

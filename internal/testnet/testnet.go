@@ -1,0 +1,52 @@
+// Package testnet holds small network helpers shared by tests and
+// benchmarks.
+package testnet
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Serve runs handle on every connection l accepts, each in its own
+// goroutine, until the test or benchmark ends; then it closes l and every
+// connection still open, and waits for the handlers. Serve closes each
+// connection after its handler returns.
+func Serve(tb testing.TB, l net.Listener, handle func(net.Conn)) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards conns
+		conns = map[net.Conn]bool{}
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+				c.Close()
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+			}()
+		}
+	}()
+	tb.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
