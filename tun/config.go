@@ -150,3 +150,10 @@ func checkName(name string) error {
 	}
 	return nil
 }
+
+// Validate reports the first invalid field of c, naming it, without
+// creating anything.
+func (c Config) Validate() error {
+	_, err := c.check()
+	return err
+}

@@ -74,6 +74,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"run bad udp range", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--udp-range", "0-10"}, "0 is outside 1-65535"},
 		{"run bad log level", []string{"run", "--log-level", "loud"}, "debug, info, warn or error"},
 		{"ports no api", []string{"ports"}, "--api PATH is required"},
+		{"run long tun name", []string{"run", "--tun", "name-too-long-xxxxxxxx", "--addr", "198.18.0.2/24"}, "longer than 15 bytes"},
+		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -138,6 +138,9 @@ func (f *runFlags) configs() (stack.Config, tun.Config, error) {
 		return cfg, tcfg, err
 	}
 	tcfg = tun.Config{Name: f.tunName, MTU: f.mtu, Addrs: peers, Up: true}
+	if err := tcfg.Validate(); err != nil {
+		return cfg, tcfg, fmt.Errorf("invalid --tun, --mtu or --peer-addr: %v", err)
+	}
 	return cfg, tcfg, nil
 }
 
