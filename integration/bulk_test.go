@@ -34,6 +34,37 @@ func expectedHash(seed byte, n int64) [32]byte {
 	return [32]byte(h.Sum(nil))
 }
 
+// halfCloser is a stream whose writing side can be closed alone.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// bulkExchange sends n bytes of stream sendSeed on c and then closes its
+// writing side, while it reads c to EOF; it checks that what arrived is
+// exactly n bytes of stream recvSeed.
+func bulkExchange(c halfCloser, sendSeed, recvSeed byte, n int64) error {
+	var werr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, werr = io.CopyN(c, newPRNG(sendSeed), n)
+		c.CloseWrite()
+	}()
+	h := sha256.New()
+	got, rerr := io.Copy(h, c)
+	<-done
+	switch {
+	case rerr != nil:
+		return fmt.Errorf("read: %w", rerr)
+	case werr != nil:
+		return fmt.Errorf("write: %w", werr)
+	case got != n || [32]byte(h.Sum(nil)) != expectedHash(recvSeed, n):
+		return fmt.Errorf("received %d bytes with the wrong hash", got)
+	}
+	return nil
+}
+
 // 5. Inbound and integrity: kernel clients connect to a ustack listener
 // over the TUN and move 100 MB each way, checked by SHA-256, over IPv4
 // and IPv6.
@@ -44,7 +75,6 @@ func TestInboundBulkIntegrity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	upWant, downWant := expectedHash(1, bulkBytes), expectedHash(2, bulkBytes)
 	// The stack's side: hash what arrives, send the other stream, and
 	// report the hash of what it received.
 	serverErr := make(chan error, 2)
@@ -58,27 +88,11 @@ func TestInboundBulkIntegrity(t *testing.T) {
 			go func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(5 * time.Minute))
-				var wg sync.WaitGroup
-				wg.Add(1)
-				var werr error
-				go func() {
-					defer wg.Done()
-					_, werr = io.CopyN(c, newPRNG(2), bulkBytes)
-					c.(*stack.TCPConn).CloseWrite()
-				}()
-				h := sha256.New()
-				_, rerr := io.Copy(h, c)
-				wg.Wait()
-				switch {
-				case rerr != nil:
-					serverErr <- fmt.Errorf("stack read: %w", rerr)
-				case werr != nil:
-					serverErr <- fmt.Errorf("stack write: %w", werr)
-				case [32]byte(h.Sum(nil)) != upWant:
-					serverErr <- errors.New("stack received corrupted data")
-				default:
-					serverErr <- nil
+				if err := bulkExchange(c.(*stack.TCPConn), 2, 1, bulkBytes); err != nil {
+					serverErr <- fmt.Errorf("stack side: %w", err)
+					return
 				}
+				serverErr <- nil
 			}()
 		}
 	}()
@@ -91,22 +105,8 @@ func TestInboundBulkIntegrity(t *testing.T) {
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(5 * time.Minute))
 			start := time.Now()
-			var wg sync.WaitGroup
-			wg.Add(1)
-			var werr error
-			go func() {
-				defer wg.Done()
-				_, werr = io.CopyN(c, newPRNG(1), bulkBytes)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-			h := sha256.New()
-			n, rerr := io.Copy(h, c)
-			wg.Wait()
-			if rerr != nil || werr != nil {
-				t.Fatalf("kernel read %v, write %v", rerr, werr)
-			}
-			if n != bulkBytes || [32]byte(h.Sum(nil)) != downWant {
-				t.Fatalf("kernel received %d bytes with the wrong hash", n)
+			if err := bulkExchange(c.(*net.TCPConn), 1, 2, bulkBytes); err != nil {
+				t.Fatalf("kernel side: %v", err)
 			}
 			if err := <-serverErr; err != nil {
 				t.Fatal(err)

@@ -104,7 +104,18 @@ func (e *env) waitIPv6(t *testing.T) {
 // kernelListen listens in the kernel of the env's namespace.
 func (e *env) kernelListen(t *testing.T, network, addr string) net.Listener {
 	t.Helper()
-	l, err := e.ns.Listen(network, addr)
+	return listenIn(t, e.ns, network, addr)
+}
+
+func (e *env) kernelListenPacket(t *testing.T, network, addr string) net.PacketConn {
+	t.Helper()
+	return listenPacketIn(t, e.ns, network, addr)
+}
+
+// listenIn listens in the kernel of ns until the test ends.
+func listenIn(t *testing.T, ns *netns.NS, network, addr string) net.Listener {
+	t.Helper()
+	l, err := ns.Listen(network, addr)
 	if err != nil {
 		t.Fatalf("kernel listen %s %s: %v", network, addr, err)
 	}
@@ -112,9 +123,11 @@ func (e *env) kernelListen(t *testing.T, network, addr string) net.Listener {
 	return l
 }
 
-func (e *env) kernelListenPacket(t *testing.T, network, addr string) net.PacketConn {
+// listenPacketIn opens a packet socket in the kernel of ns until the test
+// ends.
+func listenPacketIn(t *testing.T, ns *netns.NS, network, addr string) net.PacketConn {
 	t.Helper()
-	pc, err := e.ns.ListenPacket(network, addr)
+	pc, err := ns.ListenPacket(network, addr)
 	if err != nil {
 		t.Fatalf("kernel listen %s %s: %v", network, addr, err)
 	}

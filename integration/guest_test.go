@@ -2,14 +2,11 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -31,22 +28,8 @@ func guestMain(role, arg string) int {
 			return fail("dial: %v", err)
 		}
 		defer c.Close()
-		var werr error
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, werr = io.CopyN(c, newPRNG(1), n)
-			c.(*net.TCPConn).CloseWrite()
-		}()
-		h := sha256.New()
-		got, rerr := io.Copy(h, c)
-		wg.Wait()
-		if werr != nil || rerr != nil {
-			return fail("write %v, read %v", werr, rerr)
-		}
-		if got != n || [32]byte(h.Sum(nil)) != expectedHash(2, n) {
-			return fail("received %d bytes with the wrong hash", got)
+		if err := bulkExchange(c.(*net.TCPConn), 1, 2, n); err != nil {
+			return fail("%v", err)
 		}
 		return 0
 	case "portlog":

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -206,17 +205,7 @@ func TestSandboxUDPAndDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		b := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(b[:n], from)
-		}
-	}()
-	t.Cleanup(func() { echo.Close() })
+	serveUDPEcho(t, echo)
 	dns, err := r.ns.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -251,25 +240,11 @@ func TestSandboxIntegrity(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		var werr error
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, werr = io.CopyN(c, newPRNG(2), n)
-			c.(*net.TCPConn).CloseWrite()
-		}()
-		h := sha256.New()
-		got, rerr := io.Copy(h, c)
-		wg.Wait()
-		switch {
-		case werr != nil || rerr != nil:
-			srvErr <- fmt.Errorf("host write %v, read %v", werr, rerr)
-		case got != n || [32]byte(h.Sum(nil)) != expectedHash(1, n):
-			srvErr <- fmt.Errorf("host received %d bytes with the wrong hash", got)
-		default:
-			srvErr <- nil
+		if err := bulkExchange(c.(*net.TCPConn), 2, 1, n); err != nil {
+			srvErr <- fmt.Errorf("host side: %w", err)
+			return
 		}
+		srvErr <- nil
 	}()
 	start := time.Now()
 	code, out := r.run([]string{"--allow-host-loopback"}, guest("bulk", fmt.Sprintf("10.0.2.2:%d,%d", l.Addr().(*net.TCPAddr).Port, n))...)
@@ -521,17 +496,7 @@ func TestSandboxMaxFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		b := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(b[:n], from)
-		}
-	}()
-	t.Cleanup(func() { echo.Close() })
+	serveUDPEcho(t, echo)
 	// peak runs a flood of n flows against --max-flows 50 and returns how
 	// many were answered and the helper's peak RSS.
 	peak := func(n int) (int, int) {
@@ -635,6 +600,24 @@ func TestSandboxRootless(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "rootless ok") {
 		t.Fatalf("rootless sandbox: exit %d\n%s", code, out)
 	}
+}
+
+// serveUDPEcho sends every datagram pc receives back to its sender until
+// the test ends, then closes pc and waits.
+func serveUDPEcho(t *testing.T, pc net.PacketConn) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(b[:n], from)
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
 }
 
 // answerTestDNS answers A queries for svc.test with 198.18.7.7.

@@ -137,20 +137,10 @@ func configureKernelSide(ns *netns.NS, name string) error {
 // kernelListen listens in the kernel of the env's namespace.
 func (e *wgEnv) kernelListen(t *testing.T, network, addr string) net.Listener {
 	t.Helper()
-	l, err := e.ns.Listen(network, addr)
-	if err != nil {
-		t.Fatalf("kernel listen %s %s: %v", network, addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
+	return listenIn(t, e.ns, network, addr)
 }
 
 func (e *wgEnv) kernelListenPacket(t *testing.T, network, addr string) net.PacketConn {
 	t.Helper()
-	pc, err := e.ns.ListenPacket(network, addr)
-	if err != nil {
-		t.Fatalf("kernel listen %s %s: %v", network, addr, err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	return pc
+	return listenPacketIn(t, e.ns, network, addr)
 }
