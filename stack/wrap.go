@@ -49,12 +49,8 @@ func (st *Stack) WrapUDP(ep tcpip.Endpoint, wq *waiter.Queue) (*UDPConn, error) 
 // FIN, as SetLinger(0) followed by Close does.
 func (c *TCPConn) Abort() {
 	c.closeOnce.Do(func() {
-		close(c.closed)
-		c.rd.stop()
-		c.wd.stop()
 		c.ep.Abort()
-		c.ep.Close()
-		c.st.reap.add(c.ep, c.wq, c.port)
+		c.closeLocked()
 	})
 	c.st.untrack(c)
 }
