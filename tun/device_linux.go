@@ -294,6 +294,32 @@ func (d *Device) MTU() int { return d.mtu }
 // refused them, and for a FromFD descriptor opened without IFF_VNET_HDR.
 func (d *Device) Offload() bool { return d.offload }
 
+// Stats counts the packets the device's readers dropped before they
+// reached gVisor (whose own counters, in stack.Stack.Stats, count the
+// malformed packets it drops after).
+type Stats struct {
+	// ChecksumErrors counts inbound packets with a wrong IPv4 header, TCP
+	// or UDP checksum. On the offload path the reader verifies the
+	// checksums the kernel has not vouched for, and gVisor does not sum
+	// inbound packets again; without offloads gVisor does it all and
+	// counts them itself (this stays 0).
+	ChecksumErrors uint64
+	// BadVnetHeaders counts inbound packets whose virtio header asked for
+	// a checksum at offsets outside the packet (offload path only).
+	BadVnetHeaders uint64
+}
+
+// Stats returns the device's counters.
+func (d *Device) Stats() Stats {
+	if v, ok := d.inner.(*vnetEndpoint); ok {
+		return Stats{
+			ChecksumErrors: v.checksumErrors.Load(),
+			BadVnetHeaders: v.badVnetHeaders.Load(),
+		}
+	}
+	return Stats{}
+}
+
 // LinkEndpoint returns the device's link endpoint, for stack.CreateNIC.
 // There is one per device, and it can be attached to one NIC, once: after
 // its NIC is removed it stays stopped. Writes after Close fail with

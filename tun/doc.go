@@ -63,9 +63,12 @@
 // (host GSO): each is one writev with a header asking the kernel to cut it
 // at the MSS and complete its checksum, and the kernel's own TCP takes it
 // whole, never cut. Inbound, the kernel likewise hands over its TCP
-// segments unsplit, up to 64 KiB per read, with partial checksums that the
-// reader completes (gVisor then verifies them as usual, so a corrupt packet
-// injected on the kernel side is still caught). That replaces both GSO and
+// segments unsplit, up to 64 KiB per read, with partial checksums. The
+// virtio header says per packet whether the kernel built the packet
+// (partial checksum: the data never crossed a wire), verified it, or
+// neither; the reader verifies the last kind itself and drops a bad one
+// (Device.Stats counts them), so gVisor is told not to sum inbound
+// packets again (rxcsum.go has the details). That replaces both GSO and
 // GRO: at MTU 1500 a 64 KiB stretch of a stream costs one system call each
 // way instead of 44. The reader puts the headers and the payload in
 // separate views (gVisor copies a shared view when it pulls headers from

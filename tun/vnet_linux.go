@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -37,6 +37,7 @@ const (
 	vnetHdrLen = 10
 
 	virtioNetHdrFNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	virtioNetHdrFDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID
 	virtioNetHdrGSOTCPv4   = 1 // VIRTIO_NET_HDR_GSO_TCPV4
 	virtioNetHdrGSOTCPv6   = 4 // VIRTIO_NET_HDR_GSO_TCPV6
 
@@ -87,6 +88,10 @@ type vnetEndpoint struct {
 	stops []stopfd.StopFD // one per descriptor, to wake its reader
 
 	wg sync.WaitGroup // the readers
+
+	// Packets the readers dropped (see Stats).
+	checksumErrors atomic.Uint64
+	badVnetHeaders atomic.Uint64
 
 	mu         sync.RWMutex // guards the fields below
 	mtu        uint32
@@ -187,11 +192,13 @@ func (*vnetEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
 // SetLinkAddress implements stack.LinkEndpoint; it does nothing.
 func (*vnetEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
-// Capabilities implements stack.LinkEndpoint. There is no checksum
-// capability: gVisor still checks inbound checksums (the reader completes
-// partial ones first) and fills outbound ones except on GSO packets, whose
-// checksum the kernel completes.
-func (*vnetEndpoint) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+// Capabilities implements stack.LinkEndpoint. Inbound checksums are the
+// reader's business (see rxcsum.go), so gVisor does not sum them again;
+// outbound ones gVisor fills, except on GSO packets, whose checksum the
+// kernel completes.
+func (*vnetEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
 
 // ARPHardwareType implements stack.LinkEndpoint.
 func (*vnetEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
@@ -345,8 +352,22 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		hn := min(n, headBufSize)
 		tn := n - hn
 		h, t := head.AsSlice()[:hn], tail.AsSlice()[:tn]
-		if hdr[0]&virtioNetHdrFNeedsCsum != 0 && !completeChecksum(h, t, &hdr) {
-			continue // malformed header: drop
+		switch {
+		case hdr[0]&virtioNetHdrFNeedsCsum != 0:
+			// Built by the kernel, checksum left partial: nothing to
+			// verify, but the offsets must fit the packet.
+			start := int(binary.LittleEndian.Uint16(hdr[6:]))
+			if start+int(binary.LittleEndian.Uint16(hdr[8:]))+2 > n {
+				e.badVnetHeaders.Add(1)
+				continue
+			}
+		case hdr[0]&virtioNetHdrFDataValid != 0:
+			// Verified by the kernel.
+		default:
+			if !verifyChecksums(h, t) {
+				e.checksumErrors.Add(1)
+				continue
+			}
 		}
 		var proto tcpip.NetworkProtocolNumber
 		switch header.IPVersion(h) {
@@ -373,36 +394,4 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		dispatcher.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 	}
-}
-
-// completeChecksum does what a NIC does for VIRTIO_NET_HDR_F_NEEDS_CSUM on
-// a packet read as h followed by t: the field csum_offset bytes after
-// csum_start holds the pseudo-header sum, and the checksum is the
-// complement of the sum from csum_start to the end. It reports false if
-// the offsets do not fit the packet.
-func completeChecksum(h, t []byte, hdr *[vnetHdrLen]byte) bool {
-	start := int(binary.LittleEndian.Uint16(hdr[6:]))
-	at := start + int(binary.LittleEndian.Uint16(hdr[8:]))
-	if at+2 > len(h)+len(t) || at%2 != 0 || start%2 != 0 {
-		return false
-	}
-	var sum uint16
-	if start < len(h) {
-		// len(h) is even (headBufSize) whenever t is not empty, so the
-		// sum carries on over t.
-		sum = checksum.Checksum(h[start:], 0)
-		sum = checksum.Checksum(t, sum)
-	} else {
-		sum = checksum.Checksum(t[start-len(h):], 0)
-	}
-	sum = ^sum
-	if sum == 0 {
-		sum = 0xffff // the same in ones' complement, and UDP's "no checksum" is 0
-	}
-	if at < len(h) { // at and len(h) are even: the field is in one piece
-		binary.BigEndian.PutUint16(h[at:], sum)
-	} else {
-		binary.BigEndian.PutUint16(t[at-len(h):], sum)
-	}
-	return true
 }

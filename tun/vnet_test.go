@@ -1,15 +1,19 @@
 package tun
 
 import (
-	"encoding/binary"
+	"bytes"
+	"crypto/rand"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"net/netip"
 	"testing"
 
 	"github.com/ustacknet/ustack/internal/netns"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // TestOffloadRefused makes TUNSETOFFLOAD fail: Open must fall back to a
@@ -37,51 +41,6 @@ func TestOffloadRefused(t *testing.T) {
 	c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
 	defer c.Close()
 	exchange(t, c, 1<<20)
-}
-
-// TestCompleteChecksum checks the NEEDS_CSUM completion against a
-// checksum computed from scratch, and that bad offsets are refused.
-func TestCompleteChecksum(t *testing.T) {
-	src, dst := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
-	payload := []byte("the quick brown fox jumps over the lazy dog!")
-	pkt := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize+len(payload))
-	ip := header.IPv4(pkt)
-	ip.Encode(&header.IPv4Fields{
-		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
-		SrcAddr: addr(src), DstAddr: addr(dst),
-	})
-	tcp := header.TCP(pkt[header.IPv4MinimumSize:])
-	tcp.Encode(&header.TCPFields{SrcPort: 1, DstPort: 2, SeqNum: 3, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1000})
-	copy(pkt[header.IPv4MinimumSize+header.TCPMinimumSize:], payload)
-	tcpLen := uint16(len(tcp))
-	pseudo := header.PseudoHeaderChecksum(header.TCPProtocolNumber, addr(src), addr(dst), tcpLen)
-
-	want := ^checksum.Checksum(tcp, pseudo)
-	// What the kernel hands over: the pseudo-header sum in the field.
-	tcp.SetChecksum(pseudo)
-	var hdr [vnetHdrLen]byte
-	hdr[0] = virtioNetHdrFNeedsCsum
-	binary.LittleEndian.PutUint16(hdr[6:], header.IPv4MinimumSize)
-	binary.LittleEndian.PutUint16(hdr[8:], header.TCPChecksumOffset)
-	// Every split the reader can make: all in the head, the checksum field
-	// in the head, and (with a long IP header) the field in the tail.
-	for _, split := range []int{len(pkt), 40, 24, 20, 0} {
-		tcp.SetChecksum(pseudo)
-		if !completeChecksum(pkt[:split], pkt[split:], &hdr) {
-			t.Fatalf("split %d: completeChecksum refused a valid header", split)
-		}
-		if got := tcp.Checksum(); got != want {
-			t.Errorf("split %d: checksum %#04x, want %#04x", split, got, want)
-		}
-		if !tcp.IsChecksumValid(addr(src), addr(dst), checksum.Checksum(payload, 0), uint16(len(payload))) {
-			t.Errorf("split %d: completed checksum does not verify", split)
-		}
-	}
-
-	binary.LittleEndian.PutUint16(hdr[8:], uint16(len(pkt))) // past the end
-	if completeChecksum(pkt[:40], pkt[40:], &hdr) {
-		t.Error("completeChecksum accepted csum_offset past the end")
-	}
 }
 
 func addr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
@@ -122,5 +81,99 @@ func TestFromFDOffload(t *testing.T) {
 			defer c.Close()
 			exchange(t, c, 1<<20)
 		})
+	}
+}
+
+// TestInboundChecksums runs the reader's checksum handling on a real
+// device: a datagram the kernel sends whole (partial checksum, trusted),
+// one it fragments (complete checksums, verified by the reader at the IP
+// header), and datagrams written raw with a packet socket (no flags: the
+// reader verifies them) with a wrong and then a right checksum. The wrong
+// one must be dropped and counted; the others arrive intact, in order.
+func TestInboundChecksums(t *testing.T) {
+	ns := netns.NewT(t)
+	d := openIn(t, ns, Config{MTU: 1500, Addrs: []netip.Prefix{kernel4}, Up: true})
+	if !d.Offload() {
+		t.Fatal("the device has no offloads; this test is about the offload path")
+	}
+	s := newStack(t, d.LinkEndpoint(), stack4)
+	laddr := fullAddr(netip.AddrPortFrom(stack4.Addr(), 9000))
+	pc, err := gonet.DialUDP(s, &laddr, nil, protoOf(stack4.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+
+	c, err := ns.Dial("udp", netip.AddrPortFrom(stack4.Addr(), 9000).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	small := bytes.Repeat([]byte("s"), 100)
+	big := make([]byte, 4000) // three fragments at MTU 1500
+	rand.Read(big)
+	raw := func(payload []byte, corrupt bool) []byte {
+		src, dst := kernel4.Addr(), stack4.Addr()
+		u := make([]byte, header.UDPMinimumSize+len(payload))
+		h := header.UDP(u)
+		h.Encode(&header.UDPFields{SrcPort: 5555, DstPort: 9000, Length: uint16(len(u))})
+		copy(u[header.UDPMinimumSize:], payload)
+		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, addr(src), addr(dst), uint16(len(u)))
+		h.SetChecksum(^h.CalculateChecksum(checksum.Checksum(payload, xsum)))
+		if corrupt {
+			u[len(u)-1] ^= 1
+		}
+		p := make([]byte, header.IPv4MinimumSize+len(u))
+		ip := header.IPv4(p)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(p)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: addr(src), DstAddr: addr(dst)})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		copy(p[header.IPv4MinimumSize:], u)
+		return p
+	}
+	link, err := ns.Handle().LinkByName(d.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject := func(p []byte) {
+		t.Helper()
+		err := ns.Do(func() error {
+			const proto = unix.ETH_P_IP<<8&0xff00 | unix.ETH_P_IP>>8 // network byte order
+			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return unix.Sendto(fd, p, 0, &unix.SockaddrLinklayer{Ifindex: link.Attrs().Index, Protocol: proto})
+		})
+		if err != nil {
+			t.Fatalf("packet socket: %v", err)
+		}
+	}
+
+	if _, err := c.Write(small); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	inject(raw([]byte("corrupt"), true))
+	inject(raw([]byte("intact"), false))
+
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 8192)
+	for _, want := range [][]byte{small, big, []byte("intact")} {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("waiting for a %d-byte datagram: %v", len(want), err)
+		}
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("got a %d-byte datagram %.16q, want %d bytes %.16q", n, buf[:n], len(want), want)
+		}
+	}
+	if got := d.Stats().ChecksumErrors; got != 1 {
+		t.Errorf("Stats().ChecksumErrors = %d, want 1", got)
+	}
+	if got := s.Stats().UDP.ChecksumErrors.Value(); got != 0 {
+		t.Errorf("gVisor counted %d UDP checksum errors; the reader should have dropped the bad datagram first", got)
 	}
 }
