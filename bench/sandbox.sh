@@ -11,10 +11,14 @@
 #
 # Usage: sudo bench/sandbox.sh            (DUR=5 seconds per iperf3 run)
 #        DUR=10 CONNS=5000 bench/sandbox.sh
+#        MTUS=1500 TOOLS="ustack pasta" SKIP_IPERF=1 bench/sandbox.sh
+#          (a subset: the MTUs and helpers to run, connection rate only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 CONNS=${CONNS:-5000}
+MTUS=${MTUS:-65520 1500}
+TOOLS=${TOOLS:-ustack slirp4netns pasta}
 
 if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
   [ "$(id -u)" = 0 ] || { echo "bench/sandbox.sh needs root (it creates namespaces)" >&2; exit 1; }
@@ -54,8 +58,8 @@ gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d[
 # guest_script ADDR: what runs inside each sandbox.
 guest_script() {
   cat <<EOS
-iperf3 -c $1 -p 5201 -t $DUR -J > $WORK/up.json
-iperf3 -c $1 -p 5201 -t $DUR -R -J > $WORK/down.json
+[ -n "\${SKIP_IPERF:-}" ] || iperf3 -c $1 -p 5201 -t $DUR -J > $WORK/up.json
+[ -n "\${SKIP_IPERF:-}" ] || iperf3 -c $1 -p 5201 -t $DUR -R -J > $WORK/down.json
 $WORK/connrate -c $1:7000 -n $CONNS -w 4 > $WORK/conns.txt
 EOS
 }
@@ -80,8 +84,8 @@ run_pasta() { # MTU
 }
 
 declare -A R
-for mtu in 65520 1500; do
-  for tool in ustack slirp4netns pasta; do
+for mtu in $MTUS; do
+  for tool in $TOOLS; do
     rm -f "$WORK"/up.json "$WORK"/down.json "$WORK"/conns.txt "$WORK"/rss
     case $tool in
       ustack) run_ustack "$mtu" ;;
