@@ -110,7 +110,7 @@ echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
 for mtu in 65520 1500; do
   for m in up down conns rss; do
     case $m in up) name="upload Gbps";; down) name="download Gbps";; conns) name="TCP conns/s";; rss) name="peak RSS KiB";; esac
-    u=${R[ustack,$mtu,$m]} s=${R[slirp4netns,$mtu,$m]} p=${R[pasta,$mtu,$m]}
+    u=${R[ustack,$mtu,$m]:-0} s=${R[slirp4netns,$mtu,$m]:-0} p=${R[pasta,$mtu,$m]:-0}
     echo "| $mtu | $name | $u | $s | $p | $(ratio "$u" "$s") | $(ratio "$u" "$p") |"
   done
 done

@@ -461,9 +461,7 @@ func (g *Gateway) splice(guest, host net.Conn) {
 	)
 	copyOne := func(dst, src net.Conn) {
 		defer wg.Done()
-		buf := getBuf()
-		defer putBuf(buf)
-		_, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
+		_, err := copyStream(dst, src)
 		if err != nil && (isReset(err) || errors.Is(err, net.ErrClosed)) {
 			if reset.CompareAndSwap(false, true) {
 				abort(dst)
@@ -484,16 +482,6 @@ func (g *Gateway) splice(guest, host net.Conn) {
 		host.Close()
 	}
 }
-
-// onlyReader and onlyWriter hide ReadFrom and WriteTo so that io.CopyBuffer
-// uses the pooled buffer.
-type onlyReader struct{ io.Reader }
-type onlyWriter struct{ io.Writer }
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufPool.Put(b) }
 
 // handleUDP starts carrying a new guest UDP flow. Returning false makes
 // the stack answer with ICMP port unreachable.
@@ -577,8 +565,8 @@ func (g *Gateway) carryUDP(gc *stack.UDPConn, to netip.AddrPort, isDNS bool) {
 	relay := func(dst, src net.Conn, answers bool) {
 		defer wg.Done()
 		defer stop()
-		buf := getBuf()
-		defer putBuf(buf)
+		buf := udpBufs.Get().(*[]byte)
+		defer udpBufs.Put(buf)
 		for {
 			src.SetReadDeadline(time.Unix(0, last.Load()).Add(timeout))
 			if stopped.Load() {
