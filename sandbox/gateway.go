@@ -91,7 +91,10 @@ type Config struct {
 	// connection churn. On a point-to-point link to one guest there are
 	// no old duplicates for it to guard against.
 	TimeWait time.Duration
-	// Dial opens host connections. Default: a net.Dialer.
+	// Dial opens host connections. Default: a net.Dialer without TCP
+	// keep-alives (as slirp4netns and pasta: probing is the guest's
+	// business, end to end; and Go's keep-alive set-up is four system
+	// calls per connection).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
@@ -155,7 +158,7 @@ func (c *Config) fill() error {
 		return fmt.Errorf("sandbox: TimeWait %v: want 1ms to 10m", c.TimeWait)
 	}
 	if c.Dial == nil {
-		var d net.Dialer
+		d := net.Dialer{KeepAlive: -1}
 		c.Dial = d.DialContext
 	}
 	if c.Logger == nil {
@@ -305,16 +308,25 @@ func (g *Gateway) untrack(c io.Closer) {
 
 // go_ runs fn in a goroutine the Gateway waits for on Close.
 func (g *Gateway) go_(fn func()) bool {
+	if !g.enter() {
+		return false
+	}
+	go func() {
+		defer g.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// enter counts the calling goroutine among those Close waits for, unless
+// the Gateway is closed; the caller calls g.wg.Done when it is done.
+func (g *Gateway) enter() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return false
 	}
 	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		fn()
-	}()
 	return true
 }
 
@@ -389,10 +401,15 @@ func (g *Gateway) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	if !g.go_(func() { g.carryTCP(r, src, dst, to) }) {
+	// gVisor runs each request on a goroutine of its own: carry the
+	// flow on it rather than start another one.
+	if !g.enter() {
 		g.dropFlow()
 		r.Complete(true)
+		return
 	}
+	defer g.wg.Done()
+	g.carryTCP(r, src, dst, to)
 }
 
 func (g *Gateway) carryTCP(r *tcp.ForwarderRequest, src, dst, to netip.AddrPort) {
