@@ -256,7 +256,6 @@ func (d *Device) newEndpoint() error {
 			return &deviceError{msg: fmt.Sprintf("link endpoint for %q: %v", d.name, err), err: err}
 		}
 		d.inner = ep
-		d.stops = ep.stopFDs()
 		d.link = &linkEndpoint{LinkEndpoint: ep, d: d}
 		return nil
 	}
@@ -354,6 +353,9 @@ func (d *Device) Close() error {
 			h.wait()
 		}
 
+		if v, ok := d.inner.(*vnetEndpoint); ok {
+			v.release()
+		}
 		var errs []error
 		for _, fd := range d.stops {
 			errs = append(errs, closeFD("close stop eventfd", fd))

@@ -282,6 +282,12 @@ func TestClose(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"no offload, device first", func(t *testing.T, d *Device) {
+			newStack(t, d.LinkEndpoint(), stack4)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"never attached", func(t *testing.T, d *Device) {
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
@@ -311,13 +317,20 @@ func TestClose(t *testing.T) {
 			if strings.HasPrefix(tt.name, "multiqueue") {
 				cfg.MultiQueue, cfg.Queues = true, 3
 			}
+			cfg.NoOffload = strings.HasPrefix(tt.name, "no offload")
 			allBefore, evBefore := fdCounts(t)
 			d, err := Open(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ev := fdCounts(t); ev <= evBefore {
+			// Without offloads fdbased makes a stop eventfd per queue;
+			// with them each reader has a duplicate descriptor.
+			all, ev := fdCounts(t)
+			if !d.Offload() && ev <= evBefore {
 				t.Fatalf("no new eventfd after Open: the stop eventfd check below would prove nothing")
+			}
+			if all < allBefore+2*len(d.fds) && d.Offload() {
+				t.Fatalf("%d descriptors after Open, %d before: want the queues' and their readers' (%d more)", all, allBefore, 2*len(d.fds))
 			}
 			tt.run(t, d)
 			if err := d.Close(); err != nil {

@@ -40,7 +40,11 @@
 // Removing the NIC from the stack (Stack.RemoveNIC, Stack.Destroy) stops
 // the endpoint for good but leaves the device open until Close.
 //
-// link/fdbased has three lifetime gaps that this package closes for it.
+// On the offload path (below) the readers are this package's own and wait
+// for packets in Go's network poller, through a duplicate of each queue's
+// descriptor; a deadline in the past wakes them to stop. Without offloads
+// link/fdbased reads, and it has three lifetime gaps that this package
+// closes for it.
 // First, its readers block in ppoll on the descriptor, and closing a
 // descriptor does not wake ppoll (worse, the number may be reused), so
 // Close first stops them through fdbased's own stop mechanism and only then

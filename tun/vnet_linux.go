@@ -3,15 +3,17 @@ package tun
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -81,11 +83,20 @@ var setOffload = func(fd int) error {
 // vnetEndpoint is the link endpoint over TUN descriptors opened with
 // IFF_VNET_HDR: one reader per descriptor (queue), writes on the
 // descriptor chosen by the packet's hash. It follows fdbased's lifetime:
-// Attach(d) starts the readers, Attach(nil) stops them and waits, and
-// the descriptors and stop eventfds belong to the Device.
+// Attach(d) starts the readers, Attach(nil) stops them and waits. The
+// descriptors belong to the Device, which calls release once the readers
+// are done.
+//
+// The readers wait in Go's network poller, not in a blocking system call
+// as fdbased's do: each reads through an *os.File over a duplicate of its
+// queue's descriptor. A goroutine parked in the poller holds no thread
+// and no P; one blocked in ppoll makes the runtime hand its P to another
+// thread and take it back on every packet, which on the sandbox's
+// connection-rate benchmark (a few small packets per connection) cost
+// context switches on both cores.
 type vnetEndpoint struct {
 	fds   []int
-	stops []stopfd.StopFD // one per descriptor, to wake its reader
+	files []*os.File // a duplicate of each descriptor, for its reader
 
 	wg sync.WaitGroup // the readers
 
@@ -98,6 +109,7 @@ type vnetEndpoint struct {
 	dispatcher stack.NetworkDispatcher
 	started    bool // the readers were started (they cannot be restarted)
 	stopped    bool
+	released   bool
 }
 
 var (
@@ -105,29 +117,34 @@ var (
 	_ stack.GSOEndpoint  = (*vnetEndpoint)(nil)
 )
 
-// newVnetEndpoint makes the endpoint over fds, with a stop eventfd each.
+// newVnetEndpoint makes the endpoint over fds, which must be non-blocking.
 func newVnetEndpoint(fds []int, mtu uint32) (*vnetEndpoint, error) {
 	e := &vnetEndpoint{fds: fds, mtu: mtu}
-	for range fds {
-		sf, err := stopfd.New()
+	for _, fd := range fds {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
-			for _, s := range e.stops {
-				unix.Close(s.EFD)
-			}
-			return nil, fmt.Errorf("stop eventfd: %w", err)
+			e.release()
+			return nil, fmt.Errorf("duplicating the descriptor for its reader: %w", err)
 		}
-		e.stops = append(e.stops, sf)
+		// A non-blocking descriptor gives a File that waits in the
+		// poller.
+		e.files = append(e.files, os.NewFile(uintptr(dup), "tun"))
 	}
 	return e, nil
 }
 
-// stopFDs returns the eventfds, for the Device to close.
-func (e *vnetEndpoint) stopFDs() []int {
-	fds := make([]int, len(e.stops))
-	for i, s := range e.stops {
-		fds[i] = s.EFD
+// release closes the readers' descriptors. The Device calls it once the
+// readers have stopped (or never started).
+func (e *vnetEndpoint) release() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.released {
+		return
 	}
-	return fds
+	e.released = true
+	for _, f := range e.files {
+		f.Close()
+	}
 }
 
 // Attach implements stack.LinkEndpoint.
@@ -139,8 +156,10 @@ func (e *vnetEndpoint) Attach(dispatcher stack.NetworkDispatcher) {
 		e.stopped = true
 		e.mu.Unlock()
 		if stop {
-			for i := range e.stops {
-				e.stops[i].Stop()
+			// A deadline in the past wakes a reader parked in the
+			// poller, and fails its next read.
+			for _, f := range e.files {
+				f.SetReadDeadline(time.Unix(1, 0))
 			}
 			e.wg.Wait()
 		}
@@ -322,7 +341,10 @@ func (e *vnetEndpoint) writeLong(fd int, hdr [vnetHdrLen]byte, pkt *stack.Packet
 // 64 KiB view, every such pull would copy the whole segment.
 func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 	defer e.wg.Done()
-	fd, efd := e.fds[i], e.stops[i].EFD
+	rc, err := e.files[i].SyscallConn()
+	if err != nil {
+		return
+	}
 	var hdr [vnetHdrLen]byte
 	head := buffer.NewViewSize(headBufSize)
 	tail := buffer.NewViewSize(readBufSize - headBufSize)
@@ -330,17 +352,25 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		head.Release()
 		tail.Release()
 	}()
-	var iovs [3]unix.Iovec
+	var (
+		iovs  [3]unix.Iovec
+		n     int
+		errno unix.Errno
+	)
+	readv := func(fd uintptr) bool {
+		r, _, e := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)))
+		n, errno = int(r), e
+		return errno != unix.EAGAIN // false: wait in the poller, then call again
+	}
 	for {
 		iovs[0] = rawfile.IovecFromBytes(hdr[:])
 		iovs[1] = rawfile.IovecFromBytes(head.AsSlice())
 		iovs[2] = rawfile.IovecFromBytes(tail.AsSlice())
-		n, errno := rawfile.BlockingReadvUntilStopped(efd, fd, iovs[:])
-		if n < 0 {
-			return // stopped
+		if err := rc.Read(readv); err != nil {
+			return // stopped (the deadline) or released
 		}
 		if errno != 0 {
-			if errno == unix.EINTR || errno == unix.EAGAIN {
+			if errno == unix.EINTR {
 				continue
 			}
 			return // the device is gone
