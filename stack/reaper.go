@@ -22,7 +22,8 @@ type reaper struct {
 
 	mu      sync.Mutex // guards the fields below
 	pending map[*lingering]struct{}
-	ready   []*lingering // woken by EventHUp, to check first
+	changed chan struct{} // closed (and replaced) on a release or a closed endpoint's progress
+	ready   []*lingering  // woken by EventHUp, to check first
 	stopped bool
 }
 
@@ -45,6 +46,7 @@ func newReaper(st *Stack) *reaper {
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		pending: make(map[*lingering]struct{}),
+		changed: make(chan struct{}),
 	}
 	r.wg.Add(1)
 	go r.run()
@@ -58,11 +60,15 @@ func (r *reaper) add(ep tcpip.Endpoint, wq *waiter.Queue, port uint16) {
 		return
 	}
 	l := &lingering{ep: ep, wq: wq, port: port, closed: time.Now()}
-	l.entry = waiter.NewFunctionEntry(waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) {
+	// EventIn comes with the peer's FIN, which moves a closing
+	// endpoint on (to TIME_WAIT, or to CLOSE after LAST_ACK); a dial
+	// waiting for a port (allocate) wants to hear of it.
+	l.entry = waiter.NewFunctionEntry(waiter.EventHUp|waiter.EventErr|waiter.EventIn, func(m waiter.EventMask) {
 		r.mu.Lock()
-		if _, ok := r.pending[l]; ok {
+		if _, ok := r.pending[l]; ok && m&(waiter.EventHUp|waiter.EventErr) != 0 {
 			r.ready = append(r.ready, l)
 		}
+		r.signalLocked()
 		r.mu.Unlock()
 		r.wake()
 	})
@@ -139,7 +145,32 @@ func (r *reaper) finish(l *lingering) bool {
 	}
 	l.wq.EventUnregister(&l.entry)
 	r.st.release(portalloc.TCP, l.port)
+	r.mu.Lock()
+	r.signalLocked()
+	r.mu.Unlock()
 	return true
+}
+
+// signalLocked wakes everyone waiting on the current changed channel.
+func (r *reaper) signalLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// closing returns how many closed endpoints hold ports that will come back
+// without waiting out TIME_WAIT (those in TIME_WAIT count only with
+// TIME_WAIT reuse, which reclaims them), and a channel closed at the next
+// release or progress of a closed endpoint.
+func (r *reaper) closing() (int, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for l := range r.pending {
+		if r.st.reuse || tcp.EndpointState(l.ep.State()) != tcp.StateTimeWait {
+			n++
+		}
+	}
+	return n, r.changed
 }
 
 // sweep releases the ports of every pending endpoint that has gone, at

@@ -516,3 +516,75 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestDialWaitsForClosingPort: with the range full, a dial waits for a
+// port whose connection is closing instead of failing, and gives up after
+// closingWait (or its context) if the close never finishes.
+func TestDialWaitsForClosingPort(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		hold    time.Duration // how long the server keeps its side open after our FIN
+		timeout time.Duration // the second dial's context timeout; 0: none
+		wantErr bool
+	}{
+		{name: "peer closes soon", hold: 100 * time.Millisecond},
+		{name: "peer never closes", hold: time.Hour, wantErr: true},
+		{name: "peer never closes, dial deadline", hold: time.Hour, timeout: 40 * time.Millisecond, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newLoopback(t, "43000-43000", "", func(c *Config) { c.TimeWaitReuse = true })
+			l, err := st.Listen("tcp", "127.0.0.1:80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			release := make(chan struct{})
+			defer close(release)
+			serveTCP(t, l, func(c net.Conn) {
+				defer c.Close()
+				io.Copy(io.Discard, c) // until our FIN
+				select {
+				case <-time.After(tc.hold):
+				case <-release:
+				}
+			})
+			c, err := st.Dial("tcp", "127.0.0.1:80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close() // FIN_WAIT until the server closes: the only port is closing
+
+			ctx := context.Background()
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			start := time.Now()
+			c2, err := st.DialContext(ctx, "tcp", "127.0.0.1:80")
+			took := time.Since(start)
+			if !tc.wantErr {
+				if err != nil {
+					t.Fatalf("dial while the only port was closing: %v (after %v)", err, took)
+				}
+				defer c2.Close()
+				if p := c2.(*TCPConn).LocalAddrPort().Port(); p != 43000 {
+					t.Fatalf("got port %d, want 43000", p)
+				}
+				if took < 50*time.Millisecond {
+					t.Errorf("dial succeeded after %v, before the server had closed (%v)", took, tc.hold)
+				}
+				return
+			}
+			if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+				t.Fatalf("dial: %v, want EADDRNOTAVAIL", err)
+			}
+			want := closingWait
+			if tc.timeout > 0 {
+				want = tc.timeout
+			}
+			if took < want*9/10 || took > want+2*time.Second {
+				t.Errorf("dial failed after %v, want about %v", took, want)
+			}
+		})
+	}
+}

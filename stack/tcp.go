@@ -84,7 +84,7 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 	if terr != nil {
 		return nil, opError(op, network, laddr, raddr, translate(terr))
 	}
-	port, err := st.bindTCP(ep, laddr, raddr)
+	port, err := st.bindTCP(ctx, ep, laddr, raddr)
 	if err != nil {
 		ep.Close()
 		return nil, opError(op, network, laddr, raddr, err)
@@ -106,7 +106,7 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 
 // bindTCP binds ep to laddr, taking the port from the pool when laddr has
 // none. It returns the pool port to release later (0 if none).
-func (st *Stack) bindTCP(ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16, error) {
+func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16, error) {
 	if laddr.Port() != 0 {
 		owned, err := st.reserve(portalloc.TCP, laddr.Port())
 		if err != nil {
@@ -123,7 +123,7 @@ func (st *Stack) bindTCP(ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16
 		}
 		return 0, nil
 	}
-	return st.allocate(portalloc.TCP, laddr.Addr(), raddr, func(port uint16) tcpip.Error {
+	return st.allocate(ctx, portalloc.TCP, laddr.Addr(), raddr, func(port uint16) tcpip.Error {
 		return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), port)))
 	})
 }
@@ -446,7 +446,7 @@ func (st *Stack) ListenTCPAddrPort(laddr netip.AddrPort, backlog int) (*TCPListe
 	if laddr.Addr().Is6() && !laddr.Addr().IsUnspecified() {
 		ep.SocketOptions().SetV6Only(true)
 	}
-	port, err := st.bindTCP(ep, laddr, netip.AddrPort{})
+	port, err := st.bindTCP(context.Background(), ep, laddr, netip.AddrPort{})
 	if err != nil {
 		ep.Close()
 		return nil, opError(op, network, netip.AddrPort{}, laddr, err)

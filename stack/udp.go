@@ -2,6 +2,7 @@ package stack
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"sync"
@@ -99,7 +100,7 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort) (*UDPConn, error) {
 			}
 		}
 	} else {
-		port, err = st.allocate(portalloc.UDP, laddr.Addr(), raddr, func(p uint16) tcpip.Error {
+		port, err = st.allocate(context.Background(), portalloc.UDP, laddr.Addr(), raddr, func(p uint16) tcpip.Error {
 			return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), p)))
 		})
 	}
