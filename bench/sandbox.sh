@@ -60,7 +60,7 @@ guest_script() {
   cat <<EOS
 [ -n "\${SKIP_IPERF:-}" ] || iperf3 -c $1 -p 5201 -t $DUR -J > $WORK/up.json
 [ -n "\${SKIP_IPERF:-}" ] || iperf3 -c $1 -p 5201 -t $DUR -R -J > $WORK/down.json
-$WORK/connrate -c $1:7000 -n $CONNS -w 4 > $WORK/conns.txt
+$WORK/connrate -c $1:7000 -n $CONNS -w ${WORKERS:-4} > $WORK/conns.txt
 EOS
 }
 

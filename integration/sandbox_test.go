@@ -646,3 +646,41 @@ func TestSandboxPingGateway(t *testing.T) {
 		t.Fatalf("ping the gateway: exit %d\n%s", code, out)
 	}
 }
+
+// --procs sets how many CPUs the gateway runs Go code on (1 by default),
+// as /v1/stats reports; an explicit GOMAXPROCS in the environment wins
+// over the default but not over the flag.
+func TestSandboxProcs(t *testing.T) {
+	r := newSandboxRun(t)
+	for i, tc := range []struct {
+		args []string
+		env  string
+		want int
+	}{
+		{nil, "", 1},
+		{[]string{"--procs", "2"}, "", 2},
+		{nil, "GOMAXPROCS=3", 3},
+		{[]string{"--procs", "1"}, "GOMAXPROCS=3", 1},
+	} {
+		sock := fmt.Sprintf("%s.%d", r.apiSock, i)
+		if tc.env != "" {
+			t.Setenv(strings.SplitN(tc.env, "=", 2)[0], strings.SplitN(tc.env, "=", 2)[1])
+		}
+		cmd, out, done := r.start(append([]string{"--api", sock}, tc.args...), "sleep", "60")
+		cl := waitAPI(t, sock, out)
+		var st struct {
+			Procs int `json:"procs"`
+		}
+		err := cl.Do(context.Background(), "GET", "/v1/stats", nil, &st)
+		cl.Close()
+		cmd.Process.Signal(syscall.SIGTERM)
+		done <- <-done // for the cleanup's wait
+		if err != nil {
+			t.Fatalf("%v %s: /v1/stats: %v\n%s", tc.args, tc.env, err, out)
+		}
+		if st.Procs != tc.want {
+			t.Errorf("%v %s: procs %d, want %d", tc.args, tc.env, st.Procs, tc.want)
+		}
+		os.Unsetenv("GOMAXPROCS")
+	}
+}

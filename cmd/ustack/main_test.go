@@ -75,6 +75,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"run bad log level", []string{"run", "--log-level", "loud"}, "debug, info, warn or error"},
 		{"ports no api", []string{"ports"}, "--api PATH is required"},
 		{"run long tun name", []string{"run", "--tun", "name-too-long-xxxxxxxx", "--addr", "198.18.0.2/24"}, "longer than 15 bytes"},
+		{"sandbox negative procs", []string{"sandbox", "--procs", "-1", "--", "true"}, `"--procs" flag: want 0 (one per CPU) to 1024`},
+		{"sandbox too many procs", []string{"sandbox", "--procs", "5000", "--", "true"}, `"--procs" flag`},
 		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},
 	}
 	for _, tc := range tests {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,6 +46,7 @@ type sandboxFlags struct {
 	maxFlows      int
 	apiPath       string
 	level         logLevel
+	procs         int
 }
 
 func newSandboxCmd() *cobra.Command {
@@ -77,6 +79,11 @@ are passed to CMD.`,
 			o, err := f.options(args)
 			if err != nil {
 				return usageError{err}
+			}
+			// An explicit GOMAXPROCS in the environment wins over the
+			// flag's default, not over the flag itself.
+			if f.procs > 0 && (c.Flags().Changed("procs") || os.Getenv("GOMAXPROCS") == "") {
+				runtime.GOMAXPROCS(f.procs)
 			}
 			var srv *api.Server
 			o.Ready = func(gw *sandbox.Gateway) error {
@@ -130,8 +137,13 @@ are passed to CMD.`,
 	fl.IntVar(&f.maxFlows, "max-flows", sandbox.DefaultMaxFlows, "most flows open at once; more are refused")
 	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards) on this unix socket")
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
+	fl.IntVar(&f.procs, "procs", 1, "CPUs the gateway runs Go code on at once (GOMAXPROCS); 0: one per CPU, Go's default. One, as slirp4netns and pasta, gives the lowest latency (see docs/BENCHMARKS.md); more helps several bulk uploads at once")
 	return c
 }
+
+// maxProcs bounds --procs (Go's own limit is far higher; no machine this
+// runs on needs more).
+const maxProcs = 1024
 
 // exitStatus carries the sandboxed command's exit code out of cobra.
 type exitStatus int
@@ -163,6 +175,9 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	cidr6, err := netip.ParsePrefix(f.cidr6)
 	if err != nil || !cidr6.Addr().Is6() || cidr6.Bits() < 64 || cidr6.Bits() > 120 {
 		return o, fmt.Errorf("invalid argument %q for \"--cidr6\" flag: want an IPv6 prefix from /64 to /120, such as fd00::/64", f.cidr6)
+	}
+	if f.procs < 0 || f.procs > maxProcs {
+		return o, fmt.Errorf("invalid argument %d for \"--procs\" flag: want 0 (one per CPU) to %d", f.procs, maxProcs)
 	}
 	if f.mtu < 1280 || f.mtu > 65520 {
 		return o, fmt.Errorf("invalid argument %d for \"--mtu\" flag: want 1280-65520", f.mtu)
@@ -246,7 +261,10 @@ func serveForwardAPI(srv *api.Server, gw *sandbox.Gateway) {
 		api.WriteJSON(w, http.StatusOK, f.String())
 	})
 	srv.Handle("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteJSON(w, http.StatusOK, gw.Stats())
+		api.WriteJSON(w, http.StatusOK, struct {
+			sandbox.Stats
+			Procs int `json:"procs"` // GOMAXPROCS of the gateway (--procs)
+		}{gw.Stats(), runtime.GOMAXPROCS(0)})
 	})
 }
 
