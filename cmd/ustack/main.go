@@ -3,13 +3,15 @@
 // sandboxed command, and tools to inspect a running instance.
 //
 // Setting USTACK_CPUPROFILE=FILE writes a CPU profile of the run to FILE,
-// for `go tool pprof`.
+// and USTACK_MEMPROFILE=FILE an allocation profile (every allocation of
+// the run) when it ends, for `go tool pprof`.
 package main
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 )
 
@@ -31,6 +33,20 @@ func realMain() int {
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if path := os.Getenv("USTACK_MEMPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ustack: USTACK_MEMPROFILE:", err)
+			return 1
+		}
+		runtime.MemProfileRate = 4096
+		defer func() {
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				fmt.Fprintln(os.Stderr, "ustack: USTACK_MEMPROFILE:", err)
+			}
+			f.Close()
+		}()
 	}
 	if err := newRootCmd().Execute(); err != nil {
 		var es exitStatus
