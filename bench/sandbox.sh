@@ -4,19 +4,21 @@
 # For each helper and MTU (65520 and 1500) it runs iperf3 inside the
 # sandbox against an iperf3 server on the host's loopback, uploading and
 # downloading (-R), measures TCP connections per second (connect, 1-byte
-# echo, close; 4 workers) and the helper's peak RSS, and prints ustack's
-# ratio to each peer. Everything runs inside a private network namespace
+# echo, close; 4 workers; median of 3 runs) and the helper's peak RSS, and
+# prints ustack's ratio to each peer. Everything runs inside a private network namespace
 # made for the run, so "host loopback" is that namespace's loopback and
 # nothing leaves the machine.
 #
 # Usage: sudo bench/sandbox.sh            (DUR=5 seconds per iperf3 run)
-#        DUR=10 CONNS=5000 bench/sandbox.sh
+#        DUR=10 CONNS=5000 REPS=5 WORKERS=1 bench/sandbox.sh
 #        MTUS=1500 TOOLS="ustack pasta" SKIP_IPERF=1 bench/sandbox.sh
 #          (a subset: the MTUs and helpers to run, connection rate only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 CONNS=${CONNS:-5000}
+REPS=${REPS:-3}        # connection-rate runs per helper; the median is reported
+WORKERS=${WORKERS:-4}
 MTUS=${MTUS:-65520 1500}
 TOOLS=${TOOLS:-ustack slirp4netns pasta}
 
@@ -60,7 +62,7 @@ guest_script() {
   cat <<EOS
 [ -n "\${SKIP_IPERF:-}" ] || iperf3 -c $1 -p 5201 -t $DUR -J > $WORK/up.json
 [ -n "\${SKIP_IPERF:-}" ] || iperf3 -c $1 -p 5201 -t $DUR -R -J > $WORK/down.json
-$WORK/connrate -c $1:7000 -n $CONNS -w ${WORKERS:-4} > $WORK/conns.txt
+for i in \$(seq $REPS); do $WORK/connrate -c $1:7000 -n $CONNS -w $WORKERS; done > $WORK/conns.txt
 EOS
 }
 
@@ -94,7 +96,7 @@ for mtu in $MTUS; do
     esac
     R[$tool,$mtu,up]=$(gbps < "$WORK/up.json" 2>/dev/null || echo 0)
     R[$tool,$mtu,down]=$(gbps < "$WORK/down.json" 2>/dev/null || echo 0)
-    R[$tool,$mtu,conns]=$(awk '{print $1}' "$WORK/conns.txt" 2>/dev/null || echo 0)
+    R[$tool,$mtu,conns]=$(awk '{print $1}' "$WORK/conns.txt" 2>/dev/null | sort -n | awk '{v[NR]=$1} END {print NR ? v[int((NR+1)/2)] : 0}')
     R[$tool,$mtu,rss]=$(tail -1 "$WORK/rss" 2>/dev/null || echo 0)
     echo "# $tool mtu $mtu: up ${R[$tool,$mtu,up]} Gbps, down ${R[$tool,$mtu,down]} Gbps, ${R[$tool,$mtu,conns]} conns/s, peak RSS ${R[$tool,$mtu,rss]} KiB" >&2
   done
@@ -103,7 +105,7 @@ done
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print('%.2fx' % (a/b) if b else '-')"; }
 echo
 echo "machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "command: sudo bench/sandbox.sh (DUR=$DUR s per iperf3 run, $CONNS connections, 4 workers)"
+echo "command: sudo bench/sandbox.sh (DUR=$DUR s per iperf3 run; connection rate: median of $REPS runs of $CONNS connections, $WORKERS workers)"
 echo
 echo "| MTU | measure | ustack | slirp4netns | pasta | ustack/slirp4netns | ustack/pasta |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
