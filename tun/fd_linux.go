@@ -42,7 +42,9 @@ func FromFD(fd int, name string, mtu int) (*Device, error) {
 // handing the device to another process (with os/exec ExtraFiles or
 // SCM_RIGHTS). The caller closes the file; the Device keeps its own. The
 // kernel deletes the device only once every descriptor, duplicates
-// included, is closed, so Close no longer does so while one is open.
+// included, is closed, so Close no longer does so while one is open. The
+// duplicate shares the descriptor's status flags; the Device's readers do
+// not depend on O_NONBLOCK staying set.
 func (d *Device) DupFile() (*os.File, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()

@@ -127,8 +127,13 @@ func newVnetEndpoint(fds []int, mtu uint32) (*vnetEndpoint, error) {
 			return nil, fmt.Errorf("duplicating the descriptor for its reader: %w", err)
 		}
 		// A non-blocking descriptor gives a File that waits in the
-		// poller.
-		e.files = append(e.files, os.NewFile(uintptr(dup), "tun"))
+		// poller; one that cannot wait there could not be stopped.
+		f := os.NewFile(uintptr(dup), "tun")
+		e.files = append(e.files, f)
+		if err := f.SetReadDeadline(time.Time{}); err != nil {
+			e.release()
+			return nil, fmt.Errorf("the descriptor cannot wait in Go's poller (is it non-blocking?): %w", err)
+		}
 	}
 	return e, nil
 }
@@ -357,10 +362,24 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		n     int
 		errno unix.Errno
 	)
+	// preadv2 with RWF_NOWAIT never blocks, even if someone has turned
+	// O_NONBLOCK off on the descriptor's shared status flags (through a
+	// DupFile duplicate, say): a blocking read could not be woken to stop.
+	// Kernels without it for TUN get readv.
+	nowait := true
 	readv := func(fd uintptr) bool {
-		r, _, e := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)))
+		iov := uintptr(unsafe.Pointer(&iovs[0]))
+		if nowait {
+			r, _, e := unix.Syscall6(unix.SYS_PREADV2, fd, iov, uintptr(len(iovs)), ^uintptr(0), ^uintptr(0), unix.RWF_NOWAIT)
+			if e != unix.EOPNOTSUPP && e != unix.ENOSYS && e != unix.EINVAL {
+				n, errno = int(r), e
+				return errno != unix.EAGAIN // false: wait in the poller, then call again
+			}
+			nowait = false
+		}
+		r, _, e := unix.Syscall(unix.SYS_READV, fd, iov, uintptr(len(iovs)))
 		n, errno = int(r), e
-		return errno != unix.EAGAIN // false: wait in the poller, then call again
+		return errno != unix.EAGAIN
 	}
 	for {
 		iovs[0] = rawfile.IovecFromBytes(hdr[:])

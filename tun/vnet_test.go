@@ -3,6 +3,7 @@ package tun
 import (
 	"bytes"
 	"crypto/rand"
+	"os"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -175,5 +176,58 @@ func TestInboundChecksums(t *testing.T) {
 	}
 	if got := s.Stats().UDP.ChecksumErrors.Value(); got != 0 {
 		t.Errorf("gVisor counted %d UDP checksum errors; the reader should have dropped the bad datagram first", got)
+	}
+}
+
+// TestReaderSurvivesBlockingFlag turns O_NONBLOCK off on the device's
+// shared status flags through a DupFile duplicate, as a program it is
+// handed to may well do: traffic must still flow, and Close must still
+// stop the reader (a blocking read could not be woken).
+func TestReaderSurvivesBlockingFlag(t *testing.T) {
+	ns := netns.NewT(t)
+	// No IPv6 on the kernel side: its router solicitations would wake a
+	// blocked reader by chance.
+	if err := ns.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := openIn(t, ns, Config{Addrs: []netip.Prefix{kernel4}, Up: true})
+	if !d.Offload() {
+		t.Fatal("the device has no offloads; this test is about the offload path")
+	}
+	s := newStack(t, d.LinkEndpoint(), stack4)
+	f, err := d.DupFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
+		t.Fatal(err)
+	}
+	if nb, _ := unix.FcntlInt(uintptr(d.fds[0]), unix.F_GETFL, 0); nb&unix.O_NONBLOCK != 0 {
+		t.Fatal("O_NONBLOCK still set; the test would prove nothing")
+	}
+	l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := echo(t, l)
+	defer stop()
+	c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
+	exchange(t, c, 1<<20)
+	c.Close()
+	// Let the connection's last packets go by, so that none wakes a
+	// reader that would be blocked.
+	time.Sleep(300 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung: the reader could not be stopped") // and leaks the reader
 	}
 }
