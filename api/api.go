@@ -8,7 +8,8 @@
 //	GET  /v1/ports     per-protocol allocator snapshots, as JSON
 //	GET  /v1/health    "ok"
 //
-// Users can add routes with Server.Handle (the sandbox adds forwards).
+// Users can add routes with Server.Handle (the command line adds
+// /metrics, and the sandbox forwards and stats).
 package api
 
 import (

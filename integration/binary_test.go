@@ -39,7 +39,9 @@ func TestRunBinary(t *testing.T) {
 	var out bytes.Buffer
 	cmd := exec.Command(bin, "run", "--tun", "ustk0", "--addr", "198.18.0.2/24", "--peer-addr", "198.18.0.1/24",
 		"--tcp-range", "40000-40009", "--udp-range", "linux", "--policy", "sequential",
-		"--http", "80", "--echo", "7", "--api", sock, "--log-level", "debug")
+		"--http", "80", "--echo", "7", "--api", sock, "--log-level", "debug",
+		// The namespace's own loopback: nothing else listens there.
+		"--metrics", "127.0.0.1:19109")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// The process starts on a thread inside the namespace, so it lives
@@ -102,6 +104,33 @@ func TestRunBinary(t *testing.T) {
 	var snaps []portalloc.Snapshot
 	if err := json.Unmarshal(js, &snaps); err != nil || len(snaps) != 3 || snaps[0].Range != (portalloc.Range{First: 40000, Last: 40009}) {
 		t.Fatalf("ustack ports --json: %v %+v\n%s", err, snaps, js)
+	}
+
+	// Prometheus metrics, over TCP (--metrics) and on the API socket.
+	for _, args := range [][]string{
+		{"http://127.0.0.1:19109/metrics"},
+		{"--unix-socket", sock, "http://ustack/metrics"},
+	} {
+		var text []byte
+		err := ns.Do(func() error {
+			var err error
+			text, err = exec.Command("curl", append([]string{"-sS", "--fail", "--max-time", "10"}, args...)...).CombinedOutput()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("curl %v: %v\n%s", args, err, text)
+		}
+		for _, want := range []string{
+			`ustack_ports_info{policy="sequential",protocol="tcp",range="40000-40009"} 1`,
+			`ustack_ports_range_size{protocol="udp"} 28232`,
+			`ustack_tcp_passive_opens_total 1`, // the curl of the page above
+			`ustack_tun_checksum_errors_total 0`,
+			`go_goroutines `,
+		} {
+			if !strings.Contains(string(text), want) {
+				t.Errorf("curl %v: metrics lack %q:\n%.3000s", args, want, text)
+			}
+		}
 	}
 
 	// Shut down with SIGTERM: exit 0, device and socket gone.

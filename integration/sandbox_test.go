@@ -684,3 +684,56 @@ func TestSandboxProcs(t *testing.T) {
 		os.Unsetenv("GOMAXPROCS")
 	}
 }
+
+// Metrics: the gateway's flows, denials, ports and gVisor's counters are
+// served in the Prometheus format, on the API socket and with --metrics
+// over TCP.
+func TestSandboxMetrics(t *testing.T) {
+	r := newSandboxRun(t)
+	port := r.hostHTTP("ok")
+	script := fmt.Sprintf("curl -sS --max-time 10 http://10.0.2.2:%d/ >/dev/null; curl -sS --max-time 5 http://198.18.3.3/; sleep 60", port)
+	cmd, out, done := r.start([]string{"--allow-host-loopback", "--deny", "198.18.3.0/24", "--api", r.apiSock, "--metrics", "127.0.0.1:19110"}, "sh", "-c", script)
+	waitAPI(t, r.apiSock, out).Close()
+	scrape := func(args ...string) string {
+		var text []byte
+		err := r.ns.Do(func() error {
+			var err error
+			text, err = exec.Command("curl", append([]string{"-sS", "--fail", "--max-time", "10"}, args...)...).CombinedOutput()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("curl %v: %v\n%s\n%s", args, err, text, out)
+		}
+		return string(text)
+	}
+	want := []string{
+		`ustack_sandbox_flows_total{protocol="tcp"} 1`,
+		`ustack_sandbox_denied_total 1`,
+		`ustack_ports_info{policy="sequential",protocol="tcp",range="49152-65535"} 1`,
+		`ustack_tcp_active_opens_total 0`, // the gateway dialled nothing into the guest
+		`ustack_tun_checksum_errors_total 0`,
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		text := scrape("http://127.0.0.1:19110/metrics")
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics over TCP lack %q:\n%.4000s\n%s", missing, text, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if text := scrape("--unix-socket", r.apiSock, "http://ustack/metrics"); !strings.Contains(text, want[0]) {
+		t.Errorf("metrics on the API socket lack %q:\n%.4000s", want[0], text)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done <- <-done
+}

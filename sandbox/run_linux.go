@@ -44,9 +44,10 @@ type Options struct {
 	// Self is the path of a binary whose "sandbox-init" command calls
 	// Init. Default: /proc/self/exe.
 	Self string
-	// Ready, if set, is called with the running Gateway before the
-	// command starts (the CLI serves its API from here).
-	Ready func(*Gateway) error
+	// Ready, if set, is called with the running Gateway and its TUN
+	// device before the command starts (the CLI serves its API and
+	// metrics from here).
+	Ready func(*Gateway, *tun.Device) error
 }
 
 // childConfig is what the child needs to set up its side.
@@ -178,7 +179,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 		}
 	}
 	if o.Ready != nil {
-		if err := o.Ready(gw); err != nil {
+		if err := o.Ready(gw, dev); err != nil {
 			kill()
 			return 0, err
 		}

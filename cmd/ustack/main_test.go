@@ -77,6 +77,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"run long tun name", []string{"run", "--tun", "name-too-long-xxxxxxxx", "--addr", "198.18.0.2/24"}, "longer than 15 bytes"},
 		{"sandbox negative procs", []string{"sandbox", "--procs", "-1", "--", "true"}, `"--procs" flag: want 0 (one per CPU) to 1024`},
 		{"sandbox too many procs", []string{"sandbox", "--procs", "5000", "--", "true"}, `"--procs" flag`},
+		{"run bad metrics", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--metrics", "localhost:9109"}, `"--metrics" flag: want IP:PORT`},
+		{"sandbox bad metrics", []string{"sandbox", "--metrics", "9109", "--", "true"}, `"--metrics" flag: want IP:PORT`},
 		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},
 	}
 	for _, tc := range tests {

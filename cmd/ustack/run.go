@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/ustacknet/ustack/api"
 	"github.com/ustacknet/ustack/internal/services"
+	"github.com/ustacknet/ustack/metrics"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
@@ -32,6 +33,7 @@ type runFlags struct {
 	discard   int
 	http      int
 	apiPath   string
+	metrics   string
 	level     logLevel
 }
 
@@ -68,7 +70,8 @@ connection, releases every port and removes the device and the API socket.`,
 	fl.IntVar(&f.echo, "echo", 0, "serve TCP and UDP echo on this port")
 	fl.IntVar(&f.discard, "discard", 0, "serve TCP and UDP discard on this port")
 	fl.IntVar(&f.http, "http", 0, "serve a page with the allocator's state on this TCP port")
-	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600)")
+	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600); it also serves /metrics")
+	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics, e.g. 127.0.0.1:9109")
 	f.level.Level = 0
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
 	return c
@@ -101,6 +104,9 @@ func (f *runFlags) configs() (stack.Config, tun.Config, error) {
 	}
 	if len(f.addrs) == 0 {
 		return cfg, tcfg, errors.New("--addr is required: the stack's address, such as 198.18.0.2/24")
+	}
+	if err := checkMetricsAddr(f.metrics); err != nil {
+		return cfg, tcfg, err
 	}
 	addrs, err := parsePrefixes("addr", f.addrs)
 	if err != nil {
@@ -195,12 +201,21 @@ func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Confi
 		}
 		g.HTTP(l, st.Ports)
 	}
+	msrc := metrics.Sources{Ports: st.Ports, Stack: st.GVisor(), Device: dev.Stats}
 	if f.apiPath != "" {
 		srv, err := api.Listen(f.apiPath, st)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
+		handleMetrics(srv, msrc)
+	}
+	if f.metrics != "" {
+		m, err := serveMetrics(f.metrics, msrc, c.OutOrStdout(), log)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
 	}
 	log.Info("ustack running", "tun", dev.Name(), "addrs", cfg.Addrs, "mtu", f.mtu, "api", f.apiPath)
 	fmt.Fprintf(c.OutOrStdout(), "ustack: serving on %s (%v); stop with SIGINT or SIGTERM\n", dev.Name(), cfg.Addrs)

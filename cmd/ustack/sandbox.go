@@ -11,8 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/ustacknet/ustack/api"
+	"github.com/ustacknet/ustack/metrics"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/sandbox"
+	"github.com/ustacknet/ustack/tun"
 )
 
 // sandboxInit runs the child side of a sandbox if this process is one. It
@@ -47,6 +49,7 @@ type sandboxFlags struct {
 	apiPath       string
 	level         logLevel
 	procs         int
+	metrics       string
 }
 
 func newSandboxCmd() *cobra.Command {
@@ -85,8 +88,18 @@ are passed to CMD.`,
 			if f.procs > 0 && (c.Flags().Changed("procs") || os.Getenv("GOMAXPROCS") == "") {
 				runtime.GOMAXPROCS(f.procs)
 			}
-			var srv *api.Server
-			o.Ready = func(gw *sandbox.Gateway) error {
+			var (
+				srv *api.Server
+				ms  *metricsServer
+			)
+			o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
+				msrc := metrics.Sources{Ports: gw.Ports, Stack: gw.Stack().GVisor(), Device: dev.Stats, Gateway: gw.Stats}
+				if f.metrics != "" {
+					ms, err = serveMetrics(f.metrics, msrc, c.OutOrStdout(), o.Gateway.Logger)
+					if err != nil {
+						return err
+					}
+				}
 				if f.apiPath == "" {
 					return nil
 				}
@@ -95,12 +108,14 @@ are passed to CMD.`,
 					return err
 				}
 				serveForwardAPI(srv, gw)
+				handleMetrics(srv, msrc)
 				return nil
 			}
 			defer func() {
 				if srv != nil {
 					srv.Close()
 				}
+				ms.Close()
 			}()
 			code, err := sandbox.Run(c.Context(), o)
 			if srv != nil {
@@ -135,7 +150,8 @@ are passed to CMD.`,
 	fl.StringVar(&f.dnsUpstream, "dns-upstream", "", "where DNS queries to 10.0.2.3 go, ADDR:PORT (default: nameservers of /etc/resolv.conf)")
 	fl.DurationVar(&f.udpTimeout, "udp-timeout", sandbox.DefaultUDPTimeout, "close a UDP flow idle this long")
 	fl.IntVar(&f.maxFlows, "max-flows", sandbox.DefaultMaxFlows, "most flows open at once; more are refused")
-	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards) on this unix socket")
+	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards, stats, /metrics) on this unix socket")
+	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics on the host, e.g. 127.0.0.1:9109")
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
 	fl.IntVar(&f.procs, "procs", 1, "CPUs the gateway runs Go code on at once (GOMAXPROCS); 0: one per CPU, Go's default. One, as slirp4netns and pasta, gives the lowest latency (see docs/BENCHMARKS.md); more helps several bulk uploads at once")
 	return c
@@ -175,6 +191,9 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	cidr6, err := netip.ParsePrefix(f.cidr6)
 	if err != nil || !cidr6.Addr().Is6() || cidr6.Bits() < 64 || cidr6.Bits() > 120 {
 		return o, fmt.Errorf("invalid argument %q for \"--cidr6\" flag: want an IPv6 prefix from /64 to /120, such as fd00::/64", f.cidr6)
+	}
+	if err := checkMetricsAddr(f.metrics); err != nil {
+		return o, err
 	}
 	if f.procs < 0 || f.procs > maxProcs {
 		return o, fmt.Errorf("invalid argument %d for \"--procs\" flag: want 0 (one per CPU) to %d", f.procs, maxProcs)
