@@ -50,7 +50,9 @@ func (st *Stack) Dial(network, address string) (net.Conn, error) {
 
 // Listen listens for TCP connections on address ("host:port", where an
 // empty host means every address and port 0 takes a port from the pool).
-// Networks: "tcp", "tcp4", "tcp6".
+// Networks: "tcp", "tcp4", "tcp6". As in package net, "tcp6" on the
+// unspecified address listens on IPv6 only, and "tcp" on it on both
+// families.
 func (st *Stack) Listen(network, address string) (net.Listener, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -61,11 +63,12 @@ func (st *Stack) Listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
-	return st.ListenTCPAddrPort(ap, 0)
+	return st.listenTCP(ap, 0, network == "tcp6")
 }
 
 // ListenPacket opens a UDP socket on address, like net.ListenPacket.
-// Networks: "udp", "udp4", "udp6".
+// Networks: "udp", "udp4", "udp6"; "udp6" on the unspecified address
+// receives IPv6 only, "udp" on it both families.
 func (st *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
 	if !isUDP(network) {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
@@ -74,7 +77,7 @@ func (st *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
-	return st.ListenUDPAddrPort(ap)
+	return st.udp("listen", ap, netip.AddrPort{}, network == "udp6")
 }
 
 func checkNetwork(network string) error {

@@ -588,3 +588,78 @@ func TestDialWaitsForClosingPort(t *testing.T) {
 		})
 	}
 }
+
+// TestListenV6OnlyLikeNet: as in package net, "tcp6"/"udp6" on the
+// unspecified address are IPv6-only and "tcp"/"udp" on it take both
+// families.
+func TestListenV6OnlyLikeNet(t *testing.T) {
+	st := newLoopback(t, "", "")
+	for _, tc := range []struct {
+		network, addr string
+		v4            bool // an IPv4 client gets through
+	}{
+		{"tcp6", "[::]:81", false},
+		{"tcp", "[::]:82", true},
+		{"tcp", ":83", true},
+		{"udp6", "[::]:84", false},
+		{"udp", "[::]:85", true},
+	} {
+		port := tc.addr[strings.LastIndex(tc.addr, ":")+1:]
+		if strings.HasPrefix(tc.network, "tcp") {
+			l, err := st.Listen(tc.network, tc.addr)
+			if err != nil {
+				t.Fatalf("Listen(%q, %q): %v", tc.network, tc.addr, err)
+			}
+			serveTCP(t, l, func(c net.Conn) { c.Close() })
+			c6, err := st.Dial("tcp6", "[::1]:"+port)
+			if err != nil {
+				t.Errorf("%s %s: IPv6 dial: %v", tc.network, tc.addr, err)
+			} else {
+				c6.Close()
+			}
+			c4, err := st.Dial("tcp4", "127.0.0.1:"+port)
+			switch {
+			case tc.v4 && err != nil:
+				t.Errorf("%s %s: IPv4 dial: %v, want it accepted", tc.network, tc.addr, err)
+			case !tc.v4 && !errors.Is(err, syscall.ECONNREFUSED):
+				t.Errorf("%s %s: IPv4 dial: %v, want ECONNREFUSED", tc.network, tc.addr, err)
+			}
+			if err == nil {
+				c4.Close()
+			}
+			continue
+		}
+		pc, err := st.ListenPacket(tc.network, tc.addr)
+		if err != nil {
+			t.Fatalf("ListenPacket(%q, %q): %v", tc.network, tc.addr, err)
+		}
+		defer pc.Close()
+		send := func(network, to string, msg string) {
+			c, err := st.Dial(network, to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// IPv4 first: a socket that must not get it reads the IPv6 one
+		// next instead.
+		send("udp4", "127.0.0.1:"+port, "four")
+		send("udp6", "[::1]:"+port, "six")
+		buf := make([]byte, 16)
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("%s %s: read: %v", tc.network, tc.addr, err)
+		}
+		want, wantFrom := "six", "::1"
+		if tc.v4 {
+			want, wantFrom = "four", "127.0.0.1" // unmapped, as package net reports it
+		}
+		if got := string(buf[:n]); got != want || from.(*net.UDPAddr).IP.String() != wantFrom {
+			t.Errorf("%s %s: first datagram %q from %v, want %q from %s", tc.network, tc.addr, got, from, want, wantFrom)
+		}
+	}
+}

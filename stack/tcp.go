@@ -420,8 +420,16 @@ type TCPListener struct {
 
 // ListenTCPAddrPort listens on laddr. Port 0 takes a port from the TCP
 // pool. An unspecified or invalid address listens on every address of
-// the family (IPv4 and IPv6 when laddr has no address).
+// the family; the IPv6 unspecified address (or none) listens on IPv4 too,
+// as package net's "tcp" network does, and a specific IPv6 address on
+// IPv6 only.
 func (st *Stack) ListenTCPAddrPort(laddr netip.AddrPort, backlog int) (*TCPListener, error) {
+	return st.listenTCP(laddr, backlog, false)
+}
+
+// listenTCP is ListenTCPAddrPort; v6only also makes the IPv6 unspecified
+// address IPv6-only (Listen's "tcp6", as IPV6_V6ONLY in package net).
+func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCPListener, error) {
 	const op = "listen"
 	network := "tcp"
 	proto := ipv6.ProtocolNumber
@@ -443,7 +451,7 @@ func (st *Stack) ListenTCPAddrPort(laddr netip.AddrPort, backlog int) (*TCPListe
 	if terr != nil {
 		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
 	}
-	if laddr.Addr().Is6() && !laddr.Addr().IsUnspecified() {
+	if laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified()) {
 		ep.SocketOptions().SetV6Only(true)
 	}
 	port, err := st.bindTCP(context.Background(), ep, laddr, netip.AddrPort{})

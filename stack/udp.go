@@ -50,16 +50,20 @@ func (st *Stack) DialUDPAddrPort(laddr, raddr netip.AddrPort) (*UDPConn, error) 
 		network := "udp"
 		return nil, opError("dial", network, laddr, raddr, syscall.EINVAL)
 	}
-	return st.udp("dial", laddr, raddr)
+	return st.udp("dial", laddr, raddr, false)
 }
 
 // ListenUDPAddrPort opens an unconnected UDP socket on laddr. Port 0 takes
-// a port from the UDP pool.
+// a port from the UDP pool. The IPv6 unspecified address (or none)
+// receives IPv4 too, as package net's "udp" network does; a specific IPv6
+// address IPv6 only.
 func (st *Stack) ListenUDPAddrPort(laddr netip.AddrPort) (*UDPConn, error) {
-	return st.udp("listen", laddr, netip.AddrPort{})
+	return st.udp("listen", laddr, netip.AddrPort{}, false)
 }
 
-func (st *Stack) udp(op string, laddr, raddr netip.AddrPort) (*UDPConn, error) {
+// udp opens a UDP endpoint; v6only also makes the IPv6 unspecified
+// address IPv6-only (ListenPacket's "udp6").
+func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPConn, error) {
 	network := "udp"
 	proto := ipv6.ProtocolNumber
 	switch {
@@ -81,7 +85,7 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort) (*UDPConn, error) {
 	if terr != nil {
 		return nil, opError(op, network, laddr, raddr, translate(terr))
 	}
-	if proto == ipv6.ProtocolNumber && laddr.Addr().Is6() {
+	if proto == ipv6.ProtocolNumber && laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified()) {
 		ep.SocketOptions().SetV6Only(true)
 	}
 	var port uint16
