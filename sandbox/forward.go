@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,7 +32,13 @@ type forwarder struct {
 	wg   sync.WaitGroup // its goroutines
 
 	mu    sync.Mutex // guards flows
-	flows map[netip.AddrPort]*stack.UDPConn
+	flows map[netip.AddrPort]*udpFlow
+}
+
+// udpFlow is one host peer's flow into the guest through a UDP forward.
+type udpFlow struct {
+	gc   *stack.UDPConn
+	last atomic.Int64 // unix nanoseconds of the last datagram either way
 }
 
 // AddForward starts forwarding f: the host listens on f.Host and each
@@ -55,7 +63,7 @@ func (g *Gateway) AddForward(f Forward) error {
 		return fmt.Errorf("sandbox: forward %s: %w", f, ErrForwardExists)
 	}
 	g.mu.Unlock()
-	fw := &forwarder{f: f, stop: make(chan struct{}), flows: make(map[netip.AddrPort]*stack.UDPConn)}
+	fw := &forwarder{f: f, stop: make(chan struct{}), flows: make(map[netip.AddrPort]*udpFlow)}
 	var err error
 	if f.Proto == "tcp" {
 		fw.ln, err = net.Listen("tcp", f.Host.String())
@@ -136,8 +144,8 @@ func (fw *forwarder) close() {
 		close(fw.stop)
 	}
 	flows := make([]*stack.UDPConn, 0, len(fw.flows))
-	for _, c := range fw.flows {
-		flows = append(flows, c)
+	for _, fl := range fw.flows {
+		flows = append(flows, fl.gc)
 	}
 	fw.mu.Unlock()
 	if fw.ln != nil {
@@ -213,53 +221,84 @@ func (g *Gateway) serveUDPForward(fw *forwarder) {
 			return
 		}
 		peer := from.(*net.UDPAddr).AddrPort()
-		fw.mu.Lock()
-		gc := fw.flows[peer]
-		fw.mu.Unlock()
-		if gc == nil {
-			if !g.takeFlow() {
-				continue
-			}
-			guest := g.guestAddr(fw.f)
-			gc, err = g.st.DialUDPAddrPort(g.gatewayFor(guest), guest)
-			if err != nil {
-				g.dropFlow()
-				g.log.Debug("forward udp flow into the guest failed", "forward", fw.f.String(), "err", err)
-				continue
-			}
-			g.inbound.Add(1)
-			fw.mu.Lock()
-			select {
-			case <-fw.stop:
-				fw.mu.Unlock()
-				gc.Close()
-				g.dropFlow()
+		// A flow that times out just as a datagram comes is closed under
+		// it: the second attempt opens a new one.
+		for attempt := 0; attempt < 2; attempt++ {
+			fl, stopped := g.udpFlowFor(fw, peer, from)
+			if stopped {
 				return
-			default:
 			}
-			fw.flows[peer] = gc
-			fw.mu.Unlock()
-			fw.wg.Add(1)
-			go func() {
-				defer fw.wg.Done()
-				defer g.dropFlow()
-				defer func() {
-					fw.mu.Lock()
-					delete(fw.flows, peer)
-					fw.mu.Unlock()
-					gc.Close()
-				}()
-				b := make([]byte, 65535)
-				for {
-					gc.SetReadDeadline(time.Now().Add(g.cfg.UDPTimeout))
-					n, err := gc.Read(b)
-					if err != nil {
-						return
-					}
-					fw.pc.WriteTo(b[:n], from)
-				}
-			}()
+			if fl == nil {
+				break // refused or failed; counted and logged
+			}
+			fl.last.Store(time.Now().UnixNano())
+			if _, err := fl.gc.Write(buf[:n]); !errors.Is(err, net.ErrClosed) {
+				break
+			}
 		}
-		gc.Write(buf[:n])
 	}
+}
+
+// udpFlowFor returns peer's flow through fw, opening it (and its
+// guest-to-host goroutine) if there is none. It returns nil if the flow is
+// refused or cannot be opened, and stopped once fw is closing.
+func (g *Gateway) udpFlowFor(fw *forwarder, peer netip.AddrPort, from net.Addr) (fl *udpFlow, stopped bool) {
+	fw.mu.Lock()
+	fl = fw.flows[peer]
+	fw.mu.Unlock()
+	if fl != nil {
+		return fl, false
+	}
+	if !g.takeFlow() {
+		return nil, false
+	}
+	guest := g.guestAddr(fw.f)
+	gc, err := g.st.DialUDPAddrPort(g.gatewayFor(guest), guest)
+	if err != nil {
+		g.dropFlow()
+		g.log.Debug("forward udp flow into the guest failed", "forward", fw.f.String(), "err", err)
+		return nil, false
+	}
+	g.inbound.Add(1)
+	fl = &udpFlow{gc: gc}
+	fl.last.Store(time.Now().UnixNano())
+	fw.mu.Lock()
+	select {
+	case <-fw.stop:
+		fw.mu.Unlock()
+		gc.Close()
+		g.dropFlow()
+		return nil, true
+	default:
+	}
+	fw.flows[peer] = fl
+	fw.mu.Unlock()
+	fw.wg.Add(1)
+	go func() {
+		defer fw.wg.Done()
+		defer g.dropFlow()
+		defer func() {
+			fw.mu.Lock()
+			delete(fw.flows, peer)
+			fw.mu.Unlock()
+			gc.Close()
+		}()
+		b := make([]byte, 65535)
+		for {
+			// Idle means no datagram either way for UDPTimeout (RFC 4787
+			// REQ-6 asks at least for refresh by outbound traffic; both
+			// directions refresh here).
+			gc.SetReadDeadline(time.Unix(0, fl.last.Load()).Add(g.cfg.UDPTimeout))
+			n, err := gc.Read(b)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, fl.last.Load())) < g.cfg.UDPTimeout {
+					continue // the host side kept the flow alive
+				}
+				return
+			}
+			fl.last.Store(time.Now().UnixNano())
+			fw.pc.WriteTo(b[:n], from)
+		}
+	}()
+	return fl, false
 }

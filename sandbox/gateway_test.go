@@ -514,3 +514,74 @@ func TestHalfCloseAndReset(t *testing.T) {
 		t.Fatalf("UDP to a denied prefix: %v, want ECONNREFUSED", err)
 	}
 }
+
+// TestUDPForwardIdleTimeout: a UDP flow through a -p forward stays open
+// while either side sends (here only the host does), and closes after
+// UDPTimeout of silence both ways; the next datagram opens a new flow.
+func TestUDPForwardIdleTimeout(t *testing.T) {
+	const timeout = time.Second
+	w := newWorld(t, func(c *Config) { c.UDPTimeout = timeout })
+	pc, err := w.guest.ListenPacket("udp", ":5353")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	probe, _ := net.ListenPacket("udp4", "127.0.0.1:0")
+	hostPort := probe.LocalAddr().(*net.UDPAddr).Port
+	probe.Close()
+	f, err := ParseForward(fmt.Sprintf("127.0.0.1:%d:5353/udp", hostPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.gw.AddForward(f); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp4", f.Host.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// recv returns the gateway-side source port of the next datagram the
+	// guest gets.
+	recv := func() uint16 {
+		t.Helper()
+		b := make([]byte, 64)
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, from, err := pc.ReadFrom(b)
+		if err != nil {
+			t.Fatalf("guest read: %v", err)
+		}
+		return uint16(from.(*net.UDPAddr).Port)
+	}
+	// Host-only traffic for two and a half timeouts: one flow throughout.
+	var first uint16
+	for i := 0; i < 6; i++ {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		port := recv()
+		if i == 0 {
+			first = port
+		} else if port != first {
+			t.Fatalf("datagram %d came from port %d, want the flow's %d: host traffic did not keep it alive", i, port, first)
+		}
+		time.Sleep(timeout / 2)
+	}
+	// Silence both ways: the flow closes.
+	deadline := time.Now().Add(5 * time.Second)
+	for w.gw.Stats().Live != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("flow still open %v after the last datagram; stats %+v", 5*time.Second, w.gw.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := c.Write([]byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if port := recv(); port == first {
+		t.Errorf("after the timeout the datagram came from the old flow's port %d", port)
+	}
+	if got := w.gw.Stats().Inbound; got != 2 {
+		t.Errorf("inbound flows %d, want 2", got)
+	}
+}

@@ -403,11 +403,17 @@ func TestStackCloseUnblocksAndReleases(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
+	// A listener nobody dials, so that its Accept blocks (on l it would
+	// race serveTCP's loop for the 20 connections).
+	idle, err := st.Listen("tcp", "127.0.0.1:81")
+	if err != nil {
+		t.Fatal(err)
+	}
 	errs := make(chan error, len(conns)+1)
 	for _, c := range conns {
 		go func() { _, err := c.Read(make([]byte, 1)); errs <- err }()
 	}
-	go func() { _, err := l.Accept(); errs <- err }()
+	go func() { _, err := idle.Accept(); errs <- err }()
 	time.Sleep(20 * time.Millisecond)
 	st.Close()
 	st.Close() // idempotent
