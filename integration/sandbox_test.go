@@ -673,6 +673,7 @@ func TestSandboxProcs(t *testing.T) {
 		}
 		err := cl.Do(context.Background(), "GET", "/v1/stats", nil, &st)
 		cl.Close()
+		findChild(t, cmd.Process.Pid, "sleep") // the command runs: SIGTERM goes to it
 		cmd.Process.Signal(syscall.SIGTERM)
 		done <- <-done // for the cleanup's wait
 		if err != nil {

@@ -147,6 +147,11 @@ func Run(ctx context.Context, o Options) (int, error) {
 		cmd.Process.Kill()
 		<-exited
 	}
+	// Caught from here on: forwarded to the command once it runs, and
+	// before that they end the set-up.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 
 	// The child creates the TUN device in its namespace and sends it.
 	fd, name, err := receiveTUN(parentSock, exited)
@@ -184,9 +189,14 @@ func Run(ctx context.Context, o Options) (int, error) {
 			return 0, err
 		}
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	// SIGINT or SIGTERM during the set-up (they are caught from the
+	// start, see above): the command never starts.
+	select {
+	case s := <-sigs:
+		kill()
+		return 128 + int(s.(syscall.Signal)), nil
+	default:
+	}
 	if _, err := parentSock.Write([]byte{'G'}); err != nil {
 		kill()
 		return 0, fmt.Errorf("sandbox: starting the command: %w", err)
