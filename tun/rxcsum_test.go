@@ -16,15 +16,22 @@ var (
 	csumDst6 = netip.MustParseAddr("fd00::2")
 )
 
-// l4 builds a TCP segment or UDP datagram with payload and a right
-// checksum (computed with gVisor's header package, not the code under
-// test) for the given addresses.
+// l4 builds a TCP segment or UDP datagram from port 1 to port 2 with
+// payload and a right checksum for the given addresses.
 func l4(proto uint8, src, dst netip.Addr, payload []byte) []byte {
+	return l4Ports(proto, netip.AddrPortFrom(src, 1), netip.AddrPortFrom(dst, 2), payload)
+}
+
+// l4Ports builds a TCP segment or UDP datagram with payload and a right
+// checksum (computed with gVisor's header package, not the code under
+// test) from src to dst.
+func l4Ports(proto uint8, srcAP, dstAP netip.AddrPort, payload []byte) []byte {
+	src, dst := srcAP.Addr(), dstAP.Addr()
 	switch proto {
 	case uint8(header.TCPProtocolNumber):
 		b := make([]byte, header.TCPMinimumSize+len(payload))
 		tcp := header.TCP(b)
-		tcp.Encode(&header.TCPFields{SrcPort: 1, DstPort: 2, SeqNum: 3, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1000})
+		tcp.Encode(&header.TCPFields{SrcPort: srcAP.Port(), DstPort: dstAP.Port(), SeqNum: 3, DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1000})
 		copy(b[header.TCPMinimumSize:], payload)
 		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, addr(src), addr(dst), uint16(len(b)))
 		tcp.SetChecksum(^checksum.Checksum(b, xsum))
@@ -32,7 +39,7 @@ func l4(proto uint8, src, dst netip.Addr, payload []byte) []byte {
 	default:
 		b := make([]byte, header.UDPMinimumSize+len(payload))
 		udp := header.UDP(b)
-		udp.Encode(&header.UDPFields{SrcPort: 1, DstPort: 2, Length: uint16(len(b))})
+		udp.Encode(&header.UDPFields{SrcPort: srcAP.Port(), DstPort: dstAP.Port(), Length: uint16(len(b))})
 		copy(b[header.UDPMinimumSize:], payload)
 		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, addr(src), addr(dst), uint16(len(b)))
 		udp.SetChecksum(^udp.CalculateChecksum(checksum.Checksum(payload, xsum)))
@@ -41,11 +48,17 @@ func l4(proto uint8, src, dst netip.Addr, payload []byte) []byte {
 }
 
 func ip4(proto uint8, l4 []byte, flagsFrag uint16) []byte {
+	return ip4From(csumSrc4, csumDst4, proto, l4, flagsFrag)
+}
+
+// ip4From builds an IPv4 packet from src to dst around l4, with a right
+// header checksum.
+func ip4From(src, dst netip.Addr, proto uint8, l4 []byte, flagsFrag uint16) []byte {
 	b := make([]byte, header.IPv4MinimumSize+len(l4))
 	ip := header.IPv4(b)
 	ip.Encode(&header.IPv4Fields{
 		TotalLength: uint16(len(b)), TTL: 64, Protocol: proto,
-		SrcAddr: addr(csumSrc4), DstAddr: addr(csumDst4),
+		SrcAddr: addr(src), DstAddr: addr(dst),
 	})
 	binary.BigEndian.PutUint16(b[6:], flagsFrag)
 	ip.SetChecksum(^ip.CalculateChecksum())

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"net/netip"
 	"testing"
 
@@ -33,15 +33,7 @@ func TestOffloadRefused(t *testing.T) {
 		t.Errorf("links after the fallback: %v, want lo and one device", names)
 	}
 	s := newStack(t, d.LinkEndpoint(), stack4)
-	l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := echo(t, l)
-	defer stop()
-	c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
-	defer c.Close()
-	exchange(t, c, 1<<20)
+	echoExchange(t, ns, s, 1<<20)
 }
 
 func addr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
@@ -72,15 +64,7 @@ func TestFromFDOffload(t *testing.T) {
 				t.Errorf("Offload() = %v, want %v", got, want)
 			}
 			s := newStack(t, d.LinkEndpoint(), stack4)
-			l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			stop := echo(t, l)
-			defer stop()
-			c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
-			defer c.Close()
-			exchange(t, c, 1<<20)
+			echoExchange(t, ns, s, 1<<20)
 		})
 	}
 }
@@ -114,22 +98,12 @@ func TestInboundChecksums(t *testing.T) {
 	big := make([]byte, 4000) // three fragments at MTU 1500
 	rand.Read(big)
 	raw := func(payload []byte, corrupt bool) []byte {
-		src, dst := kernel4.Addr(), stack4.Addr()
-		u := make([]byte, header.UDPMinimumSize+len(payload))
-		h := header.UDP(u)
-		h.Encode(&header.UDPFields{SrcPort: 5555, DstPort: 9000, Length: uint16(len(u))})
-		copy(u[header.UDPMinimumSize:], payload)
-		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, addr(src), addr(dst), uint16(len(u)))
-		h.SetChecksum(^h.CalculateChecksum(checksum.Checksum(payload, xsum)))
+		udpN := uint8(header.UDPProtocolNumber)
+		u := l4Ports(udpN, netip.AddrPortFrom(kernel4.Addr(), 5555), netip.AddrPortFrom(stack4.Addr(), 9000), payload)
 		if corrupt {
 			u[len(u)-1] ^= 1
 		}
-		p := make([]byte, header.IPv4MinimumSize+len(u))
-		ip := header.IPv4(p)
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(p)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: addr(src), DstAddr: addr(dst)})
-		ip.SetChecksum(^ip.CalculateChecksum())
-		copy(p[header.IPv4MinimumSize:], u)
-		return p
+		return ip4From(kernel4.Addr(), stack4.Addr(), udpN, u, 0)
 	}
 	link, err := ns.Handle().LinkByName(d.Name())
 	if err != nil {
@@ -208,15 +182,7 @@ func TestReaderSurvivesBlockingFlag(t *testing.T) {
 	if nb, _ := unix.FcntlInt(uintptr(d.fds[0]), unix.F_GETFL, 0); nb&unix.O_NONBLOCK != 0 {
 		t.Fatal("O_NONBLOCK still set; the test would prove nothing")
 	}
-	l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := echo(t, l)
-	defer stop()
-	c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
-	exchange(t, c, 1<<20)
-	c.Close()
+	echoExchange(t, ns, s, 1<<20)
 	// Let the connection's last packets go by, so that none wakes a
 	// reader that would be blocked.
 	time.Sleep(300 * time.Millisecond)
@@ -230,4 +196,20 @@ func TestReaderSurvivesBlockingFlag(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung: the reader could not be stopped") // and leaks the reader
 	}
+}
+
+// echoExchange runs a kernel echo server in ns, dials it from s through
+// the device and checks n bytes both ways; the server and the connection
+// are closed when it returns.
+func echoExchange(t *testing.T, ns *netns.NS, s *stack.Stack, n int) {
+	t.Helper()
+	l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := echo(t, l)
+	defer stop()
+	c := dialTCP(t, s, netip.MustParseAddrPort(l.Addr().String()))
+	defer c.Close()
+	exchange(t, c, n)
 }
