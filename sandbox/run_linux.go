@@ -290,14 +290,17 @@ func receiveTUN(sock *os.File, exited chan error) (int, string, error) {
 		return m.fd, m.name, m.err
 	case err := <-exited:
 		exited <- err
-		// The child may have sent its error just before exiting.
+		// The child may have sent its error just before exiting: with its
+		// end closed, the reader gets the message (or the end of the
+		// stream) at once, though maybe after Wait returned. Bounded, in
+		// case something else still holds that end.
 		select {
 		case m := <-got:
 			if m.err != nil {
 				return 0, "", m.err
 			}
 			unix.Close(m.fd)
-		default:
+		case <-time.After(2 * time.Second):
 		}
 		return 0, "", fmt.Errorf("sandbox: the sandbox process exited before creating its network: %v", err)
 	}
