@@ -28,6 +28,13 @@ const maxHandoffBytes = 16 << 20
 // Destroy whenever a packet arrives at the wrong moment. The workers are
 // not waited for under the stack's lock: they stop on their own once
 // detached, and Device.Close waits for them.
+//
+// The hand-off also pipelines: the reader goes back to the descriptor
+// while the worker runs the stack. Delivering inline on the offload path
+// (tried once its readers used Go's poller) measured the same TCP
+// connection rate and a 40% lower UDP receive rate (64-byte datagrams,
+// kernel to stack: 134,000 against 230,000-240,000 per second on 2 CPUs,
+// bench/fastpath udp).
 type handoff struct {
 	dispatcher stack.NetworkDispatcher
 	workers    []handoffWorker
