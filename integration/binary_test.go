@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/portalloc"
 )
 
@@ -29,7 +29,7 @@ func buildUstack(t *testing.T) string {
 // 10. The binary: `ustack run` serves curl from the kernel side on its
 // --http port, and `ustack ports` reads its state through the API.
 func TestRunBinary(t *testing.T) {
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	bin := buildUstack(t)
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatalf("curl is needed (scripts/test.sh installs it): %v", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
 	"github.com/vishvananda/netlink"
@@ -41,7 +42,7 @@ type env struct {
 // mtu 0 means 1500.
 func newEnv(t *testing.T, cfg stack.Config, mtu int) *env {
 	t.Helper()
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	// IPv6 addresses must be usable at once, without duplicate address
 	// detection.
 	if err := ns.Do(func() error {

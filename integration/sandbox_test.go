@@ -19,6 +19,7 @@ import (
 
 	"github.com/ustacknet/ustack/api"
 	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/internal/privtest"
 	"github.com/ustacknet/ustack/portalloc"
 )
@@ -67,7 +68,7 @@ type sandboxRun struct {
 func newSandboxRun(t *testing.T) *sandboxRun {
 	t.Helper()
 	privtest.Require(t)
-	return &sandboxRun{t: t, ns: netns.NewT(t), bin: sharedUstack(t), apiSock: filepath.Join(t.TempDir(), "api.sock")}
+	return &sandboxRun{t: t, ns: netnstest.New(t), bin: sharedUstack(t), apiSock: filepath.Join(t.TempDir(), "api.sock")}
 }
 
 // guest returns the command line that runs this test binary as a guest

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/wgtun"
 	"github.com/ustacknet/ustack/wgtun/wgtest"
@@ -54,7 +55,7 @@ func (d fixedMTU) MTU() (int, error) { return d.mtu, nil }
 // (its Addrs are set here), and tears it all down at the test's end.
 func newWGEnv(t *testing.T, cfg stack.Config) *wgEnv {
 	t.Helper()
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	var kdev wgtundev.Device
 	// The TUN device belongs to the namespace of the thread that opens
 	// /dev/net/tun; wireguard-go also makes its netlink monitor socket

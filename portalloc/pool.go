@@ -48,6 +48,11 @@ type Request struct {
 	// (for example in TCP TIME_WAIT). Veto is called with the pool's lock
 	// held and must not call back into the pool.
 	Veto func(port uint16) bool
+	// Retry says that the caller will try again if the pool is full (the
+	// stack does, while connections that hold ports are closing): such a
+	// failure is not counted in Stats.Exhausted, which then counts only
+	// the allocations that were finally refused.
+	Retry bool
 }
 
 // Stats are a pool's counters since it was created.
@@ -55,7 +60,7 @@ type Stats struct {
 	Allocations  uint64 `json:"allocations"`  // successful Allocate calls
 	Reservations uint64 `json:"reservations"` // successful Reserve calls
 	Releases     uint64 `json:"releases"`     // successful Release calls
-	Exhausted    uint64 `json:"exhausted"`    // Allocate calls that failed for want of a port
+	Exhausted    uint64 `json:"exhausted"`    // Allocate calls that failed for want of a port (not counting Request.Retry ones)
 	Wraps        uint64 `json:"wraps"`        // times the cursor wrapped from Last to First
 	Vetoes       uint64 `json:"vetoes"`       // times a Veto refused a candidate port
 	Rekeys       uint64 `json:"rekeys"`       // Hash policy key replacements, periodic or by Rekey
@@ -166,7 +171,7 @@ func (p *Pool) Allocate(req Request) (uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.free == 0 {
-		return 0, p.exhaustedLocked(0)
+		return 0, p.exhaustedLocked(0, req.Retry)
 	}
 	var port, vetoed int
 	switch p.policy {
@@ -181,7 +186,7 @@ func (p *Pool) Allocate(req Request) (uint16, error) {
 	if port < 0 {
 		// The veto refused every free port (the Random policy may have
 		// asked about some of them more than once).
-		return 0, p.exhaustedLocked(p.free)
+		return 0, p.exhaustedLocked(p.free, req.Retry)
 	}
 	p.bm.set(port)
 	p.free--
@@ -190,12 +195,15 @@ func (p *Pool) Allocate(req Request) (uint16, error) {
 	return uint16(port), nil
 }
 
-// exhaustedLocked counts a failed allocation and returns its error. While
+// exhaustedLocked counts a failed allocation (unless the caller will
+// retry) and returns its error. While
 // the pool stays full, callers retrying get the same *ExhaustedError, so
 // that reporting exhaustion allocates nothing; a returned error is never
 // modified.
-func (p *Pool) exhaustedLocked(vetoed int) error {
-	p.stats.Exhausted++
+func (p *Pool) exhaustedLocked(vetoed int, retry bool) error {
+	if !retry {
+		p.stats.Exhausted++
+	}
 	e := ExhaustedError{Protocol: p.proto, Range: p.rng, InUse: p.inUse, Excluded: p.excludedInRange, Vetoed: vetoed}
 	if p.exhausted == nil || *p.exhausted != e {
 		p.exhausted = new(ExhaustedError)

@@ -765,3 +765,34 @@ func TestExhaustedErrorReuse(t *testing.T) {
 		t.Errorf("Stats.Exhausted = %d, want 3", got)
 	}
 }
+
+// TestRetryNotCounted: an exhaustion the caller will retry (Request.Retry)
+// returns the same error but is not counted; a plain one is.
+func TestRetryNotCounted(t *testing.T) {
+	for _, pol := range []Policy{Sequential, Random, Hash} {
+		p := newTestPool(t, Range{40000, 40000}, pol)
+		if _, err := p.Allocate(Request{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Allocate(Request{Retry: true}); !errors.Is(err, ErrExhausted) {
+			t.Fatalf("%v: full pool with Retry: %v, want ErrExhausted", pol, err)
+		}
+		if got := p.Stats().Exhausted; got != 0 {
+			t.Errorf("%v: Exhausted = %d after a Retry failure, want 0", pol, got)
+		}
+		if _, err := p.Allocate(Request{}); !errors.Is(err, ErrExhausted) {
+			t.Fatalf("%v: full pool: %v, want ErrExhausted", pol, err)
+		}
+		if got := p.Stats().Exhausted; got != 1 {
+			t.Errorf("%v: Exhausted = %d after a plain failure, want 1", pol, got)
+		}
+		// Every free port vetoed: the same rule.
+		p.Release(40000)
+		vetoAll := func(uint16) bool { return true }
+		p.Allocate(Request{Veto: vetoAll, Retry: true})
+		p.Allocate(Request{Veto: vetoAll})
+		if got := p.Stats().Exhausted; got != 2 {
+			t.Errorf("%v: Exhausted = %d after vetoed Retry and plain failures, want 2", pol, got)
+		}
+	}
+}

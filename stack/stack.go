@@ -358,9 +358,12 @@ func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local n
 			return true
 		},
 	}
+	// A full TCP range is retried below; the pool counts as exhausted
+	// only a dial that finally fails.
+	req.Retry = proto == portalloc.TCP
 	port, err := pool.Allocate(req)
 	var deadline time.Time
-	for err != nil && bindErr == nil && proto == portalloc.TCP && errors.Is(err, portalloc.ErrExhausted) {
+	for err != nil && bindErr == nil && req.Retry && errors.Is(err, portalloc.ErrExhausted) {
 		// Take the channel before collecting, so that a port freed
 		// from here on wakes the wait below.
 		closing, changed := st.reap.closing()
@@ -379,6 +382,11 @@ func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local n
 				break
 			}
 		}
+		port, err = pool.Allocate(req)
+	}
+	if err != nil && bindErr == nil && req.Retry && errors.Is(err, portalloc.ErrExhausted) {
+		// Giving up: once more without Retry, so that the failure counts.
+		req.Retry = false
 		port, err = pool.Allocate(req)
 	}
 	if bindErr != nil {

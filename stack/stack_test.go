@@ -568,6 +568,15 @@ func TestDialWaitsForClosingPort(t *testing.T) {
 			start := time.Now()
 			c2, err := st.DialContext(ctx, "tcp", "127.0.0.1:80")
 			took := time.Since(start)
+			// The pool counts only a dial that finally fails, not the
+			// waits before it.
+			wantExhausted := uint64(0)
+			if tc.wantErr {
+				wantExhausted = 1
+			}
+			if got := st.Allocator().Pool(portalloc.TCP).Stats().Exhausted; got != wantExhausted {
+				t.Errorf("Stats.Exhausted = %d, want %d", got, wantExhausted)
+			}
 			if !tc.wantErr {
 				if err != nil {
 					t.Fatalf("dial while the only port was closing: %v (after %v)", err, took)

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 )
 
 // BenchmarkDeviceTCP measures one TCP stream between the gVisor stack and a
@@ -17,7 +17,7 @@ func BenchmarkDeviceTCP(b *testing.B) {
 	for _, mtu := range []int{1500, 65520} {
 		for _, dir := range []string{"stack-to-kernel", "kernel-to-stack"} {
 			b.Run(dir+"/mtu"+strconv.Itoa(mtu), func(b *testing.B) {
-				ns := netns.NewT(b)
+				ns := netnstest.New(b)
 				d := openIn(b, ns, Config{MTU: mtu, Addrs: []netip.Prefix{kernel4}, Up: true})
 				s := newStack(b, d.LinkEndpoint(), stack4)
 				l, err := ns.Listen("tcp4", netip.AddrPortFrom(kernel4.Addr(), 0).String())

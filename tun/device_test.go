@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -22,7 +23,7 @@ import (
 )
 
 // Every test here that touches a real device runs it in a namespace of its
-// own (netns.NewT), with addresses from 198.18.0.0/15 and fd00::/8.
+// own (netnstest.New), with addresses from 198.18.0.0/15 and fd00::/8.
 
 var (
 	kernel4 = netip.MustParsePrefix("198.18.0.1/24")
@@ -85,7 +86,7 @@ func TestRoundTrip(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns := netns.NewT(t)
+			ns := netnstest.New(t)
 			d := openIn(t, ns, tt.cfg)
 			checkLink(t, ns, d, tt.cfg)
 			if got, want := d.Offload(), !tt.cfg.NoOffload; got != want {
@@ -312,7 +313,7 @@ func TestClose(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns := netns.NewT(t)
+			ns := netnstest.New(t)
 			cfg := Config{Name: "ustk0", Addrs: []netip.Prefix{kernel4}, Up: true, NetNS: ns.File()}
 			if strings.HasPrefix(tt.name, "multiqueue") {
 				cfg.MultiQueue, cfg.Queues = true, 3
@@ -369,7 +370,7 @@ func isClosedForSend(err tcpip.Error) bool {
 // detached rather than start readers that stop at once and release their
 // buffers twice.
 func TestEndpointAttachesOnce(t *testing.T) {
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	d := openIn(t, ns, Config{Addrs: []netip.Prefix{kernel4}, Up: true})
 	s := newStack(t, d.LinkEndpoint(), stack4)
 	if err := s.RemoveNIC(nicID); err != nil {
@@ -440,7 +441,7 @@ func TestOpenErrors(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns := netns.NewT(t)
+			ns := netnstest.New(t)
 			if tt.setup != nil {
 				tt.setup(t, ns)
 			}
@@ -480,7 +481,7 @@ func checkErr(t *testing.T, err error, wantMsg string, errno unix.Errno, class e
 // TestOpenWithoutCapNetAdmin opens a device on a thread that has lost
 // CAP_NET_ADMIN: the kernel refuses to create it with EPERM.
 func TestOpenWithoutCapNetAdmin(t *testing.T) {
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	errc := make(chan error, 1)
 	go func() {
 		// Never unlocked: the thread, with its reduced capabilities and
@@ -536,7 +537,7 @@ func TestOpenWithoutTunDevice(t *testing.T) {
 // TestOpenInCurrentNamespace opens a device with a nil Config.NetNS from a
 // thread inside the namespace: the device must appear there.
 func TestOpenInCurrentNamespace(t *testing.T) {
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	var d *Device
 	if err := ns.Do(func() (err error) {
 		d, err = Open(Config{Name: "ustk-here", Up: true})
@@ -574,7 +575,7 @@ func TestTeardownUnderLoad(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for round := range 5 {
-				ns := netns.NewT(t)
+				ns := netnstest.New(t)
 				d := openIn(t, ns, Config{MultiQueue: round%2 == 1, Addrs: []netip.Prefix{kernel4}, Up: true})
 				s := newStack(t, d.LinkEndpoint(), stack4)
 				// Unconnected, so that ICMP port unreachable does not turn

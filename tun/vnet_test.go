@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
@@ -24,7 +25,7 @@ func TestOffloadRefused(t *testing.T) {
 	setOffload = func(int) error { return unix.EINVAL }
 	t.Cleanup(func() { setOffload = saved })
 
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	d := openIn(t, ns, Config{MultiQueue: true, Queues: 2, Addrs: []netip.Prefix{kernel4}, Up: true})
 	if d.Offload() {
 		t.Fatal("Offload() = true after the kernel refused TUNSETOFFLOAD")
@@ -44,7 +45,7 @@ func addr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) 
 func TestFromFDOffload(t *testing.T) {
 	for _, noOffload := range []bool{false, true} {
 		t.Run(map[bool]string{false: "offload", true: "no offload"}[noOffload], func(t *testing.T) {
-			ns := netns.NewT(t)
+			ns := netnstest.New(t)
 			orig := openIn(t, ns, Config{NoOffload: noOffload, Addrs: []netip.Prefix{kernel4}, Up: true})
 			f, err := orig.DupFile()
 			if err != nil {
@@ -76,7 +77,7 @@ func TestFromFDOffload(t *testing.T) {
 // reader verifies them) with a wrong and then a right checksum. The wrong
 // one must be dropped and counted; the others arrive intact, in order.
 func TestInboundChecksums(t *testing.T) {
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	d := openIn(t, ns, Config{MTU: 1500, Addrs: []netip.Prefix{kernel4}, Up: true})
 	if !d.Offload() {
 		t.Fatal("the device has no offloads; this test is about the offload path")
@@ -158,7 +159,7 @@ func TestInboundChecksums(t *testing.T) {
 // handed to may well do: traffic must still flow, and Close must still
 // stop the reader (a blocking read could not be woken).
 func TestReaderSurvivesBlockingFlag(t *testing.T) {
-	ns := netns.NewT(t)
+	ns := netnstest.New(t)
 	// No IPv6 on the kernel side: its router solicitations would wake a
 	// blocked reader by chance.
 	if err := ns.Do(func() error {

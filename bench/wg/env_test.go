@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/wgtun"
@@ -169,7 +170,7 @@ func (d fixedMTU) MTU() (int, error) { return d.mtu, nil }
 // real TUN in a fresh namespace (side B) serving the kernel services,
 // all torn down when b's run ends.
 func newTunnel(b *testing.B, a sideA) {
-	ns := netns.NewT(b)
+	ns := netnstest.New(b)
 	var kdev tun.Device
 	if err := ns.Do(func() error {
 		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {

@@ -31,9 +31,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"testing"
 
-	"github.com/ustacknet/ustack/internal/privtest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -94,24 +92,6 @@ func New() (*NS, error) {
 		return nil, fmt.Errorf("netns: new namespace: %w", err)
 	}
 	return ns, nil
-}
-
-// NewT returns a fresh namespace for a test, closed when the test ends. It
-// skips the test (or fails it, with USTACK_REQUIRE_PRIV=1) when the process
-// lacks the privileges; see privtest.Require.
-func NewT(t testing.TB) *NS {
-	t.Helper()
-	privtest.Require(t)
-	ns, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Errorf("closing namespace: %v", err)
-		}
-	})
-	return ns
 }
 
 // File returns the namespace's nsfs file, for APIs that take a namespace as

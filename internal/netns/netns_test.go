@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/ustacknet/ustack/internal/privtest"
 	"io"
 	"net"
 	"os"
@@ -76,7 +77,7 @@ func threadsOutside(t *testing.T, id string) []string {
 
 func TestNewIsPrivateAndLeavesCallerAlone(t *testing.T) {
 	host := threadNS(t)
-	ns := NewT(t)
+	ns := newT(t)
 
 	inside := fileNS(t, ns.File())
 	if inside == host {
@@ -120,7 +121,7 @@ func TestNewIsPrivateAndLeavesCallerAlone(t *testing.T) {
 // namespace: that only works if they are separate, and each dial must reach
 // the listener of its own side.
 func TestListenerIsolated(t *testing.T) {
-	ns := NewT(t)
+	ns := newT(t)
 
 	hostLn, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -192,7 +193,7 @@ func readLine(t *testing.T, c net.Conn) string {
 }
 
 func TestLoopbackWorksInside(t *testing.T) {
-	ns := NewT(t)
+	ns := newT(t)
 	for _, tc := range []struct{ network, addr string }{
 		{"tcp4", "127.0.0.1:0"},
 		{"tcp6", "[::1]:0"},
@@ -257,7 +258,7 @@ func TestLoopbackWorksInside(t *testing.T) {
 // TestHandleConfiguresTheNamespace adds a link through Handle and checks
 // that it appears in the namespace only.
 func TestHandleConfiguresTheNamespace(t *testing.T) {
-	ns := NewT(t)
+	ns := newT(t)
 	const name = "ustk-br0"
 	if err := ns.Handle().LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
 		t.Fatal(err)
@@ -282,7 +283,7 @@ func TestHandleConfiguresTheNamespace(t *testing.T) {
 
 func TestDoPropagatesErrorPanicAndGoexit(t *testing.T) {
 	host := threadNS(t)
-	ns := NewT(t)
+	ns := newT(t)
 
 	want := errors.New("boom")
 	if err := ns.Do(func() error { return want }); err != want {
@@ -314,7 +315,7 @@ func TestDoPropagatesErrorPanicAndGoexit(t *testing.T) {
 // not reused: no thread of the process may stay outside the host namespace.
 func TestDoSwitchBackFailureDiscardsThread(t *testing.T) {
 	host := threadNS(t)
-	ns := NewT(t)
+	ns := newT(t)
 	var tid int
 	err := ns.Do(func() error {
 		tid = unix.Gettid()
@@ -360,7 +361,7 @@ func dropCap(c int) error {
 }
 
 func TestClose(t *testing.T) {
-	ns := NewT(t)
+	ns := newT(t)
 	a, err := ns.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -403,7 +404,7 @@ func TestClose(t *testing.T) {
 // TestNoDescriptorLeak creates and closes namespaces and checks that the
 // process's file descriptors come back to their count.
 func TestNoDescriptorLeak(t *testing.T) {
-	NewT(t) // warm up: the first namespace may open lazily created descriptors
+	newT(t) // warm up: the first namespace may open lazily created descriptors
 	before := countFDs(t)
 	for range 5 {
 		ns, err := New()
@@ -433,4 +434,20 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// newT is netnstest.New, which this package's own tests cannot import.
+func newT(t testing.TB) *NS {
+	t.Helper()
+	privtest.Require(t)
+	ns, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Errorf("closing namespace: %v", err)
+		}
+	})
+	return ns
 }
