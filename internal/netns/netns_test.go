@@ -1,10 +1,11 @@
-package netns
+package netns_test
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
-	"github.com/ustacknet/ustack/internal/privtest"
+	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"io"
 	"net"
 	"os"
@@ -18,6 +19,9 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
+
+// threadNSPath names the network namespace of the calling thread.
+const threadNSPath = "/proc/thread-self/ns/net"
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
@@ -77,7 +81,7 @@ func threadsOutside(t *testing.T, id string) []string {
 
 func TestNewIsPrivateAndLeavesCallerAlone(t *testing.T) {
 	host := threadNS(t)
-	ns := newT(t)
+	ns := netnstest.New(t)
 
 	inside := fileNS(t, ns.File())
 	if inside == host {
@@ -121,7 +125,7 @@ func TestNewIsPrivateAndLeavesCallerAlone(t *testing.T) {
 // namespace: that only works if they are separate, and each dial must reach
 // the listener of its own side.
 func TestListenerIsolated(t *testing.T) {
-	ns := newT(t)
+	ns := netnstest.New(t)
 
 	hostLn, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -193,7 +197,7 @@ func readLine(t *testing.T, c net.Conn) string {
 }
 
 func TestLoopbackWorksInside(t *testing.T) {
-	ns := newT(t)
+	ns := netnstest.New(t)
 	for _, tc := range []struct{ network, addr string }{
 		{"tcp4", "127.0.0.1:0"},
 		{"tcp6", "[::1]:0"},
@@ -258,7 +262,7 @@ func TestLoopbackWorksInside(t *testing.T) {
 // TestHandleConfiguresTheNamespace adds a link through Handle and checks
 // that it appears in the namespace only.
 func TestHandleConfiguresTheNamespace(t *testing.T) {
-	ns := newT(t)
+	ns := netnstest.New(t)
 	const name = "ustk-br0"
 	if err := ns.Handle().LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
 		t.Fatal(err)
@@ -283,7 +287,7 @@ func TestHandleConfiguresTheNamespace(t *testing.T) {
 
 func TestDoPropagatesErrorPanicAndGoexit(t *testing.T) {
 	host := threadNS(t)
-	ns := newT(t)
+	ns := netnstest.New(t)
 
 	want := errors.New("boom")
 	if err := ns.Do(func() error { return want }); err != want {
@@ -300,8 +304,8 @@ func TestDoPropagatesErrorPanicAndGoexit(t *testing.T) {
 		t.Errorf("Do returned after fn panicked")
 	}()
 
-	if err := ns.Do(func() error { runtime.Goexit(); return nil }); !errors.Is(err, errGoexit) {
-		t.Errorf("Do after Goexit = %v, want %v", err, errGoexit)
+	if err := ns.Do(func() error { runtime.Goexit(); return nil }); !errors.Is(err, netns.ErrGoexit) {
+		t.Errorf("Do after Goexit = %v, want %v", err, netns.ErrGoexit)
 	}
 
 	if bad := threadsOutside(t, host); len(bad) > 0 {
@@ -315,7 +319,7 @@ func TestDoPropagatesErrorPanicAndGoexit(t *testing.T) {
 // not reused: no thread of the process may stay outside the host namespace.
 func TestDoSwitchBackFailureDiscardsThread(t *testing.T) {
 	host := threadNS(t)
-	ns := newT(t)
+	ns := netnstest.New(t)
 	var tid int
 	err := ns.Do(func() error {
 		tid = unix.Gettid()
@@ -361,7 +365,7 @@ func dropCap(c int) error {
 }
 
 func TestClose(t *testing.T) {
-	ns := newT(t)
+	ns := netnstest.New(t)
 	a, err := ns.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -404,10 +408,10 @@ func TestClose(t *testing.T) {
 // TestNoDescriptorLeak creates and closes namespaces and checks that the
 // process's file descriptors come back to their count.
 func TestNoDescriptorLeak(t *testing.T) {
-	newT(t) // warm up: the first namespace may open lazily created descriptors
+	netnstest.New(t) // warm up: the first namespace may open lazily created descriptors
 	before := countFDs(t)
 	for range 5 {
-		ns, err := New()
+		ns, err := netns.New()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -434,20 +438,4 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
-}
-
-// newT is netnstest.New, which this package's own tests cannot import.
-func newT(t testing.TB) *NS {
-	t.Helper()
-	privtest.Require(t)
-	ns, err := New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Errorf("closing namespace: %v", err)
-		}
-	})
-	return ns
 }

@@ -1,0 +1,4 @@
+package netns
+
+// ErrGoexit exposes errGoexit to the external tests.
+var ErrGoexit = errGoexit
