@@ -139,16 +139,6 @@ func exitCodeOf(err error) int {
 	return -1
 }
 
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
-}
 
 // hostHTTP serves HTTP on the run namespace's loopback.
 func (r *sandboxRun) hostHTTP(body string) int {

@@ -249,14 +249,13 @@ func TestForwardSequentialPorts(t *testing.T) {
 		}
 	}()
 	defer func() { l.Close(); <-sdone }()
-	f, err := ParseForward("127.0.0.1:0:8080")
-	if err == nil {
+	if _, err := ParseForward("127.0.0.1:0:8080"); err == nil {
 		t.Fatalf("ParseForward accepted host port 0")
 	}
 	probe, _ := net.Listen("tcp4", "127.0.0.1:0")
 	hostPort := probe.Addr().(*net.TCPAddr).Port
 	probe.Close()
-	f, err = ParseForward(fmt.Sprintf("127.0.0.1:%d:8080", hostPort))
+	f, err := ParseForward(fmt.Sprintf("127.0.0.1:%d:8080", hostPort))
 	if err != nil {
 		t.Fatal(err)
 	}

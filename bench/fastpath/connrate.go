@@ -21,11 +21,10 @@ import (
 // ustack again with an 8-port ephemeral range, where ports recycle.
 func runConnRate() error {
 	type row struct {
-		name         string
-		mk           func() (*pair, error)
-		rate         float64
-		ok, failed   int64
-		baselineName string
+		name       string
+		mk         func() (*pair, error)
+		rate       float64
+		ok, failed int64
 	}
 	rows := []*row{
 		{name: "veth (kernel to kernel)", mk: func() (*pair, error) { return newVethPair(1500) }},
