@@ -139,7 +139,6 @@ func exitCodeOf(err error) int {
 	return -1
 }
 
-
 // hostHTTP serves HTTP on the run namespace's loopback.
 func (r *sandboxRun) hostHTTP(body string) int {
 	l, err := r.ns.Listen("tcp4", "127.0.0.1:0")
