@@ -21,6 +21,7 @@ import (
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/internal/privtest"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 )
 
@@ -195,7 +196,7 @@ func TestSandboxUDPAndDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveUDPEcho(t, echo)
+	testnet.ServeUDPEcho(t, echo)
 	dns, err := r.ns.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -486,7 +487,7 @@ func TestSandboxMaxFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveUDPEcho(t, echo)
+	testnet.ServeUDPEcho(t, echo)
 	// peak runs a flood of n flows against --max-flows 50 and returns how
 	// many were answered and the helper's peak RSS.
 	peak := func(n int) (int, int) {
@@ -590,24 +591,6 @@ func TestSandboxRootless(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "rootless ok") {
 		t.Fatalf("rootless sandbox: exit %d\n%s", code, out)
 	}
-}
-
-// serveUDPEcho sends every datagram pc receives back to its sender until
-// the test ends, then closes pc and waits.
-func serveUDPEcho(t *testing.T, pc net.PacketConn) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(b[:n], from)
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
 }
 
 // answerTestDNS answers A queries for svc.test with 198.18.7.7.

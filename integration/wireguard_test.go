@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/ustacknet/ustack/internal/testnet"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 )

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/packetio"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
@@ -162,17 +163,7 @@ func TestStacksOverLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	go func() {
-		b := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(b[:n], from)
-		}
-	}()
+	testnet.ServeUDPEcho(t, pc)
 	for _, dst := range []string{"198.18.20.2:9", "[fd00:20::2]:9"} {
 		c, err := p.a.Dial("udp", dst)
 		if err != nil {

@@ -283,7 +283,9 @@ func (g *Gateway) udpFlowFor(fw *forwarder, peer netip.AddrPort, from net.Addr) 
 			fw.mu.Unlock()
 			gc.Close()
 		}()
-		b := make([]byte, 65535)
+		bp := udpBufs.Get().(*[]byte)
+		defer udpBufs.Put(bp)
+		b := *bp
 		for {
 			// Idle means no datagram either way for UDPTimeout (RFC 4787
 			// REQ-6 asks at least for refresh by outbound traffic; both

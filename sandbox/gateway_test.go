@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
@@ -148,19 +149,7 @@ func TestUDPAndDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(b[:n], from)
-		}
-	}()
-	defer func() { pc.Close(); <-done }()
+	testnet.ServeUDPEcho(t, pc)
 	// A host loopback DNS server.
 	dns, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
+	"github.com/ustacknet/ustack/internal/privtest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -491,7 +492,7 @@ func TestOpenWithoutCapNetAdmin(t *testing.T) {
 			errc <- fmt.Errorf("setns: %w", err)
 			return
 		}
-		if err := dropCap(unix.CAP_NET_ADMIN); err != nil {
+		if err := privtest.DropCap(unix.CAP_NET_ADMIN); err != nil {
 			errc <- fmt.Errorf("dropping CAP_NET_ADMIN: %w", err)
 			return
 		}
@@ -507,17 +508,6 @@ func TestOpenWithoutCapNetAdmin(t *testing.T) {
 	if names := linkNames(t, ns); !slices.Equal(names, []string{"lo"}) {
 		t.Errorf("links = %v, want [lo]", names)
 	}
-}
-
-// dropCap removes capability c from the calling thread's effective set.
-func dropCap(c int) error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return err
-	}
-	data[c/32].Effective &^= 1 << (c % 32)
-	return unix.Capset(&hdr, &data[0])
 }
 
 // TestOpenWithoutTunDevice points Open at a clone device that does not

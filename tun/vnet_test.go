@@ -3,19 +3,18 @@ package tun
 import (
 	"bytes"
 	"crypto/rand"
-	"os"
-	"time"
-
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"net/netip"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // TestOffloadRefused makes TUNSETOFFLOAD fail: Open must fall back to a

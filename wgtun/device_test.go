@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"github.com/ustacknet/ustack/internal/testnet"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/wgtun"
@@ -192,17 +192,7 @@ func TestTunnelBetweenStacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	go func() {
-		b := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(b[:n], from)
-		}
-	}()
+	testnet.ServeUDPEcho(t, pc)
 	for _, dst := range []string{"198.18.30.1:9", "[fd00:30::1]:9"} {
 		c, err := tn.a.Stack().Dial("udp", dst)
 		if err != nil {

@@ -2,7 +2,6 @@ package wg
 
 import (
 	"context"
-	"github.com/ustacknet/ustack/internal/testnet"
 	"io"
 	"net"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/wgtun"

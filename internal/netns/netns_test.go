@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"github.com/ustacknet/ustack/internal/netns"
-	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"io"
 	"net"
 	"os"
@@ -15,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
+	"github.com/ustacknet/ustack/internal/privtest"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -325,7 +326,7 @@ func TestDoSwitchBackFailureDiscardsThread(t *testing.T) {
 		tid = unix.Gettid()
 		// unshare(CLONE_NEWUSER) is refused in a multithreaded process,
 		// so drop CAP_SYS_ADMIN from this thread instead: setns needs it.
-		return dropCap(unix.CAP_SYS_ADMIN)
+		return privtest.DropCap(unix.CAP_SYS_ADMIN)
 	})
 	if err == nil || !strings.Contains(err.Error(), "switching the thread back failed, discarding it") {
 		t.Fatalf("Do = %v, want the switch-back failure", err)
@@ -351,17 +352,6 @@ func TestDoSwitchBackFailureDiscardsThread(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// dropCap removes capability c from the calling thread's effective set.
-func dropCap(c int) error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return err
-	}
-	data[c/32].Effective &^= 1 << (c % 32)
-	return unix.Capset(&hdr, &data[0])
 }
 
 func TestClose(t *testing.T) {

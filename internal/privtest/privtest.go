@@ -102,3 +102,16 @@ func require(t testing.TB, f facts, mustRun bool) {
 		t.Skip(why)
 	}
 }
+
+// DropCap removes capability c from the calling thread's effective set,
+// for tests of what happens without it (lock the OS thread first, and
+// end it after: the capability does not come back).
+func DropCap(c int) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[c/32].Effective &^= 1 << (c % 32)
+	return unix.Capset(&hdr, &data[0])
+}

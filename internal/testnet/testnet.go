@@ -50,3 +50,21 @@ func Serve(tb testing.TB, l net.Listener, handle func(net.Conn)) {
 		wg.Wait()
 	})
 }
+
+// ServeUDPEcho sends every datagram pc receives back to its sender until
+// the test or benchmark ends; then it closes pc and waits.
+func ServeUDPEcho(tb testing.TB, pc net.PacketConn) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(b[:n], from)
+		}
+	}()
+	tb.Cleanup(func() { pc.Close(); <-done })
+}
