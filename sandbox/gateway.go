@@ -94,8 +94,8 @@ type Config struct {
 	// Dial opens host connections. Default: a net.Dialer without TCP
 	// keep-alives (as slirp4netns and pasta: probing is the guest's
 	// business, end to end; and Go's keep-alive set-up is four system
-	// calls per connection).
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// calls per connection). Network is "tcp" or "udp".
+	Dial func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error)
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -158,13 +158,33 @@ func (c *Config) fill() error {
 		return fmt.Errorf("sandbox: TimeWait %v: want 1ms to 10m", c.TimeWait)
 	}
 	if c.Dial == nil {
-		d := net.Dialer{KeepAlive: -1}
-		c.Dial = d.DialContext
+		c.Dial = dialHost
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// hostDialer opens the gateway's host sockets.
+var hostDialer = net.Dialer{KeepAlive: -1}
+
+// dialHost is Config.Dial's default. It dials the address as given (no
+// name resolution, no racing of address families), which saves the
+// string round trip and Go's dial bookkeeping on every flow.
+func dialHost(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
+	if network == "udp" {
+		c, err := hostDialer.DialUDP(ctx, "udp", netip.AddrPort{}, addr)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	c, err := hostDialer.DialTCP(ctx, "tcp", netip.AddrPort{}, addr)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // AddrsOf returns the addresses a Config gives the network.
@@ -429,7 +449,7 @@ func growStack(i int) byte {
 func (g *Gateway) carryTCP(r *tcp.ForwarderRequest, src, dst, to netip.AddrPort) {
 	defer g.dropFlow()
 	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
-	hc, err := g.cfg.Dial(ctx, "tcp", to.String())
+	hc, err := g.cfg.Dial(ctx, "tcp", to)
 	cancel()
 	if err != nil {
 		g.refused.Add(1)
@@ -556,7 +576,7 @@ func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
 func (g *Gateway) carryUDP(gc *stack.UDPConn, to netip.AddrPort, isDNS bool) {
 	defer gc.Close()
 	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
-	hc, err := g.cfg.Dial(ctx, "udp", to.String())
+	hc, err := g.cfg.Dial(ctx, "udp", to)
 	cancel()
 	if err != nil {
 		g.refused.Add(1)
