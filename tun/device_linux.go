@@ -11,6 +11,7 @@ import (
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -31,6 +32,9 @@ type Device struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	goneOnce sync.Once
+	gone     chan struct{} // see Gone
 
 	// LOCK ORDERING: attachMu > mu.
 
@@ -94,7 +98,7 @@ func Open(cfg Config) (*Device, error) {
 	}
 	defer h.Close()
 
-	d := &Device{name: name, mtu: c.MTU, fds: fds, offload: offload}
+	d := &Device{name: name, mtu: c.MTU, fds: fds, offload: offload, gone: make(chan struct{})}
 	if err := d.configure(h, c); err != nil {
 		closeFDs(fds) // deletes the device with its addresses and routes
 		return nil, err
@@ -255,11 +259,19 @@ func (d *Device) newEndpoint() error {
 		if err != nil {
 			return &deviceError{msg: fmt.Sprintf("link endpoint for %q: %v", d.name, err), err: err}
 		}
+		ep.onGone = d.markGone
 		d.inner = ep
 		d.link = &linkEndpoint{LinkEndpoint: ep, d: d}
 		return nil
 	}
 	ep, err := fdbased.New(&fdbased.Options{
+		// Called when a reader stops: with nil when stopped, with the
+		// read's error when the device went away.
+		ClosedFunc: func(err tcpip.Error) {
+			if err != nil {
+				d.markGone()
+			}
+		},
 		FDs:            d.fds,
 		MTU:            uint32(d.mtu),
 		EthernetHeader: false,
@@ -280,6 +292,14 @@ func (d *Device) newEndpoint() error {
 	d.link = &linkEndpoint{LinkEndpoint: ep, d: d}
 	return nil
 }
+
+// Gone is closed when the device was deleted in the kernel (ip link del)
+// while attached and open: its readers have stopped. Close does not close
+// it. (The device's descriptors keep its network namespace alive, so the
+// namespace cannot end under it.)
+func (d *Device) Gone() <-chan struct{} { return d.gone }
+
+func (d *Device) markGone() { d.goneOnce.Do(func() { close(d.gone) }) }
 
 // Name returns the interface name, such as "tun0".
 func (d *Device) Name() string { return d.name }

@@ -613,3 +613,47 @@ func TestTeardownUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestGone: deleting an attached device in the kernel (ip link del) closes
+// Gone, on both link endpoints; Close does not.
+func TestGone(t *testing.T) {
+	for _, noOffload := range []bool{false, true} {
+		t.Run(map[bool]string{false: "offload", true: "no offload"}[noOffload], func(t *testing.T) {
+			ns := netnstest.New(t)
+			d := openIn(t, ns, Config{NoOffload: noOffload, Addrs: []netip.Prefix{kernel4}, Up: true})
+			newStack(t, d.LinkEndpoint(), stack4)
+			select {
+			case <-d.Gone():
+				t.Fatal("Gone closed while the device is there")
+			case <-time.After(50 * time.Millisecond):
+			}
+			link, err := ns.Handle().LinkByName(d.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ns.Handle().LinkDel(link); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-d.Gone():
+			case <-time.After(5 * time.Second):
+				t.Fatal("Gone not closed 5 s after the device was deleted")
+			}
+		})
+	}
+	// Close alone does not close it.
+	ns := netnstest.New(t)
+	cfg := Config{Addrs: []netip.Prefix{kernel4}, Up: true, NetNS: ns.File()}
+	d, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t, d.LinkEndpoint(), stack4)
+	s.Destroy()
+	d.Close()
+	select {
+	case <-d.Gone():
+		t.Fatal("Gone closed by Close")
+	case <-time.After(50 * time.Millisecond):
+	}
+}

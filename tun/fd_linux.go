@@ -30,7 +30,7 @@ func FromFD(fd int, name string, mtu int) (*Device, error) {
 		return nil, fmt.Errorf("tun: descriptor %d: %w", fd, err)
 	}
 	unix.CloseOnExec(fd)
-	d := &Device{name: name, mtu: mtu, fds: []int{fd}, offload: hasVnetHdr(fd)}
+	d := &Device{name: name, mtu: mtu, fds: []int{fd}, offload: hasVnetHdr(fd), gone: make(chan struct{})}
 	if err := d.newEndpoint(); err != nil {
 		unix.Close(fd)
 		return nil, err

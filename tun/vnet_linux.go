@@ -100,6 +100,10 @@ type vnetEndpoint struct {
 
 	wg sync.WaitGroup // the readers
 
+	// onGone, if set, is called when a reader stops because the device
+	// went away (not when stopped).
+	onGone func()
+
 	// Packets the readers dropped (see Stats).
 	checksumErrors atomic.Uint64
 	badVnetHeaders atomic.Uint64
@@ -392,7 +396,10 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 			if errno == unix.EINTR {
 				continue
 			}
-			return // the device is gone
+			if e.onGone != nil {
+				e.onGone() // the device is gone
+			}
+			return
 		}
 		n -= vnetHdrLen
 		if n <= 0 {

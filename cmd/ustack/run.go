@@ -219,7 +219,11 @@ func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Confi
 	}
 	log.Info("ustack running", "tun", dev.Name(), "addrs", cfg.Addrs, "mtu", f.mtu, "api", f.apiPath)
 	fmt.Fprintf(c.OutOrStdout(), "ustack: serving on %s (%v); stop with SIGINT or SIGTERM\n", dev.Name(), cfg.Addrs)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-dev.Gone():
+		return fmt.Errorf("%s was deleted (ip link del); stopping", dev.Name())
+	}
 	log.Info("ustack shutting down")
 	return nil
 }
