@@ -3,8 +3,9 @@
 // namespace: it owns the stack on the sandbox's TUN device, terminates the
 // guest's TCP and UDP flows in the stack and carries them over host
 // sockets, answers DNS at the DNS address, and forwards host ports into
-// the guest. The process side (Start, in namespace_linux.go) creates the
-// namespaces, the TUN device inside them, and runs the command.
+// the guest. The process side creates the TUN device and serves it: Run
+// (run_linux.go) makes new namespaces for a command, Attach
+// (attach_linux.go) serves a namespace that already exists.
 //
 // The defaults follow slirp4netns: guest 10.0.2.100/24, gateway 10.0.2.2,
 // DNS 10.0.2.3, MTU 65520, IPv6 fd00::100/64 with gateway fd00::2 and DNS

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -52,6 +51,9 @@ type Options struct {
 
 // childConfig is what the child needs to set up its side.
 type childConfig struct {
+	// Attach: only create and send the device (Attach's helper), no
+	// command.
+	Attach  bool           `json:"attach,omitempty"`
 	IfName  string         `json:"if_name"`
 	MTU     int            `json:"mtu"`
 	Addrs   []netip.Prefix `json:"addrs"`
@@ -67,26 +69,9 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if len(o.Command) == 0 {
 		return 0, errors.New("sandbox: no command given; use: ustack sandbox [flags] -- CMD [ARGS...]")
 	}
-	if o.MTU == 0 {
-		o.MTU = DefaultMTU
-	}
-	if o.MTU < 1280 || o.MTU > 65520 {
-		return 0, fmt.Errorf("sandbox: MTU %d: want 1280-65520", o.MTU)
-	}
-	if o.IfName == "" {
-		o.IfName = DefaultIfName
-	}
-	if o.Self == "" {
-		o.Self = "/proc/self/exe"
-	}
-	addrs, err := o.Gateway.AddrsOf()
+	cc, err := o.fill()
 	if err != nil {
 		return 0, err
-	}
-	cc := childConfig{IfName: o.IfName, MTU: o.MTU, Addrs: []netip.Prefix{addrs.Guest}, Gateway: []netip.Addr{addrs.Gateway.Addr()}}
-	if addrs.Guest6.IsValid() {
-		cc.Addrs = append(cc.Addrs, addrs.Guest6)
-		cc.Gateway = append(cc.Gateway, addrs.Gateway6.Addr())
 	}
 	ccJSON, _ := json.Marshal(cc)
 
@@ -169,26 +154,12 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, err
 	}
 	defer dev.Close()
-	gcfg := o.Gateway
-	gcfg.Link = dev.LinkEndpoint()
-	gw, err := NewGateway(gcfg)
+	gw, err := o.serve(dev)
 	if err != nil {
 		kill()
 		return 0, err
 	}
 	defer gw.Close()
-	for _, f := range o.Forwards {
-		if err := gw.AddForward(f); err != nil {
-			kill()
-			return 0, err
-		}
-	}
-	if o.Ready != nil {
-		if err := o.Ready(gw, dev); err != nil {
-			kill()
-			return 0, err
-		}
-	}
 	// SIGINT or SIGTERM during the set-up (they are caught from the
 	// start, see above): the command never starts.
 	select {
@@ -332,6 +303,9 @@ func Init(args []string) int {
 		return fail("sandbox: bad settings from the parent: %v", err)
 	}
 	os.Unsetenv(initEnv)
+	if cc.Attach {
+		return initAttach(sock, cc)
+	}
 	if len(args) == 0 {
 		return fail("sandbox: no command")
 	}
@@ -355,27 +329,12 @@ func Init(args []string) int {
 	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: true})
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) && os.Getuid() == 0 && isUserNS() {
-			fi, _ := os.Stat("/dev/net/tun")
-			mode := "unknown"
-			if fi != nil {
-				mode = fmt.Sprintf("%04o", fi.Mode().Perm())
-			}
-			return fail("sandbox: rootless mode needs /dev/net/tun to be usable by your user (the usual mode is 0666; here it is %s): %v", mode, err)
+			return fail("sandbox: rootless mode needs /dev/net/tun to be usable by your user (the usual mode is 0666; here it is %s): %v", tunMode(), err)
 		}
 		return fail("sandbox: creating the sandbox's interface: %v", err)
 	}
-	link, err := h.LinkByName(dev.Name())
-	if err != nil {
-		return fail("sandbox: %v", err)
-	}
-	for _, gw := range cc.Gateway {
-		dst := &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
-		if gw.Is6() {
-			dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
-		}
-		if err := h.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw.AsSlice()}); err != nil {
-			return fail("sandbox: default route via %s: %v", gw, err)
-		}
+	if err := addDefaultRoutes(h, dev.Name(), cc.Gateway); err != nil {
+		return fail("%v", err)
 	}
 	h.Close()
 	f, err := dev.DupFile()
@@ -399,6 +358,50 @@ func Init(args []string) int {
 		return 127
 	}
 	return initLoop(path, args)
+}
+
+// initAttach is Attach's helper, run by nsenter inside the target's user
+// and network namespaces: it creates and configures the device, sends it
+// and exits.
+func initAttach(sock *os.File, cc childConfig) int {
+	fail := func(format string, a ...any) int {
+		sock.Write(append([]byte{'E'}, fmt.Sprintf(format, a...)...))
+		return 1
+	}
+	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: true})
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return fail("sandbox: attaching without root needs /dev/net/tun to be usable by your user (the usual mode is 0666; here it is %s): %v", tunMode(), err)
+		}
+		return fail("sandbox: creating the interface: %v", err)
+	}
+	defer dev.Close()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fail("sandbox: netlink: %v", err)
+	}
+	err = addDefaultRoutes(h, dev.Name(), cc.Gateway)
+	h.Close()
+	if err != nil {
+		return fail("%v", err)
+	}
+	f, err := dev.DupFile()
+	if err != nil {
+		return fail("sandbox: %v", err)
+	}
+	defer f.Close()
+	if err := unix.Sendmsg(int(sock.Fd()), append([]byte{'T'}, dev.Name()...), unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		return fail("sandbox: sending the interface: %v", err)
+	}
+	return 0
+}
+
+func tunMode() string {
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%04o", fi.Mode().Perm())
 }
 
 // initLoop is PID 1 of the sandbox's PID namespace: it runs the command,

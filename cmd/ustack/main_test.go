@@ -79,6 +79,15 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"sandbox too many procs", []string{"sandbox", "--procs", "5000", "--", "true"}, `"--procs" flag`},
 		{"run bad metrics", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--metrics", "localhost:9109"}, `"--metrics" flag: want IP:PORT`},
 		{"sandbox bad metrics", []string{"sandbox", "--metrics", "9109", "--", "true"}, `"--metrics" flag: want IP:PORT`},
+		{"sandbox netns and command", []string{"sandbox", "--netns", "1", "--", "true"}, "give no command with it"},
+		{"sandbox no command no netns", []string{"sandbox"}, "--netns PID|PATH"},
+		{"sandbox netns pid 0", []string{"sandbox", "--netns", "0"}, `"--netns" flag: want a PID from 1 to 4194304 or a path`},
+		{"sandbox netns huge pid", []string{"sandbox", "--netns", "99999999999"}, `"--netns" flag: want a PID from 1 to 4194304`},
+		{"sandbox userns alone", []string{"sandbox", "--userns", "/proc/1/ns/user", "--", "true"}, "--userns goes with --netns"},
+		{"sandbox closed ready-fd", []string{"sandbox", "--ready-fd", "987", "--", "true"}, `"--ready-fd" flag: not an open descriptor`},
+		{"sandbox negative exit-fd", []string{"sandbox", "--exit-fd", "-5", "--", "true"}, `"--exit-fd" flag: want an open descriptor`},
+		{"sandbox same control fds", []string{"sandbox", "--ready-fd", "2", "--exit-fd", "2", "--", "true"}, "want two descriptors"},
+		{"sandbox bad if-name", []string{"sandbox", "--if-name", "a/b", "--", "true"}, `"--if-name" flag: want an interface name`},
 		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},
 	}
 	for _, tc := range tests {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +17,7 @@ import (
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/sandbox"
 	"github.com/ustacknet/ustack/tun"
+	"golang.org/x/sys/unix"
 )
 
 // sandboxInit runs the child side of a sandbox if this process is one. It
@@ -50,12 +53,16 @@ type sandboxFlags struct {
 	level         logLevel
 	procs         int
 	metrics       string
+	netns, userns string
+	ifName        string
+	readyFD       int
+	exitFD        int
 }
 
 func newSandboxCmd() *cobra.Command {
 	f := sandboxFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA}
 	c := &cobra.Command{
-		Use:   "sandbox [flags] -- CMD [ARGS...]",
+		Use:   "sandbox [flags] (-- CMD [ARGS...] | --netns PID|PATH)",
 		Short: "Run a command in its own network namespace, networked by the user-space stack",
 		Long: `sandbox runs CMD in a new network namespace (and a new user namespace when
 not run as root) whose only network is a TUN device served by ustack, as
@@ -68,13 +75,29 @@ Unlike slirp4netns, the host's loopback is closed unless --allow-host-loopback
 is given; then the gateway address reaches the host's 127.0.0.1 (and ::1).
 
 The exit code is CMD's (128+N if a signal N killed it). SIGINT and SIGTERM
-are passed to CMD.`,
+are passed to CMD.
+
+With --netns instead of a command, ustack serves an existing network
+namespace, as slirp4netns and pasta do for rootless container engines: that
+of a process (a PID, and ustack exits when the process does) or one at a
+path (/run/netns/NAME, a bind mount). It creates --if-name there with the
+guest's addresses and default routes, and deletes it on exit (SIGINT,
+SIGTERM, --exit-fd, or the process's end). As a normal user it joins the
+user namespace that owns the network namespace (or --userns) through
+nsenter(1) to create the device.`,
 		Example: `  ustack sandbox -- curl http://example.com/
   ustack sandbox -p 8080:80 --tcp-range 45000-45004 -- python3 -m http.server 80
-  ustack sandbox --allow-host-loopback --deny 10.0.0.0/8 -- sh`,
+  ustack sandbox --allow-host-loopback --deny 10.0.0.0/8 -- sh
+  unshare --user --map-root-user --net sleep infinity & ustack sandbox --netns $!`,
 		Args: func(c *cobra.Command, args []string) error {
+			if f.netns != "" {
+				if len(args) != 0 {
+					return usageError{errors.New("--netns serves an existing namespace: give no command with it")}
+				}
+				return nil
+			}
 			if c.ArgsLenAtDash() != 0 || len(args) == 0 {
-				return usageError{errors.New("give the command after --, as in: ustack sandbox [flags] -- CMD [ARGS...]")}
+				return usageError{errors.New("give the command after --, as in: ustack sandbox [flags] -- CMD [ARGS...], or a namespace to serve with --netns PID|PATH")}
 			}
 			return nil
 		},
@@ -82,6 +105,26 @@ are passed to CMD.`,
 			o, err := f.options(args)
 			if err != nil {
 				return usageError{err}
+			}
+			target, err := f.target()
+			if err != nil {
+				return usageError{err}
+			}
+			ready, stop, err := f.controlFDs()
+			if err != nil {
+				return usageError{err}
+			}
+			ctx := c.Context()
+			if stop != nil {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer cancel()
+				go func() {
+					// Any byte, the end of the stream or an error: stop.
+					stop.Read(make([]byte, 1))
+					cancel()
+				}()
+				defer stop.Close()
 			}
 			// An explicit GOMAXPROCS in the environment wins over the
 			// flag's default, not over the flag itself.
@@ -111,13 +154,33 @@ are passed to CMD.`,
 				handleMetrics(srv, msrc)
 				return nil
 			}
+			if ready != nil {
+				inner := o.Ready
+				o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
+					if err := inner(gw, dev); err != nil {
+						return err
+					}
+					// As slirp4netns: "1" once the network is up.
+					_, err := ready.Write([]byte("1"))
+					ready.Close()
+					if err != nil {
+						return fmt.Errorf("--ready-fd %d: %w", f.readyFD, err)
+					}
+					return nil
+				}
+			}
 			defer func() {
 				if srv != nil {
 					srv.Close()
 				}
 				ms.Close()
 			}()
-			code, err := sandbox.Run(c.Context(), o)
+			var code int
+			if target != nil {
+				code, err = sandbox.Attach(ctx, o, *target)
+			} else {
+				code, err = sandbox.Run(ctx, o)
+			}
 			if srv != nil {
 				srv.Close()
 			}
@@ -153,6 +216,11 @@ are passed to CMD.`,
 	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards, stats, /metrics) on this unix socket")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics on the host, e.g. 127.0.0.1:9109")
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
+	fl.StringVar(&f.netns, "netns", "", "serve this existing network namespace instead of running a command: a PID or a path such as /run/netns/NAME")
+	fl.StringVar(&f.userns, "userns", "", "with --netns as a normal user: the user namespace to join to create the device (default: the one owning the network namespace)")
+	fl.StringVar(&f.ifName, "if-name", sandbox.DefaultIfName, "name of the sandbox's interface")
+	fl.IntVar(&f.readyFD, "ready-fd", -1, "write \"1\" to this descriptor once the network is up, and close it")
+	fl.IntVar(&f.exitFD, "exit-fd", -1, "stop when this descriptor is readable or closed (with a command: SIGTERM to it)")
 	fl.IntVar(&f.procs, "procs", 1, "CPUs the gateway runs Go code on at once (GOMAXPROCS); 0: one per CPU, Go's default. One, as slirp4netns and pasta, gives the lowest latency (see docs/BENCHMARKS.md); more helps several bulk uploads at once")
 	return c
 }
@@ -165,6 +233,62 @@ const maxProcs = 1024
 type exitStatus int
 
 func (e exitStatus) Error() string { return fmt.Sprintf("command exited with status %d", int(e)) }
+
+// target returns the namespace --netns names, or nil for a command.
+func (f *sandboxFlags) target() (*sandbox.Target, error) {
+	if f.netns == "" {
+		if f.userns != "" {
+			return nil, errors.New("--userns goes with --netns")
+		}
+		return nil, nil
+	}
+	t := &sandbox.Target{UserNS: f.userns}
+	if pid, err := strconv.ParseInt(f.netns, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		if err != nil || pid < 1 || pid > maxPID {
+			return nil, fmt.Errorf("invalid argument %q for \"--netns\" flag: want a PID from 1 to %d or a path", f.netns, maxPID)
+		}
+		t.PID = int(pid)
+	} else {
+		t.NetNS = f.netns
+	}
+	return t, nil
+}
+
+// maxPID is Linux's PID_MAX_LIMIT, the most kernel.pid_max allows.
+const maxPID = 1 << 22
+
+// controlFDs opens --ready-fd and --exit-fd, after checking both.
+func (f *sandboxFlags) controlFDs() (ready, exit *os.File, err error) {
+	check := func(flag string, fd int) error {
+		if fd == -1 {
+			return nil
+		}
+		if fd < 0 {
+			return fmt.Errorf("invalid argument %d for \"--%s\" flag: want an open descriptor (0 or more)", fd, flag)
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return fmt.Errorf("invalid argument %d for \"--%s\" flag: not an open descriptor (%v)", fd, flag, err)
+		}
+		return nil
+	}
+	if err := check("ready-fd", f.readyFD); err != nil {
+		return nil, nil, err
+	}
+	if err := check("exit-fd", f.exitFD); err != nil {
+		return nil, nil, err
+	}
+	if f.readyFD >= 0 && f.readyFD == f.exitFD {
+		return nil, nil, fmt.Errorf("--ready-fd and --exit-fd are both %d: want two descriptors", f.readyFD)
+	}
+	open := func(fd int, name string) *os.File {
+		if fd < 0 {
+			return nil
+		}
+		unix.CloseOnExec(fd) // not inherited by the sandboxed command
+		return os.NewFile(uintptr(fd), name)
+	}
+	return open(f.readyFD, "ready-fd"), open(f.exitFD, "exit-fd"), nil
+}
 
 func parsePrefixList(flag string, vals []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
@@ -234,8 +358,12 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 		}
 		o.Forwards = append(o.Forwards, fw)
 	}
+	if err := (tun.Config{Name: f.ifName}).Validate(); err != nil {
+		return o, fmt.Errorf("invalid argument %q for \"--if-name\" flag: want an interface name of at most 15 bytes without '/', ':' or white space (%v)", f.ifName, err)
+	}
 	o.Command = args
 	o.MTU = f.mtu
+	o.IfName = f.ifName
 	o.Gateway = sandbox.Config{
 		CIDR:        cidr,
 		CIDR6:       cidr6,

@@ -1,0 +1,392 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// nsHolder starts `sleep 120` in a network namespace of its own (made by
+// argv's unshare, or by clone when argv is nil), inside the run's
+// namespace, and returns its PID once the process is in the new namespace.
+func (r *sandboxRun) nsHolder(cred *syscall.Credential, argv ...string) int {
+	r.t.Helper()
+	var cmd *exec.Cmd
+	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
+	if len(argv) == 0 {
+		cmd = exec.Command("sleep", "120")
+		attr.Cloneflags = syscall.CLONE_NEWNET
+	} else {
+		cmd = exec.Command(argv[0], append(argv[1:], "sleep", "120")...)
+	}
+	cmd.SysProcAttr = attr
+	cmd.Dir = "/"
+	if err := r.ns.Do(cmd.Start); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	own, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", os.Getpid()))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if strings.TrimSpace(string(comm)) == "sleep" && ns != "" && ns != own {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("namespace holder %d never reached sleep in a namespace of its own (comm %q)", pid, comm)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// inNS runs fn on a thread inside the network namespace at path.
+func inNS(t *testing.T, path string, fn func() error) error {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return netns.DoIn(f, fn)
+}
+
+// httpGetIn fetches url's body over plain HTTP/1.0 from inside the
+// namespace at path.
+func httpGetIn(t *testing.T, path, addr string) (string, error) {
+	t.Helper()
+	var c net.Conn
+	if err := inNS(t, path, func() (err error) {
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// startAttach starts `ustack sandbox FLAGS` as the given user (nil: root)
+// with a ready pipe on descriptor 3 and an exit pipe on 4, and waits for
+// "1" on the ready pipe. Closing the returned exit writer stops it.
+func (r *sandboxRun) startAttach(cred *syscall.Credential, flags ...string) (exitW *os.File, out *bytes.Buffer, done chan error) {
+	r.t.Helper()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	exitR, exitW, err := os.Pipe()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	args := append([]string{"sandbox", "--ready-fd", "3", "--exit-fd", "4"}, flags...)
+	cmd := exec.Command(r.bin, args...)
+	out = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = []*os.File{readyW, exitR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
+	cmd.Dir = "/"
+	if err := r.ns.Do(cmd.Start); err != nil {
+		r.t.Fatal(err)
+	}
+	readyW.Close()
+	exitR.Close()
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	r.t.Cleanup(func() {
+		exitW.Close()
+		cmd.Process.Kill()
+		err := <-done
+		done <- err
+	})
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(readyR)
+		readyR.Close()
+		got <- string(b)
+	}()
+	select {
+	case s := <-got:
+		if s != "1" {
+			err := <-done
+			done <- err
+			r.t.Fatalf("ready-fd gave %q, not \"1\" (exit %v)\n%s", s, err, out)
+		}
+	case <-time.After(30 * time.Second):
+		r.t.Fatalf("no readiness in 30 s\n%s", out)
+	}
+	return exitW, out, done
+}
+
+// waitExit waits (bounded) for an attached ustack to exit and checks its
+// exit code.
+func waitExit(t *testing.T, done chan error, out *bytes.Buffer, want int, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		done <- err
+		if c := exitCodeOf(err); c != want {
+			t.Fatalf("%s: exit %d, want %d\n%s", what, c, want, out)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s: ustack did not exit\n%s", what, out)
+	}
+}
+
+// linkIn reports whether the namespace at path has an interface name.
+func linkIn(t *testing.T, path, name string) bool {
+	t.Helper()
+	var found bool
+	err := inNS(t, path, func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		_, err = h.LinkByName(name)
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+// Attach mode as root: ustack serves a namespace made by someone else,
+// given by PID (and exits with that process) or by path (and exits on
+// --exit-fd), with the guest's addresses, default routes, outbound TCP
+// and a -p forward; the device goes away with ustack and the namespace
+// stays as it was.
+func TestSandboxAttach(t *testing.T) {
+	r := newSandboxRun(t)
+	port := r.hostHTTP("attached ok")
+
+	// By PID, with a forward into the guest.
+	pid := r.nsHolder(nil)
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
+	var gl net.Listener
+	if err := inNS(t, nsPath, func() (err error) {
+		gl, err = net.Listen("tcp4", "0.0.0.0:8080")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer gl.Close()
+	go func() {
+		for {
+			c, err := gl.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "guest saw %s\n", c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	hostPort := freePort(t, r.ns)
+	_, out, done := r.startAttach(nil, "--netns", strconv.Itoa(pid), "--allow-host-loopback", "-p", fmt.Sprintf("%d:8080", hostPort), "--tcp-range", "45000-45004")
+	if !linkIn(t, nsPath, "ustack0") {
+		t.Fatalf("no ustack0 in the target namespace\n%s", out)
+	}
+	var addrs []string
+	var routes []string
+	inNS(t, nsPath, func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		l, err := h.LinkByName("ustack0")
+		if err != nil {
+			return err
+		}
+		as, _ := h.AddrList(l, netlink.FAMILY_ALL)
+		for _, a := range as {
+			addrs = append(addrs, a.IPNet.String())
+		}
+		rs, _ := h.RouteList(l, netlink.FAMILY_ALL)
+		for _, rt := range rs {
+			if rt.Dst == nil || rt.Dst.IP.IsUnspecified() {
+				routes = append(routes, rt.Gw.String())
+			}
+		}
+		return nil
+	})
+	if !contains(addrs, "10.0.2.100/24") || !contains(addrs, "fd00::100/64") {
+		t.Errorf("guest addresses %v, want 10.0.2.100/24 and fd00::100/64", addrs)
+	}
+	if !contains(routes, "10.0.2.2") || !contains(routes, "fd00::2") {
+		t.Errorf("default routes via %v, want 10.0.2.2 and fd00::2", routes)
+	}
+	body, err := httpGetIn(t, nsPath, fmt.Sprintf("10.0.2.2:%d", port))
+	if err != nil || !strings.Contains(body, "attached ok") {
+		t.Fatalf("guest → host loopback: %q, %v\n%s", body, err, out)
+	}
+	var fwd net.Conn
+	if err := r.ns.Do(func() (err error) {
+		fwd, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", hostPort), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("-p forward: %v\n%s", err, out)
+	}
+	fwd.SetDeadline(time.Now().Add(10 * time.Second))
+	b, _ := io.ReadAll(fwd)
+	fwd.Close()
+	if got := string(b); got != "guest saw 10.0.2.2:45000\n" {
+		t.Errorf("-p forward: the guest saw %q, want the gateway from port 45000", got)
+	}
+	// The process ends: so does ustack, cleanly.
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitExit(t, done, out, 0, "after the namespace's process exited")
+
+	// By path, stopped through --exit-fd: the device goes, the namespace
+	// (held by its process) stays.
+	pid = r.nsHolder(nil)
+	nsPath = fmt.Sprintf("/proc/%d/ns/net", pid)
+	exitW, out, done := r.startAttach(nil, "--netns", nsPath, "--if-name", "guest9")
+	if !linkIn(t, nsPath, "guest9") {
+		t.Fatalf("no guest9 in the target namespace\n%s", out)
+	}
+	exitW.Close()
+	waitExit(t, done, out, 0, "after --exit-fd closed")
+	if linkIn(t, nsPath, "guest9") {
+		t.Errorf("the device outlived ustack in the target namespace")
+	}
+
+	// A second ustack on a namespace that already has a default route is
+	// refused with a clear error, and leaves nothing behind; the first
+	// stops with an error when its device is deleted.
+	pid = r.nsHolder(nil)
+	nsPath = fmt.Sprintf("/proc/%d/ns/net", pid)
+	exit1, out1, done1 := r.startAttach(nil, "--netns", nsPath)
+	cmd := exec.Command(r.bin, "sandbox", "--netns", nsPath, "--if-name", "second0")
+	var out2 bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out2, &out2
+	if err := r.ns.Do(cmd.Run); exitCodeOf(err) != 1 || !strings.Contains(out2.String(), "already has a default route") {
+		t.Errorf("second attach: %v, want exit 1 naming the default route\n%s", err, out2.String())
+	}
+	if linkIn(t, nsPath, "second0") {
+		t.Errorf("the refused attach left its device behind")
+	}
+	// Someone deletes the device: ustack stops with an error.
+	if err := inNS(t, nsPath, func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		l, err := h.LinkByName("ustack0")
+		if err != nil {
+			return err
+		}
+		return h.LinkDel(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, done1, out1, 1, "after its device was deleted")
+	if !strings.Contains(out1.String(), "ustack0 was deleted") {
+		t.Errorf("no error naming the deleted device:\n%s", out1)
+	}
+	exit1.Close()
+}
+
+// Attach errors: not a namespace, ustack's own namespace, no such process.
+func TestSandboxAttachErrors(t *testing.T) {
+	r := newSandboxRun(t)
+	cases := []struct{ arg, want string }{
+		{"/etc/hostname", "is not a network namespace"},
+		{"/proc/self/ns/uts", "is not a network namespace"},
+		{"/proc/self/ns/net", "ustack's own network namespace"},
+		{"/no/such/file", "no such file"},
+		{"4194304", "no such process"},
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(r.bin, "sandbox", "--netns", tc.arg)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := r.ns.Do(cmd.Run)
+		if exitCodeOf(err) != 1 || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("--netns %s: %v, want exit 1 and %q\n%s", tc.arg, err, tc.want, out.String())
+		}
+	}
+}
+
+// Attach mode as a normal user, as rootless container engines use
+// slirp4netns: the user's own user+network namespace, joined through
+// nsenter to create the device.
+func TestSandboxAttachRootless(t *testing.T) {
+	r := newSandboxRun(t)
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Fatalf("nsenter (util-linux) is needed: %v", err)
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Fatalf("unshare (util-linux) is needed: %v", err)
+	}
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
+		if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	port := r.hostHTTP("rootless attach ok")
+	pid := r.nsHolder(nobody, "unshare", "--user", "--map-root-user", "--net")
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
+	_, out, done := r.startAttach(nobody, "--netns", strconv.Itoa(pid), "--allow-host-loopback")
+	body, err := httpGetIn(t, nsPath, fmt.Sprintf("10.0.2.2:%d", port))
+	if err != nil || !strings.Contains(body, "rootless attach ok") {
+		t.Fatalf("guest → host loopback: %q, %v\n%s", body, err, out)
+	}
+	if uid, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); !strings.Contains(string(uid), "Uid:\t65534") {
+		t.Fatalf("the namespace's process does not run as nobody")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitExit(t, done, out, 0, "after the namespace's process exited")
+
+	// A namespace the user does not own: a clear error.
+	rootPID := r.nsHolder(nil)
+	cmd := exec.Command(r.bin, "sandbox", "--netns", strconv.Itoa(rootPID))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	cmd.Dir = "/"
+	var o bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &o
+	if err := r.ns.Do(cmd.Run); exitCodeOf(err) != 1 || !strings.Contains(o.String(), "namespaces of its own processes") {
+		t.Errorf("root's namespace as nobody: %v, want exit 1 explaining\n%s", err, o.String())
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
