@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ustacknet/ustack/sandbox"
+
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 )
@@ -103,5 +105,35 @@ func TestBadFlagsExit2(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestSandboxTarget(t *testing.T) {
+	tests := []struct {
+		netns string
+		want  sandbox.Target
+	}{
+		{"", sandbox.Target{}},
+		{"4242", sandbox.Target{PID: 4242}},
+		{"blue", sandbox.Target{NetNS: "/run/netns/blue"}},
+		{"/var/run/netns/blue", sandbox.Target{NetNS: "/var/run/netns/blue"}},
+		{"./ns", sandbox.Target{NetNS: "./ns"}},
+	}
+	for _, tc := range tests {
+		f := sandboxFlags{netns: tc.netns}
+		got, err := f.target()
+		if err != nil {
+			t.Errorf("--netns %q: %v", tc.netns, err)
+			continue
+		}
+		if tc.netns == "" {
+			if got != nil {
+				t.Errorf("no --netns: target %+v, want none", *got)
+			}
+			continue
+		}
+		if got == nil || *got != tc.want {
+			t.Errorf("--netns %q: target %+v, want %+v", tc.netns, got, tc.want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,7 +63,7 @@ type sandboxFlags struct {
 func newSandboxCmd() *cobra.Command {
 	f := sandboxFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA}
 	c := &cobra.Command{
-		Use:   "sandbox [flags] (-- CMD [ARGS...] | --netns PID|PATH)",
+		Use:   "sandbox [flags] (-- CMD [ARGS...] | --netns PID|PATH|NAME)",
 		Short: "Run a command in its own network namespace, networked by the user-space stack",
 		Long: `sandbox runs CMD in a new network namespace (and a new user namespace when
 not run as root) whose only network is a TUN device served by ustack, as
@@ -79,12 +80,12 @@ are passed to CMD.
 
 With --netns instead of a command, ustack serves an existing network
 namespace, as slirp4netns and pasta do for rootless container engines: that
-of a process (a PID, and ustack exits when the process does) or one at a
-path (/run/netns/NAME, a bind mount). It creates --if-name there with the
-guest's addresses and default routes, and deletes it on exit (SIGINT,
-SIGTERM, --exit-fd, or the process's end). As a normal user it joins the
-user namespace that owns the network namespace (or --userns) through
-nsenter(1) to create the device.`,
+of a process (a PID, and ustack exits when the process does), one at a
+path (a bind mount), or one named by ip netns (NAME: /run/netns/NAME). It
+creates --if-name there with the guest's addresses and default routes, and
+deletes it on exit (SIGINT, SIGTERM, --exit-fd, or the process's end). As a
+normal user it joins the user namespace that owns the network namespace (or
+--userns) through nsenter(1) to create the device.`,
 		Example: `  ustack sandbox -- curl http://example.com/
   ustack sandbox -p 8080:80 --tcp-range 45000-45004 -- python3 -m http.server 80
   ustack sandbox --allow-host-loopback --deny 10.0.0.0/8 -- sh
@@ -216,7 +217,7 @@ nsenter(1) to create the device.`,
 	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards, stats, /metrics) on this unix socket")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics on the host, e.g. 127.0.0.1:9109")
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
-	fl.StringVar(&f.netns, "netns", "", "serve this existing network namespace instead of running a command: a PID or a path such as /run/netns/NAME")
+	fl.StringVar(&f.netns, "netns", "", "serve this existing network namespace instead of running a command: a PID, a path, or a name from ip netns (/run/netns/NAME)")
 	fl.StringVar(&f.userns, "userns", "", "with --netns as a normal user: the user namespace to join to create the device (default: the one owning the network namespace)")
 	fl.StringVar(&f.ifName, "if-name", sandbox.DefaultIfName, "name of the sandbox's interface")
 	fl.IntVar(&f.readyFD, "ready-fd", -1, "write \"1\" to this descriptor once the network is up, and close it")
@@ -248,6 +249,9 @@ func (f *sandboxFlags) target() (*sandbox.Target, error) {
 			return nil, fmt.Errorf("invalid argument %q for \"--netns\" flag: want a PID from 1 to %d or a path", f.netns, maxPID)
 		}
 		t.PID = int(pid)
+	} else if !strings.Contains(f.netns, "/") {
+		// A name, as ip netns makes them.
+		t.NetNS = "/run/netns/" + f.netns
 	} else {
 		t.NetNS = f.netns
 	}
