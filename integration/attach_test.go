@@ -390,3 +390,49 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// --outbound-addr: the host sockets carrying the guest's flows come from
+// that address (a second address of the host), not the one the kernel
+// would pick.
+func TestSandboxOutboundAddr(t *testing.T) {
+	r := newSandboxRun(t)
+	lo, err := r.ns.Handle().LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"198.18.50.1/32", "198.18.51.1/32"} {
+		addr, _ := netlink.ParseAddr(a)
+		if err := r.ns.Handle().AddrAdd(lo, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := r.ns.Listen("tcp4", "198.18.50.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			ap := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			fmt.Fprintf(c, "HTTP/1.0 200 OK\r\n\r\nfrom %s\n", ap.Addr())
+			c.Close()
+		}
+	}()
+	url := fmt.Sprintf("http://%s/", l.Addr())
+	code, out := r.run([]string{"--outbound-addr", "198.18.51.1"}, "curl", "-sS", "--max-time", "10", url)
+	if code != 0 || !strings.Contains(out, "from 198.18.51.1") {
+		t.Fatalf("--outbound-addr 198.18.51.1: exit %d, want the server to see 198.18.51.1\n%s", code, out)
+	}
+	code, out = r.run(nil, "curl", "-sS", "--max-time", "10", url)
+	if code != 0 || !strings.Contains(out, "from 198.18.50.1") {
+		t.Fatalf("without --outbound-addr: exit %d, want the kernel's choice 198.18.50.1\n%s", code, out)
+	}
+	code, out = r.run([]string{"--outbound-addr", "198.18.52.1"}, "true")
+	if code != 1 || !strings.Contains(out, "198.18.52.1 is not usable as a source address") {
+		t.Fatalf("--outbound-addr not of this host: exit %d, want 1 and an error naming it\n%s", code, out)
+	}
+}

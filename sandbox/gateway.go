@@ -30,6 +30,7 @@ import (
 
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
@@ -76,6 +77,12 @@ type Config struct {
 	// DNSUpstream are the servers DNS queries to the DNS address go to.
 	// Default: the nameservers in /etc/resolv.conf.
 	DNSUpstream []netip.AddrPort
+	// OutboundAddrs are source addresses for the host sockets that carry
+	// the guest's flows, at most one IPv4 and one IPv6 (slirp4netns's
+	// --outbound-addr, pasta's --outbound), for a host with several
+	// addresses. Each must be an address of the host. Flows to the host's
+	// loopback are not bound. Default: the kernel chooses.
+	OutboundAddrs []netip.Addr
 	// UDPTimeout closes a UDP flow idle this long. Default 120 s.
 	UDPTimeout time.Duration
 	// MaxFlows caps live guest flows (TCP and UDP together, outbound and
@@ -158,8 +165,28 @@ func (c *Config) fill() error {
 	if c.TimeWait < time.Millisecond || c.TimeWait > 10*time.Minute {
 		return fmt.Errorf("sandbox: TimeWait %v: want 1ms to 10m", c.TimeWait)
 	}
+	var out4, out6 netip.Addr
+	for _, a := range c.OutboundAddrs {
+		a = a.Unmap()
+		switch {
+		case !a.IsValid() || a.IsUnspecified() || a.IsMulticast():
+			return fmt.Errorf("sandbox: OutboundAddrs: %v: want a unicast address of the host", a)
+		case a.Is4() && out4.IsValid(), a.Is6() && out6.IsValid():
+			return fmt.Errorf("sandbox: OutboundAddrs: %v: want at most one IPv4 and one IPv6 address", a)
+		case a.Is4():
+			out4 = a
+		default:
+			out6 = a
+		}
+		// Bindable, or not an address of this host.
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		if err != nil {
+			return fmt.Errorf("sandbox: OutboundAddrs: %v is not usable as a source address here: %w", a, err)
+		}
+		pc.Close()
+	}
 	if c.Dial == nil {
-		c.Dial = dialHost
+		c.Dial = hostDialer{out4: out4, out6: out6}.dial
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -167,25 +194,48 @@ func (c *Config) fill() error {
 	return nil
 }
 
-// hostDialer opens the gateway's host sockets.
-var hostDialer = net.Dialer{KeepAlive: -1}
+// hostDialer opens the gateway's host sockets, from the outbound
+// addresses if set.
+type hostDialer struct{ out4, out6 netip.Addr }
 
-// dialHost is Config.Dial's default. It dials the address as given (no
-// name resolution, no racing of address families), which saves the
-// string round trip and Go's dial bookkeeping on every flow.
-func dialHost(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
-	if network == "udp" {
-		c, err := hostDialer.DialUDP(ctx, "udp", netip.AddrPort{}, addr)
-		if err != nil {
-			return nil, err
+var (
+	netDialer = net.Dialer{KeepAlive: -1}
+	// boundDialer binds the source address but leaves the port to
+	// connect (IP_BIND_ADDRESS_NO_PORT), so that a bound source does not
+	// reserve a port for every destination at once.
+	boundDialer = net.Dialer{KeepAlive: -1, Control: func(network, address string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			if strings.HasPrefix(network, "tcp") {
+				// Best effort: without it the bind picks the port.
+				unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+			}
+		})
+	}}
+)
+
+// dial is Config.Dial's default.
+func (d hostDialer) dial(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
+	var local netip.Addr
+	if a := addr.Addr().Unmap(); !a.IsLoopback() {
+		if a.Is4() {
+			local = d.out4
+		} else {
+			local = d.out6
 		}
-		return c, nil
 	}
-	c, err := hostDialer.DialTCP(ctx, "tcp", netip.AddrPort{}, addr)
-	if err != nil {
-		return nil, err
+	if !local.IsValid() {
+		// Not Dialer.DialTCP/DialUDP: they always bind, to the wildcard
+		// address when given none, which for TCP picks the port at bind
+		// time, unique across all destinations.
+		return netDialer.DialContext(ctx, network, addr.String())
 	}
-	return c, nil
+	dd := boundDialer
+	if network == "udp" {
+		dd.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	} else {
+		dd.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	}
+	return dd.DialContext(ctx, network, addr.String())
 }
 
 // AddrsOf returns the addresses a Config gives the network.

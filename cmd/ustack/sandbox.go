@@ -55,6 +55,7 @@ type sandboxFlags struct {
 	procs         int
 	metrics       string
 	netns, userns string
+	outbound      []string
 	ifName        string
 	readyFD       int
 	exitFD        int
@@ -211,6 +212,7 @@ normal user it joins the user namespace that owns the network namespace (or
 	fl.BoolVar(&f.allowLoopback, "allow-host-loopback", false, "let the gateway address reach the host's loopback")
 	fl.StringArrayVar(&f.allow, "allow", nil, "only let the sandbox reach this prefix (repeatable)")
 	fl.StringArrayVar(&f.deny, "deny", nil, "never let the sandbox reach this prefix (repeatable; wins over --allow)")
+	fl.StringArrayVar(&f.outbound, "outbound-addr", nil, "source address of the host sockets that carry the sandbox's flows, one IPv4 and/or one IPv6 (repeatable; as slirp4netns's --outbound-addr)")
 	fl.StringVar(&f.dnsUpstream, "dns-upstream", "", "where DNS queries to 10.0.2.3 go, ADDR:PORT (default: nameservers of /etc/resolv.conf)")
 	fl.DurationVar(&f.udpTimeout, "udp-timeout", sandbox.DefaultUDPTimeout, "close a UDP flow idle this long")
 	fl.IntVar(&f.maxFlows, "max-flows", sandbox.DefaultMaxFlows, "most flows open at once; more are refused")
@@ -349,6 +351,19 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 		}
 		upstream = []netip.AddrPort{ap}
 	}
+	var outbound []netip.Addr
+	for _, v := range f.outbound {
+		a, err := netip.ParseAddr(v)
+		if err != nil || a.Zone() != "" {
+			return o, fmt.Errorf("invalid argument %q for \"--outbound-addr\" flag: want an IPv4 or IPv6 address of this host", v)
+		}
+		for _, b := range outbound {
+			if b.Unmap().Is4() == a.Unmap().Is4() {
+				return o, fmt.Errorf("invalid argument %q for \"--outbound-addr\" flag: %s is already the outbound address of its family; give at most one IPv4 and one IPv6", v, b)
+			}
+		}
+		outbound = append(outbound, a)
+	}
 	if f.udpTimeout < time.Second {
 		return o, fmt.Errorf("invalid argument %v for \"--udp-timeout\" flag: want at least 1s", f.udpTimeout)
 	}
@@ -369,15 +384,16 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	o.MTU = f.mtu
 	o.IfName = f.ifName
 	o.Gateway = sandbox.Config{
-		CIDR:        cidr,
-		CIDR6:       cidr6,
-		NoIPv6:      f.noIPv6 || !f.ipv6,
-		Ports:       portalloc.Config{TCP: portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy}, UDP: portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy}},
-		Policy:      sandbox.Policy{AllowHostLoopback: f.allowLoopback, Allow: allow, Deny: deny},
-		DNSUpstream: upstream,
-		UDPTimeout:  f.udpTimeout,
-		MaxFlows:    f.maxFlows,
-		Logger:      f.level.logger(),
+		CIDR:          cidr,
+		CIDR6:         cidr6,
+		NoIPv6:        f.noIPv6 || !f.ipv6,
+		Ports:         portalloc.Config{TCP: portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy}, UDP: portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy}},
+		Policy:        sandbox.Policy{AllowHostLoopback: f.allowLoopback, Allow: allow, Deny: deny},
+		DNSUpstream:   upstream,
+		OutboundAddrs: outbound,
+		UDPTimeout:    f.udpTimeout,
+		MaxFlows:      f.maxFlows,
+		Logger:        f.level.logger(),
 	}
 	return o, nil
 }
