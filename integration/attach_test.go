@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -88,7 +89,15 @@ func httpGetIn(t *testing.T, path, addr string) (string, error) {
 // startAttach starts `ustack sandbox FLAGS` as the given user (nil: root)
 // with a ready pipe on descriptor 3 and an exit pipe on 4, and waits for
 // "1" on the ready pipe. Closing the returned exit writer stops it.
-func (r *sandboxRun) startAttach(cred *syscall.Credential, flags ...string) (exitW *os.File, out *bytes.Buffer, done chan error) {
+func (r *sandboxRun) startAttach(cred *syscall.Credential, flags ...string) (exitW *os.File, out *syncBuffer, done chan error) {
+	r.t.Helper()
+	return r.startWithFDs(cred, r.bin, append([]string{"sandbox", "--ready-fd", "3", "--exit-fd", "4"}, flags...))
+}
+
+// startWithFDs starts bin with args, a ready pipe on descriptor 3 and an
+// exit pipe on 4 (the args name them), and waits for "1" on the ready
+// pipe.
+func (r *sandboxRun) startWithFDs(cred *syscall.Credential, bin string, args []string) (exitW *os.File, out *syncBuffer, done chan error) {
 	r.t.Helper()
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
@@ -98,9 +107,8 @@ func (r *sandboxRun) startAttach(cred *syscall.Credential, flags ...string) (exi
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	args := append([]string{"sandbox", "--ready-fd", "3", "--exit-fd", "4"}, flags...)
-	cmd := exec.Command(r.bin, args...)
-	out = &bytes.Buffer{}
+	cmd := exec.Command(bin, args...)
+	out = &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.ExtraFiles = []*os.File{readyW, exitR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
@@ -139,7 +147,7 @@ func (r *sandboxRun) startAttach(cred *syscall.Credential, flags ...string) (exi
 
 // waitExit waits (bounded) for an attached ustack to exit and checks its
 // exit code.
-func waitExit(t *testing.T, done chan error, out *bytes.Buffer, want int, what string) {
+func waitExit(t *testing.T, done chan error, out fmt.Stringer, want int, what string) {
 	t.Helper()
 	select {
 	case err := <-done:
@@ -380,6 +388,25 @@ func TestSandboxAttachRootless(t *testing.T) {
 	if err := r.ns.Do(cmd.Run); exitCodeOf(err) != 1 || !strings.Contains(o.String(), "namespaces of its own processes") {
 		t.Errorf("root's namespace as nobody: %v, want exit 1 explaining\n%s", err, o.String())
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a process's output copier and the
+// test may use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func contains(list []string, s string) bool {

@@ -58,6 +58,9 @@ func Attach(ctx context.Context, o Options, t Target) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if o.NoConfigure {
+		cc.Addrs, cc.Gateway, cc.Down = nil, nil, true
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -234,7 +237,7 @@ func openNetNS(path string) (*os.File, error) {
 // openIn creates and configures the guest's device in the namespace nsf
 // from this process, which must have CAP_NET_ADMIN over it (root).
 func openIn(nsf *os.File, cc childConfig) (*tun.Device, error) {
-	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: true, NetNS: nsf})
+	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down, NetNS: nsf})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: creating the interface: %w", err)
 	}

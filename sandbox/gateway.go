@@ -77,6 +77,10 @@ type Config struct {
 	// DNSUpstream are the servers DNS queries to the DNS address go to.
 	// Default: the nameservers in /etc/resolv.conf.
 	DNSUpstream []netip.AddrPort
+	// NoDNS turns the DNS address off: it is then an address like any
+	// other in the guest's network, which nothing answers (slirp4netns's
+	// --disable-dns).
+	NoDNS bool
 	// OutboundAddrs are source addresses for the host sockets that carry
 	// the guest's flows, at most one IPv4 and one IPv6 (slirp4netns's
 	// --outbound-addr, pasta's --outbound), for a host with several
@@ -424,7 +428,7 @@ func netipOf(a tcpip.Address) netip.Addr {
 // why not.
 func (g *Gateway) target(dst netip.AddrPort, network string) (netip.AddrPort, string) {
 	a := dst.Addr()
-	if a == g.addrs.DNS.Addr() || (g.addrs.DNS6.IsValid() && a == g.addrs.DNS6.Addr()) {
+	if !g.cfg.NoDNS && (a == g.addrs.DNS.Addr() || (g.addrs.DNS6.IsValid() && a == g.addrs.DNS6.Addr())) {
 		if dst.Port() != 53 || len(g.cfg.DNSUpstream) == 0 {
 			return netip.AddrPort{}, "the DNS address serves only port 53"
 		}

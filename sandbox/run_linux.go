@@ -47,13 +47,19 @@ type Options struct {
 	// device before the command starts (the CLI serves its API and
 	// metrics from here).
 	Ready func(*Gateway, *tun.Device) error
+	// NoConfigure, for Attach: create the device but leave it down,
+	// without addresses or routes, for the namespace's owner to set up
+	// (slirp4netns without --configure).
+	NoConfigure bool
 }
 
 // childConfig is what the child needs to set up its side.
 type childConfig struct {
 	// Attach: only create and send the device (Attach's helper), no
 	// command.
-	Attach  bool           `json:"attach,omitempty"`
+	Attach bool `json:"attach,omitempty"`
+	Down   bool `json:"down,omitempty"` // no addresses, routes or up
+
 	IfName  string         `json:"if_name"`
 	MTU     int            `json:"mtu"`
 	Addrs   []netip.Prefix `json:"addrs"`
@@ -368,7 +374,7 @@ func initAttach(sock *os.File, cc childConfig) int {
 		sock.Write(append([]byte{'E'}, fmt.Sprintf(format, a...)...))
 		return 1
 	}
-	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: true})
+	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down})
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return fail("sandbox: attaching without root needs /dev/net/tun to be usable by your user (the usual mode is 0666; here it is %s): %v", tunMode(), err)

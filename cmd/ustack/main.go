@@ -48,7 +48,9 @@ func realMain() int {
 			f.Close()
 		}()
 	}
-	if err := newRootCmd().Execute(); err != nil {
+	root := newRootCmd()
+	root.SetArgs(slirpArgs(os.Args[1:]))
+	if err := root.Execute(); err != nil {
 		var es exitStatus
 		if !errors.As(err, &es) {
 			fmt.Fprintln(os.Stderr, "ustack:", err)
