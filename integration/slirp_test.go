@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,6 +195,126 @@ func TestSlirp4netnsCompat(t *testing.T) {
 		err := cmd.Run()
 		if exitCodeOf(err) != 2 || !strings.Contains(o.String(), tc.want) {
 			t.Errorf("slirp4netns %v: %v, want exit 2 and %q\n%s", tc.args, err, tc.want, o.String())
+		}
+	}
+}
+
+// rootlesskit (the network of rootless Docker) with ustack as its
+// slirp4netns binary: rootlesskit makes the TAP device itself and
+// configures it, starts "slirp4netns --mtu 65520 -r 3 --api-socket S PID
+// tap0", and forwards -p ports through the API socket.
+func TestSlirp4netnsRootlesskit(t *testing.T) {
+	r := newSandboxRun(t)
+	rk, err := exec.LookPath("rootlesskit")
+	if err == nil {
+		_, err = exec.LookPath("newuidmap")
+	}
+	if err != nil {
+		if os.Getenv("USTACK_REQUIRE_PRIV") == "1" {
+			t.Fatalf("rootlesskit and newuidmap are needed (scripts/test.sh installs the rootlesskit and uidmap packages): %v", err)
+		}
+		t.Skipf("rootlesskit or newuidmap not installed: %v", err)
+	}
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
+		if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
+	}
+	// nobody needs subordinate IDs for rootlesskit's user namespace.
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		old, err := os.ReadFile(f)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if strings.Contains("\n"+string(old), "\nnobody:") {
+			continue
+		}
+		if err := os.WriteFile(f, append(old, "nobody:200000:65536\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(f, old, 0o644) })
+	}
+	// A directory nobody can use: the slirp4netns link, a copy of this
+	// test binary (the guest's server) and rootlesskit's state.
+	dir, err := os.MkdirTemp("", "ustack-rk-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	link := filepath.Join(dir, "slirp4netns")
+	if err := os.Symlink(r.bin, link); err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	guestBin := filepath.Join(dir, "guest.test")
+	if b, err := os.ReadFile(self); err != nil || os.WriteFile(guestBin, b, 0o755) != nil {
+		t.Fatalf("copying the test binary: %v", err)
+	}
+	state := filepath.Join(dir, "state")
+	os.Mkdir(state, 0o700)
+	os.Chown(state, 65534, 65534)
+
+	port := r.hostHTTP("rootlesskit guest reached the host")
+	hostPort := freePort(t, r.ns)
+	cmd := exec.Command(rk, "--state-dir", filepath.Join(state, "rk"), "--net=slirp4netns", "--slirp4netns-binary="+link,
+		"--port-driver=slirp4netns", "-p", fmt.Sprintf("127.0.0.1:%d:80/tcp", hostPort),
+		"sh", "-c", fmt.Sprintf("curl -sS --max-time 10 http://10.0.2.2:%d/ && echo && exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80", port, guestBin))
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "XDG_RUNTIME_DIR=" + state}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
+	if err := r.ns.Do(cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		err := <-done
+		done <- err
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "guest ready") {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("rootlesskit exited (%v) before its guest was ready\n%s", err, out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest was not ready in 60 s\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "rootlesskit guest reached the host") {
+		t.Fatalf("guest to host loopback through 10.0.2.2 failed\n%s", out)
+	}
+	// Host to guest through the forward rootlesskit added over the API
+	// socket: the guest reports the peer port it saw.
+	got, err := readPort(t, r.ns, fmt.Sprintf("127.0.0.1:%d", hostPort))
+	if err != nil || got == "" {
+		t.Fatalf("host to guest through -p: %q %v\n%s", got, err, out)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+	case <-time.After(15 * time.Second):
+		t.Fatalf("rootlesskit did not exit on SIGTERM\n%s", out)
+	}
+	// No helper left behind.
+	time.Sleep(200 * time.Millisecond)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.HasPrefix(string(cmdline), link) {
+			t.Errorf("ustack (as slirp4netns) %s outlived rootlesskit: %q", e.Name(), cmdline)
 		}
 	}
 }

@@ -91,7 +91,14 @@ func Attach(ctx context.Context, o Options, t Target) (int, error) {
 
 	var dev *tun.Device
 	if os.Geteuid() == 0 {
-		dev, err = openIn(nsf, cc)
+		if cc.Down {
+			// Unconfigured: a TAP device made for us beforehand, as
+			// rootlesskit makes one for slirp4netns, if there is one.
+			dev, err = tun.OpenTAP(cc.IfName, nsf)
+		}
+		if dev == nil && (err == nil || errors.Is(err, os.ErrNotExist)) {
+			dev, err = openIn(nsf, cc)
+		}
 	} else {
 		dev, err = openViaUserNS(nsf, t.UserNS, cc, o.Self)
 	}
@@ -341,7 +348,7 @@ func openViaUserNS(nsf *os.File, userNS string, cc childConfig, self string) (*t
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	fd, name, err := receiveTUN(parentSock, exited)
+	fd, name, mtu, err := receiveTUN(parentSock, exited)
 	if err != nil {
 		cmd.Process.Kill()
 		<-exited
@@ -354,7 +361,10 @@ func openViaUserNS(nsf *os.File, userNS string, cc childConfig, self string) (*t
 		unix.Close(fd)
 		return nil, fmt.Errorf("sandbox: the helper that created the interface failed: %v %s", err, strings.TrimSpace(stderr.String()))
 	}
-	return tun.FromFD(fd, name, cc.MTU)
+	if mtu == 0 {
+		mtu = cc.MTU
+	}
+	return tun.FromFD(fd, name, mtu)
 }
 
 // limitedBuffer keeps the first 4 KiB written to it.

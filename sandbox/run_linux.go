@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -145,7 +147,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 	defer signal.Stop(sigs)
 
 	// The child creates the TUN device in its namespace and sends it.
-	fd, name, err := receiveTUN(parentSock, exited)
+	fd, name, _, err := receiveTUN(parentSock, exited)
 	if err != nil {
 		kill()
 		var nf *NotFoundError
@@ -223,10 +225,11 @@ func startError(err error, rootless bool) error {
 
 // receiveTUN reads the child's message: the TUN descriptor and its name,
 // or an error. It gives up if the child exits first.
-func receiveTUN(sock *os.File, exited chan error) (int, string, error) {
+func receiveTUN(sock *os.File, exited chan error) (int, string, int, error) {
 	type msg struct {
 		fd   int
 		name string
+		mtu  int // 0 if not sent
 		err  error
 	}
 	got := make(chan msg, 1)
@@ -260,11 +263,14 @@ func receiveTUN(sock *os.File, exited chan error) (int, string, error) {
 			got <- msg{err: fmt.Errorf("sandbox: bad descriptor from the sandbox process: %v", err)}
 			return
 		}
-		got <- msg{fd: fds[0], name: string(buf[1:n])}
+		name, mtu, _ := strings.Cut(string(buf[1:n]), "\x00")
+		m := msg{fd: fds[0], name: name}
+		m.mtu, _ = strconv.Atoi(mtu)
+		got <- m
 	}()
 	select {
 	case m := <-got:
-		return m.fd, m.name, m.err
+		return m.fd, m.name, m.mtu, m.err
 	case err := <-exited:
 		exited <- err
 		// The child may have sent its error just before exiting: with its
@@ -274,12 +280,12 @@ func receiveTUN(sock *os.File, exited chan error) (int, string, error) {
 		select {
 		case m := <-got:
 			if m.err != nil {
-				return 0, "", m.err
+				return 0, "", 0, m.err
 			}
 			unix.Close(m.fd)
 		case <-time.After(2 * time.Second):
 		}
-		return 0, "", fmt.Errorf("sandbox: the sandbox process exited before creating its network: %v", err)
+		return 0, "", 0, fmt.Errorf("sandbox: the sandbox process exited before creating its network: %v", err)
 	}
 }
 
@@ -374,7 +380,16 @@ func initAttach(sock *os.File, cc childConfig) int {
 		sock.Write(append([]byte{'E'}, fmt.Sprintf(format, a...)...))
 		return 1
 	}
-	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down})
+	var dev *tun.Device
+	var err error
+	if cc.Down {
+		// Unconfigured: a TAP device made for us beforehand, as
+		// rootlesskit makes one for slirp4netns, if there is one.
+		dev, err = tun.OpenTAP(cc.IfName, nil)
+	}
+	if dev == nil && (err == nil || errors.Is(err, os.ErrNotExist)) {
+		dev, err = tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down})
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return fail("sandbox: attaching without root needs /dev/net/tun to be usable by your user (the usual mode is 0666; here it is %s): %v", tunMode(), err)
@@ -396,7 +411,9 @@ func initAttach(sock *os.File, cc childConfig) int {
 		return fail("sandbox: %v", err)
 	}
 	defer f.Close()
-	if err := unix.Sendmsg(int(sock.Fd()), append([]byte{'T'}, dev.Name()...), unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+	msg := append([]byte{'T'}, dev.Name()...)
+	msg = append(msg, fmt.Sprintf("\x00%d", dev.MTU())...)
+	if err := unix.Sendmsg(int(sock.Fd()), msg, unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
 		return fail("sandbox: sending the interface: %v", err)
 	}
 	return 0

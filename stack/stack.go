@@ -36,7 +36,9 @@ import (
 
 	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -114,8 +116,14 @@ func New(cfg Config) (*Stack, error) {
 			st.has6 = true
 		}
 	}
+	netProtos := []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol}
+	if link != nil && link.ARPHardwareType() == header.ARPHardwareEther {
+		// An Ethernet link (a TAP device): IPv4 needs ARP to find its
+		// neighbours (IPv6 has NDP built in).
+		netProtos = append(netProtos, arp.NewProtocol)
+	}
 	s := gvstack.New(gvstack.Options{
-		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols:   netProtos,
 		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 		// With promiscuous mode every address would count as local.
 		HandleLocal: !cfg.Promiscuous,

@@ -26,6 +26,7 @@ type Device struct {
 	mtu     int
 	fds     []int              // one per queue, non-blocking, close-on-exec
 	offload bool               // fds have IFF_VNET_HDR and the kernel's offloads
+	tap     bool               // a TAP device: Ethernet frames (fdbased, no offloads)
 	inner   stack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds
 	stops   []int              // the readers' stop eventfds, which fdbased never closes
 	link    *linkEndpoint
@@ -264,7 +265,7 @@ func (d *Device) newEndpoint() error {
 		d.link = &linkEndpoint{LinkEndpoint: ep, d: d}
 		return nil
 	}
-	ep, err := fdbased.New(&fdbased.Options{
+	opts := &fdbased.Options{
 		// Called when a reader stops: with nil when stopped, with the
 		// read's error when the device went away.
 		ClosedFunc: func(err tcpip.Error) {
@@ -283,7 +284,12 @@ func (d *Device) newEndpoint() error {
 		// one, it delivers inline on the reader, which here delivers to
 		// the handoff (see handoff.go), whose workers are ours to wait for.
 		ProcessorsPerChannel: 1,
-	})
+	}
+	if d.tap {
+		opts.EthernetHeader = true
+		opts.Address = randomMAC()
+	}
+	ep, err := fdbased.New(opts)
 	if err != nil {
 		return &deviceError{msg: fmt.Sprintf("link endpoint for %q: %v", d.name, err), err: err}
 	}

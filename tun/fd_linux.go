@@ -13,7 +13,8 @@ import (
 // closes it. name and mtu describe the device; the kernel side is not
 // touched, so it must already be configured. mtu 0 means DefaultMTU. If
 // the descriptor was opened with IFF_VNET_HDR, the Device uses the offload
-// path with whatever offloads its opener set (see Device.Offload).
+// path with whatever offloads its opener set (see Device.Offload). A TAP
+// descriptor (without IFF_VNET_HDR) gives a TAP Device, as OpenTAP does.
 func FromFD(fd int, name string, mtu int) (*Device, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("tun: invalid descriptor %d", fd)
@@ -30,7 +31,15 @@ func FromFD(fd int, name string, mtu int) (*Device, error) {
 		return nil, fmt.Errorf("tun: descriptor %d: %w", fd, err)
 	}
 	unix.CloseOnExec(fd)
-	d := &Device{name: name, mtu: mtu, fds: []int{fd}, offload: hasVnetHdr(fd), gone: make(chan struct{})}
+	flags := iffFlags(fd)
+	if flags&unix.IFF_TAP != 0 {
+		if flags&unix.IFF_VNET_HDR != 0 {
+			unix.Close(fd)
+			return nil, fmt.Errorf("tun: descriptor %d: a TAP device with virtio headers is not supported", fd)
+		}
+		return fromTAPFD(fd, name, mtu)
+	}
+	d := &Device{name: name, mtu: mtu, fds: []int{fd}, offload: flags&unix.IFF_VNET_HDR != 0, gone: make(chan struct{})}
 	if err := d.newEndpoint(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -61,13 +70,16 @@ func (d *Device) DupFile() (*os.File, error) {
 // hasVnetHdr reports whether the TUN descriptor fd carries virtio headers.
 // A descriptor that is not a TUN device, or that TUNGETIFF cannot read,
 // counts as without.
-func hasVnetHdr(fd int) bool {
+func hasVnetHdr(fd int) bool { return iffFlags(fd)&unix.IFF_VNET_HDR != 0 }
+
+// iffFlags returns the descriptor's TUNGETIFF flags, 0 if it has none.
+func iffFlags(fd int) uint16 {
 	ifr, err := unix.NewIfreq("")
 	if err != nil {
-		return false
+		return 0
 	}
 	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
-		return false
+		return 0
 	}
-	return ifr.Uint16()&unix.IFF_VNET_HDR != 0
+	return ifr.Uint16()
 }

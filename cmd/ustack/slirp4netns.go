@@ -58,10 +58,12 @@ a symlink, to answer to that command line directly).
 
 As in slirp4netns: MTU 1500, IPv6 only with --enable-ipv6, the host's
 loopback reachable at 10.0.2.2 unless --disable-host-loopback, addresses and
-routes set only with --configure. Differences: the interface is a TUN device
-(layer 3), so --macaddress is refused; --enable-sandbox and --enable-seccomp
-are accepted but not implemented (a warning says so); --target-type bess is
-refused.`,
+routes set only with --configure. Without --configure, a TAP device named
+TAPNAME that the caller made beforehand (as rootlesskit does) is attached
+to and left in place on exit. Differences: otherwise the interface is a TUN
+device (layer 3), so --macaddress is refused; --enable-sandbox and
+--enable-seccomp are accepted but not implemented (a warning says so);
+--target-type bess is refused.`,
 		Example: `  unshare --user --map-root-user --net sleep infinity & ustack slirp4netns --configure --mtu 65520 $! tap0`,
 		Args: func(c *cobra.Command, args []string) error {
 			if f.version {

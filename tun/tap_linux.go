@@ -1,0 +1,104 @@
+package tun
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// OpenTAP attaches to an existing persistent TAP device (one made with
+// "ip tuntap add NAME mode tap", as rootlesskit makes them for
+// slirp4netns), in the network namespace open as netNS (nil: the calling
+// thread's). The device keeps its configuration; Open's Config fields do
+// not apply. Frames carry Ethernet headers, so the stack on it needs ARP
+// (stack.New adds it for such links); there are no offloads. Close
+// detaches, and the device stays, as it was made persistent.
+//
+// The error matches os.ErrNotExist if there is no device of that name, and
+// says so if the device is not a TAP device.
+func OpenTAP(name string, netNS *os.File) (*Device, error) {
+	if err := checkName(name); err != nil || name == "" || containsPercent(name) {
+		return nil, fmt.Errorf("tun: OpenTAP: invalid name %q", name)
+	}
+	var (
+		fd  int
+		mtu int
+	)
+	attach := func() error {
+		link, err := netlink.LinkByName(name)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if errors.As(err, &nf) {
+				return fmt.Errorf("tun: no device %q: %w", name, os.ErrNotExist)
+			}
+			return fmt.Errorf("tun: %s: %w", name, err)
+		}
+		tt, ok := link.(*netlink.Tuntap)
+		if !ok || tt.Mode != netlink.TUNTAP_MODE_TAP {
+			return fmt.Errorf("tun: %s is a %s device, not a TAP device", name, link.Type())
+		}
+		mtu = link.Attrs().MTU
+		fd, err = unix.Open(devPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return openError(devPath, err)
+		}
+		if _, err := setIFF(fd, name, unix.IFF_TAP|unix.IFF_NO_PI); err != nil {
+			unix.Close(fd)
+			return &deviceError{msg: fmt.Sprintf("attach to TAP device %q: %s", name, errnoString(err)), err: err}
+		}
+		return nil
+	}
+	var err error
+	if netNS != nil {
+		err = netns.DoIn(netNS, attach)
+	} else {
+		runtime.LockOSThread()
+		err = attach()
+		runtime.UnlockOSThread()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return fromTAPFD(fd, name, mtu)
+}
+
+func containsPercent(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' {
+			return true
+		}
+	}
+	return false
+}
+
+// fromTAPFD makes a Device over a TAP descriptor without virtio headers.
+func fromTAPFD(fd int, name string, mtu int) (*Device, error) {
+	if mtu < MinMTU || mtu > MaxMTU {
+		unix.Close(fd)
+		return nil, fmt.Errorf("tun: TAP device %s: MTU %d outside %d..%d", name, mtu, MinMTU, MaxMTU)
+	}
+	d := &Device{name: name, mtu: mtu, fds: []int{fd}, tap: true, gone: make(chan struct{})}
+	if err := d.newEndpoint(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return d, nil
+}
+
+// TAP reports whether the device is a TAP device (Ethernet frames).
+func (d *Device) TAP() bool { return d.tap }
+
+// randomMAC returns a random locally administered unicast MAC address.
+func randomMAC() tcpip.LinkAddress {
+	var b [6]byte
+	rand.Read(b[:])
+	b[0] = b[0]&^1 | 2
+	return tcpip.LinkAddress(b[:])
+}

@@ -1,0 +1,91 @@
+package tun
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
+	"github.com/vishvananda/netlink"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// TestOpenTAP attaches to a persistent TAP device made beforehand (as
+// rootlesskit makes one for slirp4netns), carries TCP both ways through
+// it with ARP, and leaves the device in place on Close.
+func TestOpenTAP(t *testing.T) {
+	ns := netnstest.New(t)
+	h := ns.Handle()
+	la := netlink.NewLinkAttrs()
+	la.Name = "tap7"
+	// On a thread in the namespace: netlink makes TUN/TAP devices through
+	// /dev/net/tun, in the namespace of the calling thread.
+	if err := ns.Do(func() error {
+		return netlink.LinkAdd(&netlink.Tuntap{LinkAttrs: la, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName("tap7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := netlink.ParseAddr(kernel4.String())
+	if err := h.AddrAdd(link, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetMTU(link, 9000); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := OpenTAP("tap7", ns.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.TAP() || d.Offload() || d.MTU() != 9000 {
+		t.Errorf("TAP() %v Offload() %v MTU() %d, want true, false, 9000", d.TAP(), d.Offload(), d.MTU())
+	}
+	if got := d.LinkEndpoint().ARPHardwareType(); got != header.ARPHardwareEther {
+		t.Errorf("ARPHardwareType %v, want Ethernet", got)
+	}
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	if err := s.CreateNIC(nicID, d.LinkEndpoint()); err != nil {
+		t.Fatal(err)
+	}
+	s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: addr4(stack4.Addr()), PrefixLen: stack4.Bits()}}, stack.AddressProperties{})
+	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}})
+	echoExchange(t, ns, s, 1<<20)
+	s.Destroy()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName("tap7"); err != nil {
+		t.Errorf("the persistent TAP device is gone after Close: %v", err)
+	}
+
+	// Errors: no such device; not a TAP device.
+	if _, err := OpenTAP("nosuch0", ns.File()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OpenTAP(nosuch0): %v, want os.ErrNotExist", err)
+	}
+	tunDev := openIn(t, ns, Config{Name: "tun9"})
+	if _, err := OpenTAP(tunDev.Name(), ns.File()); err == nil || !strings.Contains(err.Error(), "not a TAP device") {
+		t.Errorf("OpenTAP on a TUN device: %v, want 'not a TAP device'", err)
+	}
+}
+
+func addr4(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
