@@ -94,7 +94,7 @@ func Attach(ctx context.Context, o Options, t Target) (int, error) {
 		if cc.Down {
 			// Unconfigured: a TAP device made for us beforehand, as
 			// rootlesskit makes one for slirp4netns, if there is one.
-			dev, err = tun.OpenTAP(cc.IfName, nsf)
+			dev, err = tun.OpenTAP(cc.IfName, cc.MTU, nsf)
 		}
 		if dev == nil && (err == nil || errors.Is(err, os.ErrNotExist)) {
 			dev, err = openIn(nsf, cc)

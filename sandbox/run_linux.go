@@ -385,7 +385,7 @@ func initAttach(sock *os.File, cc childConfig) int {
 	if cc.Down {
 		// Unconfigured: a TAP device made for us beforehand, as
 		// rootlesskit makes one for slirp4netns, if there is one.
-		dev, err = tun.OpenTAP(cc.IfName, nil)
+		dev, err = tun.OpenTAP(cc.IfName, cc.MTU, nil)
 	}
 	if dev == nil && (err == nil || errors.Is(err, os.ErrNotExist)) {
 		dev, err = tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down})

@@ -23,14 +23,15 @@ import (
 //
 // The error matches os.ErrNotExist if there is no device of that name, and
 // says so if the device is not a TAP device.
-func OpenTAP(name string, netNS *os.File) (*Device, error) {
+//
+// mtu is the MTU of the Device's side (the largest frame payload it sends
+// and expects), as slirp4netns takes it from --mtu whatever the device's
+// own MTU is at the time; 0 means the device's current MTU.
+func OpenTAP(name string, mtu int, netNS *os.File) (*Device, error) {
 	if err := checkName(name); err != nil || name == "" || containsPercent(name) {
 		return nil, fmt.Errorf("tun: OpenTAP: invalid name %q", name)
 	}
-	var (
-		fd  int
-		mtu int
-	)
+	var fd int
 	attach := func() error {
 		link, err := netlink.LinkByName(name)
 		if err != nil {
@@ -44,7 +45,9 @@ func OpenTAP(name string, netNS *os.File) (*Device, error) {
 		if !ok || tt.Mode != netlink.TUNTAP_MODE_TAP {
 			return fmt.Errorf("tun: %s is a %s device, not a TAP device", name, link.Type())
 		}
-		mtu = link.Attrs().MTU
+		if mtu == 0 {
+			mtu = link.Attrs().MTU
+		}
 		fd, err = unix.Open(devPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return openError(devPath, err)

@@ -49,7 +49,7 @@ func TestOpenTAP(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d, err := OpenTAP("tap7", ns.File())
+	d, err := OpenTAP("tap7", 0, ns.File())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,16 +74,25 @@ func TestOpenTAP(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// An explicit MTU wins over the device's.
+	d2, err := OpenTAP("tap7", 65520, ns.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.MTU() != 65520 {
+		t.Errorf("OpenTAP with MTU 65520: MTU() %d", d2.MTU())
+	}
+	d2.Close()
 	if _, err := h.LinkByName("tap7"); err != nil {
 		t.Errorf("the persistent TAP device is gone after Close: %v", err)
 	}
 
 	// Errors: no such device; not a TAP device.
-	if _, err := OpenTAP("nosuch0", ns.File()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := OpenTAP("nosuch0", 0, ns.File()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("OpenTAP(nosuch0): %v, want os.ErrNotExist", err)
 	}
 	tunDev := openIn(t, ns, Config{Name: "tun9"})
-	if _, err := OpenTAP(tunDev.Name(), ns.File()); err == nil || !strings.Contains(err.Error(), "not a TAP device") {
+	if _, err := OpenTAP(tunDev.Name(), 0, ns.File()); err == nil || !strings.Contains(err.Error(), "not a TAP device") {
 		t.Errorf("OpenTAP on a TUN device: %v, want 'not a TAP device'", err)
 	}
 }
