@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -262,6 +263,13 @@ func (d *Device) newEndpoint() error {
 		}
 		ep.onGone = d.markGone
 		d.inner = ep
+		if d.tap {
+			// gVisor's ethernet endpoint adds and strips the Ethernet
+			// header; the offload endpoint carries the frames.
+			ep.eth, ep.mac = true, randomMAC()
+			d.link = &linkEndpoint{LinkEndpoint: ethernet.New(ep), d: d}
+			return nil
+		}
 		d.link = &linkEndpoint{LinkEndpoint: ep, d: d}
 		return nil
 	}

@@ -14,7 +14,7 @@ import (
 // touched, so it must already be configured. mtu 0 means DefaultMTU. If
 // the descriptor was opened with IFF_VNET_HDR, the Device uses the offload
 // path with whatever offloads its opener set (see Device.Offload). A TAP
-// descriptor (without IFF_VNET_HDR) gives a TAP Device, as OpenTAP does.
+// descriptor gives a TAP Device, as OpenTAP does.
 func FromFD(fd int, name string, mtu int) (*Device, error) {
 	if fd < 0 {
 		return nil, fmt.Errorf("tun: invalid descriptor %d", fd)
@@ -33,11 +33,7 @@ func FromFD(fd int, name string, mtu int) (*Device, error) {
 	unix.CloseOnExec(fd)
 	flags := iffFlags(fd)
 	if flags&unix.IFF_TAP != 0 {
-		if flags&unix.IFF_VNET_HDR != 0 {
-			unix.Close(fd)
-			return nil, fmt.Errorf("tun: descriptor %d: a TAP device with virtio headers is not supported", fd)
-		}
-		return fromTAPFD(fd, name, mtu)
+		return fromTAPFD(fd, name, mtu, flags&unix.IFF_VNET_HDR != 0)
 	}
 	d := &Device{name: name, mtu: mtu, fds: []int{fd}, offload: flags&unix.IFF_VNET_HDR != 0, gone: make(chan struct{})}
 	if err := d.newEndpoint(); err != nil {

@@ -18,8 +18,10 @@ import (
 // slirp4netns), in the network namespace open as netNS (nil: the calling
 // thread's). The device keeps its configuration; Open's Config fields do
 // not apply. Frames carry Ethernet headers, so the stack on it needs ARP
-// (stack.New adds it for such links); there are no offloads. Close
-// detaches, and the device stays, as it was made persistent.
+// (stack.New adds it for such links). The offloads are as Open's (the
+// kernel's checksum and segmentation offloads through virtio headers, off
+// if it refuses them). Close detaches, and the device stays, as it was
+// made persistent.
 //
 // The error matches os.ErrNotExist if there is no device of that name, and
 // says so if the device is not a TAP device.
@@ -31,7 +33,10 @@ func OpenTAP(name string, mtu int, netNS *os.File) (*Device, error) {
 	if err := checkName(name); err != nil || name == "" || containsPercent(name) {
 		return nil, fmt.Errorf("tun: OpenTAP: invalid name %q", name)
 	}
-	var fd int
+	var (
+		fd      int
+		offload bool
+	)
 	attach := func() error {
 		link, err := netlink.LinkByName(name)
 		if err != nil {
@@ -48,13 +53,28 @@ func OpenTAP(name string, mtu int, netNS *os.File) (*Device, error) {
 		if mtu == 0 {
 			mtu = link.Attrs().MTU
 		}
-		fd, err = unix.Open(devPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return openError(devPath, err)
-		}
-		if _, err := setIFF(fd, name, unix.IFF_TAP|unix.IFF_NO_PI); err != nil {
+		// With virtio headers and the kernel's offloads, as Open's TUN
+		// devices; without, if the kernel refuses them.
+		for _, vnet := range []bool{true, false} {
+			fd, err = unix.Open(devPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+			if err != nil {
+				return openError(devPath, err)
+			}
+			flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
+			if vnet {
+				flags |= unix.IFF_VNET_HDR
+			}
+			if _, err = setIFF(fd, name, flags); err == nil && vnet {
+				err = setOffload(fd)
+			}
+			if err == nil {
+				offload = vnet
+				return nil
+			}
 			unix.Close(fd)
-			return &deviceError{msg: fmt.Sprintf("attach to TAP device %q: %s", name, errnoString(err)), err: err}
+			if !vnet {
+				return &deviceError{msg: fmt.Sprintf("attach to TAP device %q: %s", name, errnoString(err)), err: err}
+			}
 		}
 		return nil
 	}
@@ -69,7 +89,7 @@ func OpenTAP(name string, mtu int, netNS *os.File) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fromTAPFD(fd, name, mtu)
+	return fromTAPFD(fd, name, mtu, offload)
 }
 
 func containsPercent(s string) bool {
@@ -81,13 +101,14 @@ func containsPercent(s string) bool {
 	return false
 }
 
-// fromTAPFD makes a Device over a TAP descriptor without virtio headers.
-func fromTAPFD(fd int, name string, mtu int) (*Device, error) {
+// fromTAPFD makes a Device over a TAP descriptor, with or without virtio
+// headers (offload).
+func fromTAPFD(fd int, name string, mtu int, offload bool) (*Device, error) {
 	if mtu < MinMTU || mtu > MaxMTU {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: TAP device %s: MTU %d outside %d..%d", name, mtu, MinMTU, MaxMTU)
 	}
-	d := &Device{name: name, mtu: mtu, fds: []int{fd}, tap: true, gone: make(chan struct{})}
+	d := &Device{name: name, mtu: mtu, fds: []int{fd}, tap: true, offload: offload, gone: make(chan struct{})}
 	if err := d.newEndpoint(); err != nil {
 		unix.Close(fd)
 		return nil, err

@@ -104,6 +104,13 @@ type vnetEndpoint struct {
 	// went away (not when stopped).
 	onGone func()
 
+	// eth: the descriptors are a TAP device's, whose frames start with an
+	// Ethernet header (14 bytes, after the virtio header); mac is this
+	// side's address. The Device puts gVisor's ethernet endpoint on top,
+	// which adds and strips the header; this endpoint passes it through.
+	eth bool
+	mac tcpip.LinkAddress
+
 	// Packets the readers dropped (see Stats).
 	checksumErrors atomic.Uint64
 	badVnetHeaders atomic.Uint64
@@ -200,6 +207,10 @@ func (e *vnetEndpoint) Wait() { e.wg.Wait() }
 func (e *vnetEndpoint) MTU() uint32 {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	if e.eth {
+		// The frame's: the ethernet endpoint on top takes the header off.
+		return e.mtu + header.EthernetMinimumSize
+	}
 	return e.mtu
 }
 
@@ -207,6 +218,9 @@ func (e *vnetEndpoint) MTU() uint32 {
 func (e *vnetEndpoint) SetMTU(mtu uint32) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.eth {
+		mtu -= header.EthernetMinimumSize
+	}
 	e.mtu = mtu
 }
 
@@ -215,7 +229,7 @@ func (e *vnetEndpoint) SetMTU(mtu uint32) {
 func (*vnetEndpoint) MaxHeaderLength() uint16 { return 0 }
 
 // LinkAddress implements stack.LinkEndpoint: a TUN device has none.
-func (*vnetEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
+func (e *vnetEndpoint) LinkAddress() tcpip.LinkAddress { return e.mac }
 
 // SetLinkAddress implements stack.LinkEndpoint; it does nothing.
 func (*vnetEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
@@ -279,9 +293,10 @@ func (e *vnetEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 		if gso.NeedsCsum {
 			// gVisor put the pseudo-header sum in the checksum field;
 			// the kernel sums from csum_start on and stores the result
-			// csum_offset further. No link header: L3 starts at 0.
+			// csum_offset further. L3 starts after the link header (none
+			// on a TUN device, Ethernet's on a TAP device).
 			hdr[0] = virtioNetHdrFNeedsCsum
-			binary.LittleEndian.PutUint16(hdr[6:], gso.L3HdrLen)
+			binary.LittleEndian.PutUint16(hdr[6:], gso.L3HdrLen+uint16(len(pkt.LinkHeader().Slice())))
 			binary.LittleEndian.PutUint16(hdr[8:], gso.CsumOffset)
 		}
 		if pkt.Data().Size() > int(gso.MSS) {
@@ -408,6 +423,22 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		hn := min(n, headBufSize)
 		tn := n - hn
 		h, t := head.AsSlice()[:hn], tail.AsSlice()[:tn]
+		// ip is the frame from its IP header on: all of it on a TUN
+		// device, after the Ethernet header on a TAP device.
+		ip := h
+		var proto tcpip.NetworkProtocolNumber
+		if e.eth {
+			if hn < header.EthernetMinimumSize {
+				continue
+			}
+			proto = header.Ethernet(h).Type()
+			ip = h[header.EthernetMinimumSize:]
+			if proto != header.IPv4ProtocolNumber && proto != header.IPv6ProtocolNumber {
+				// ARP and the like: no checksums of ours to check.
+				e.deliver(dispatcher, &head, &tail, hn, tn, t, proto)
+				continue
+			}
+		}
 		switch {
 		case hdr[0]&virtioNetHdrFNeedsCsum != 0:
 			// Built by the kernel, checksum left partial: nothing to
@@ -420,34 +451,42 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 		case hdr[0]&virtioNetHdrFDataValid != 0:
 			// Verified by the kernel.
 		default:
-			if !verifyChecksums(h, t) {
+			if !verifyChecksums(ip, t) {
 				e.checksumErrors.Add(1)
 				continue
 			}
 		}
-		var proto tcpip.NetworkProtocolNumber
-		switch header.IPVersion(h) {
-		case header.IPv4Version:
-			proto = header.IPv4ProtocolNumber
-		case header.IPv6Version:
-			proto = header.IPv6ProtocolNumber
-		default:
-			continue // not IP
+		if !e.eth {
+			switch header.IPVersion(h) {
+			case header.IPv4Version:
+				proto = header.IPv4ProtocolNumber
+			case header.IPv6Version:
+				proto = header.IPv6ProtocolNumber
+			default:
+				continue // not IP
+			}
 		}
-		head.CapLength(hn)
-		payload := buffer.MakeWithView(head)
-		head = buffer.NewViewSize(headBufSize)
-		switch {
-		case tn == 0:
-		case tn <= copyBreak:
-			payload.Append(buffer.NewViewWithData(t))
-		default:
-			tail.CapLength(tn)
-			payload.Append(tail)
-			tail = buffer.NewViewSize(readBufSize - headBufSize)
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
-		dispatcher.DeliverNetworkPacket(proto, pkt)
-		pkt.DecRef()
+		e.deliver(dispatcher, &head, &tail, hn, tn, t, proto)
 	}
+}
+
+// deliver hands the frame read into head (hn bytes) and tail (tn bytes,
+// t) to dispatcher, and gives the reader fresh views for what the packet
+// keeps.
+func (e *vnetEndpoint) deliver(dispatcher stack.NetworkDispatcher, head, tail **buffer.View, hn, tn int, t []byte, proto tcpip.NetworkProtocolNumber) {
+	(*head).CapLength(hn)
+	payload := buffer.MakeWithView(*head)
+	*head = buffer.NewViewSize(headBufSize)
+	switch {
+	case tn == 0:
+	case tn <= copyBreak:
+		payload.Append(buffer.NewViewWithData(t))
+	default:
+		(*tail).CapLength(tn)
+		payload.Append(*tail)
+		*tail = buffer.NewViewSize(readBufSize - headBufSize)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	dispatcher.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
 }
