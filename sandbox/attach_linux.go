@@ -177,8 +177,9 @@ func (o *Options) serve(dev *tun.Device) (*Gateway, error) {
 
 // pidWatch reports when a process exits, through a pidfd in Go's poller.
 type pidWatch struct {
-	f    *os.File
-	done chan struct{}
+	f       *os.File
+	done    chan struct{} // closed when the process exits
+	stopped chan struct{} // closed when the watching goroutine ends
 }
 
 func watchPID(pid int) (*pidWatch, error) {
@@ -189,13 +190,14 @@ func watchPID(pid int) (*pidWatch, error) {
 		}
 		return nil, fmt.Errorf("sandbox: PID %d: pidfd_open: %w", pid, err)
 	}
-	w := &pidWatch{f: os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid)), done: make(chan struct{})}
+	w := &pidWatch{f: os.NewFile(uintptr(fd), "pidfd:"+strconv.Itoa(pid)), done: make(chan struct{}), stopped: make(chan struct{})}
 	rc, err := w.f.SyscallConn()
 	if err != nil {
 		w.f.Close()
 		return nil, err
 	}
 	go func() {
+		defer close(w.stopped)
 		// A pidfd turns readable when the process exits. Close ends the
 		// wait too (with an error), which is then not an exit.
 		var exited bool
@@ -212,7 +214,11 @@ func watchPID(pid int) (*pidWatch, error) {
 	return w, nil
 }
 
-func (w *pidWatch) Close() { w.f.Close() }
+// Close stops watching and waits for the watcher to end.
+func (w *pidWatch) Close() {
+	w.f.Close()
+	<-w.stopped
+}
 
 // openNetNS opens path and checks that it is a network namespace other
 // than ustack's own.
