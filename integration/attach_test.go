@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -437,18 +439,14 @@ func TestSandboxOutboundAddr(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			ap := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-			fmt.Fprintf(c, "HTTP/1.0 200 OK\r\n\r\nfrom %s\n", ap.Addr())
-			c.Close()
-		}
-	}()
+	// A real HTTP server: it reads the request before it answers and
+	// closes (closing with the request unread would reset the connection).
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ap, _ := netip.ParseAddrPort(req.RemoteAddr)
+		fmt.Fprintf(w, "from %s\n", ap.Addr())
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
 	url := fmt.Sprintf("http://%s/", l.Addr())
 	code, out := r.run([]string{"--outbound-addr", "198.18.51.1"}, "curl", "-sS", "--max-time", "10", url)
 	if code != 0 || !strings.Contains(out, "from 198.18.51.1") {
