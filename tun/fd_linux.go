@@ -63,11 +63,6 @@ func (d *Device) DupFile() (*os.File, error) {
 	return os.NewFile(uintptr(fd), d.name), nil
 }
 
-// hasVnetHdr reports whether the TUN descriptor fd carries virtio headers.
-// A descriptor that is not a TUN device, or that TUNGETIFF cannot read,
-// counts as without.
-func hasVnetHdr(fd int) bool { return iffFlags(fd)&unix.IFF_VNET_HDR != 0 }
-
 // iffFlags returns the descriptor's TUNGETIFF flags, 0 if it has none.
 func iffFlags(fd int) uint16 {
 	ifr, err := unix.NewIfreq("")
