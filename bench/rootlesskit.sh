@@ -31,12 +31,14 @@ if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
   work=$(mktemp -d)
   chmod 755 "$work"
   mode=$(stat -c %a /dev/net/tun)
-  cp -p /etc/subuid "$work/subuid" 2>/dev/null || : > "$work/subuid"
-  cp -p /etc/subgid "$work/subgid" 2>/dev/null || : > "$work/subgid"
+  for f in subuid subgid; do
+    if [ -e /etc/$f ]; then cp -p /etc/$f "$work/$f"; fi
+  done
   restore() {
     chmod "$mode" /dev/net/tun
-    cp "$work/subuid" /etc/subuid
-    cp "$work/subgid" /etc/subgid
+    for f in subuid subgid; do
+      if [ -e "$work/$f" ]; then cp -p "$work/$f" /etc/$f; else rm -f /etc/$f; fi
+    done
     rm -rf "$work"
   }
   trap restore EXIT

@@ -54,6 +54,14 @@ func TestSlirp4netnsCompat(t *testing.T) {
 	pid := r.nsHolder(nil)
 	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
 	sock := filepath.Join(t.TempDir(), "slirp.sock")
+	// A socket left behind by an earlier run is replaced, as slirp4netns
+	// does.
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
 	exitW, out, done := r.startWithFDs(nil, link, []string{"--disable-host-loopback", "--mtu=65520", "--enable-sandbox",
 		"--enable-seccomp", "--enable-ipv6", "-c", "-e", "4", "-r", "3", "--api-socket", sock, "--netns-type=path", nsPath, "tap0"})
 	if !strings.Contains(out.String(), "--enable-seccomp is not implemented") {
@@ -197,6 +205,19 @@ func TestSlirp4netnsCompat(t *testing.T) {
 			t.Errorf("slirp4netns %v: %v, want exit 2 and %q\n%s", tc.args, err, tc.want, o.String())
 		}
 	}
+	// A file that is not a socket at --api-socket is left alone.
+	pid = r.nsHolder(nil)
+	notSock := filepath.Join(t.TempDir(), "precious")
+	os.WriteFile(notSock, []byte("data"), 0o600)
+	cmd := exec.Command(link, "--api-socket", notSock, strconv.Itoa(pid), "tap2")
+	var o bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &o
+	if err := r.ns.Do(cmd.Run); exitCodeOf(err) != 1 || !strings.Contains(o.String(), "is not a socket") {
+		t.Errorf("--api-socket on a regular file: %v, want exit 1 and 'is not a socket'\n%s", err, o.String())
+	}
+	if b, _ := os.ReadFile(notSock); string(b) != "data" {
+		t.Errorf("the file at --api-socket was touched: %q", b)
+	}
 }
 
 // rootlesskit (the network of rootless Docker) with ustack as its
@@ -228,16 +249,28 @@ func TestSlirp4netnsRootlesskit(t *testing.T) {
 	// nobody needs subordinate IDs for rootlesskit's user namespace.
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
 		old, err := os.ReadFile(f)
+		existed := err == nil
 		if err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}
 		if strings.Contains("\n"+string(old), "\nnobody:") {
 			continue
 		}
-		if err := os.WriteFile(f, append(old, "nobody:200000:65536\n"...), 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if fi, err := os.Stat(f); err == nil {
+			mode = fi.Mode().Perm()
+		}
+		if err := os.WriteFile(f, append(old, "nobody:200000:65536\n"...), mode); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.WriteFile(f, old, 0o644) })
+		t.Cleanup(func() {
+			if !existed {
+				os.Remove(f)
+				return
+			}
+			os.WriteFile(f, old, mode)
+			os.Chmod(f, mode)
+		})
 	}
 	// A directory nobody can use: the slirp4netns link, a copy of this
 	// test binary (the guest's server) and rootlesskit's state.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,7 +46,8 @@ var nsenterPath = "nsenter"
 // guest's addresses and default routes via the gateway, serves it with a
 // Gateway, and returns 0 when ctx is done, SIGINT or SIGTERM arrives, or
 // t.PID exits (1 and an error if someone deletes the device). The device
-// is deleted on return; nothing else in the namespace is touched (its lo
+// is deleted on return (unless it is a TAP device made beforehand, see
+// Options.NoConfigure); nothing else in the namespace is touched (its lo
 // keeps its state). While it runs, the device's descriptor keeps the
 // namespace alive, as slirp4netns's and pasta's do, so a namespace given
 // by path is served until ctx, a signal or the device's deletion ends it.
@@ -347,13 +349,25 @@ func openViaUserNS(nsf *os.File, userNS string, cc childConfig, self string) (*t
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
+	// The parent-death signal is tied to the thread that starts the
+	// child: start and wait for it on one locked thread, as Run does.
+	started := make(chan error, 1)
+	exited := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	err = <-started
 	childSock.Close()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: starting nsenter: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	fd, name, mtu, err := receiveTUN(parentSock, exited)
 	if err != nil {
 		cmd.Process.Kill()

@@ -65,10 +65,17 @@ func (g *Gateway) AddForward(f Forward) error {
 	g.mu.Unlock()
 	fw := &forwarder{f: f, stop: make(chan struct{}), flows: make(map[netip.AddrPort]*udpFlow)}
 	var err error
+	// The host address's family only: 0.0.0.0 is IPv4's wildcard, not
+	// both families' (Go's "tcp" on 0.0.0.0 would take [::] too), as in
+	// slirp4netns and Docker.
+	network := f.Proto + "4"
+	if f.Host.Addr().Is6() && !f.Host.Addr().Is4In6() {
+		network = f.Proto + "6"
+	}
 	if f.Proto == "tcp" {
-		fw.ln, err = net.Listen("tcp", f.Host.String())
+		fw.ln, err = net.Listen(network, f.Host.String())
 	} else {
-		fw.pc, err = net.ListenPacket("udp", f.Host.String())
+		fw.pc, err = net.ListenPacket(network, f.Host.String())
 	}
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {

@@ -173,8 +173,8 @@ func (c *Config) fill() error {
 	for _, a := range c.OutboundAddrs {
 		a = a.Unmap()
 		switch {
-		case !a.IsValid() || a.IsUnspecified() || a.IsMulticast():
-			return fmt.Errorf("sandbox: OutboundAddrs: %v: want a unicast address of the host", a)
+		case !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast():
+			return fmt.Errorf("sandbox: OutboundAddrs: %v: want a global or private unicast address of the host (not loopback, link-local, multicast or unspecified)", a)
 		case a.Is4() && out4.IsValid(), a.Is6() && out6.IsValid():
 			return fmt.Errorf("sandbox: OutboundAddrs: %v: want at most one IPv4 and one IPv6 address", a)
 		case a.Is4():

@@ -49,9 +49,11 @@ type Options struct {
 	// device before the command starts (the CLI serves its API and
 	// metrics from here).
 	Ready func(*Gateway, *tun.Device) error
-	// NoConfigure, for Attach: create the device but leave it down,
-	// without addresses or routes, for the namespace's owner to set up
-	// (slirp4netns without --configure).
+	// NoConfigure, for Attach: leave the device to the namespace's owner
+	// to set up (slirp4netns without --configure). If the namespace has a
+	// TAP device named IfName (made beforehand, as rootlesskit does),
+	// Attach attaches to it and leaves it in place on return; otherwise it
+	// creates a TUN device, down, without addresses or routes.
 	NoConfigure bool
 }
 

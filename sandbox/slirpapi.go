@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sort"
@@ -39,8 +40,12 @@ func NewSlirpAPI(gw *Gateway) *SlirpAPI {
 	return &SlirpAPI{gw: gw, nextID: 1, entries: make(map[int]Forward)}
 }
 
-// slirpTimeout bounds one request's exchange.
-const slirpTimeout = 10 * time.Second
+// slirpTimeout bounds one request's exchange, and maxSlirpRequest its
+// size.
+const (
+	slirpTimeout    = 10 * time.Second
+	maxSlirpRequest = 64 << 10
+)
 
 // Serve answers connections on l until l is closed; it returns l's
 // Accept error then. Each connection is answered on its own goroutine,
@@ -80,7 +85,8 @@ func (a *SlirpAPI) handle(c net.Conn) {
 	c.SetDeadline(time.Now().Add(slirpTimeout))
 	var req slirpRequest
 	var reply any
-	if err := json.NewDecoder(c).Decode(&req); err != nil {
+	// As slirp4netns, which takes requests under 4 KiB, a bounded read.
+	if err := json.NewDecoder(io.LimitReader(c, maxSlirpRequest)).Decode(&req); err != nil {
 		reply = slirpError("bad request: cannot parse JSON: %v", err)
 	} else {
 		reply = a.Do(req.Execute, req.Arguments)
@@ -100,8 +106,11 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 	switch execute {
 	case "add_hostfwd":
 		var f slirpFwd
-		if len(args) == 0 || json.Unmarshal(args, &f) != nil {
-			return slirpError("bad request: add_hostfwd: bad arguments")
+		if len(args) == 0 {
+			return slirpError("bad request: add_hostfwd: no arguments (want proto, host_port, guest_port; host_addr and guest_addr optional)")
+		}
+		if err := json.Unmarshal(args, &f); err != nil {
+			return slirpError("bad request: add_hostfwd: bad arguments: %v", err)
 		}
 		fwd, err := a.forwardOf(f)
 		if err != nil {
@@ -135,8 +144,14 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 		var f struct {
 			ID *int `json:"id"`
 		}
-		if len(args) == 0 || json.Unmarshal(args, &f) != nil || f.ID == nil {
-			return slirpError("bad request: remove_hostfwd: bad arguments.id")
+		if len(args) == 0 {
+			return slirpError("bad request: remove_hostfwd: no arguments (want id)")
+		}
+		if err := json.Unmarshal(args, &f); err != nil {
+			return slirpError("bad request: remove_hostfwd: bad arguments: %v", err)
+		}
+		if f.ID == nil {
+			return slirpError("bad request: remove_hostfwd: bad arguments.id: missing")
 		}
 		a.mu.Lock()
 		fwd, ok := a.entries[*f.ID]

@@ -101,8 +101,10 @@ func TestSlirpAPI(t *testing.T) {
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "localhost", "host_port": 1, "guest_port": 2}}`, "bad arguments.host_addr"},
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp6", "host_addr": "127.0.0.1", "host_port": 1, "guest_port": 2}}`, "not an address of proto tcp6"},
 		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": 1, "guest_addr": "10.0.2.99", "guest_port": 2}}`, "want the guest's address 10.0.2.100"},
-		{`{"execute": "add_hostfwd"}`, "bad arguments"},
-		{`{"execute": "remove_hostfwd", "arguments": {}}`, "bad arguments.id"},
+		{`{"execute": "add_hostfwd"}`, "no arguments"},
+		{`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_port": "80", "guest_port": 2}}`, "host_port of type int"},
+		{`{"execute": "remove_hostfwd", "arguments": {}}`, "bad arguments.id: missing"},
+		{`{"execute": "remove_hostfwd", "arguments": {"id": "one"}}`, "bad arguments"},
 		{`{"execute": "remove_hostfwd", "arguments": {"id": 7}}`, "id 7 not found"},
 		{`{"execute": "reboot"}`, "unknown execute"},
 		{`{}`, "no \"execute\""},
@@ -110,7 +112,8 @@ func TestSlirpAPI(t *testing.T) {
 	}
 	for _, e := range errs {
 		r := slirpCall(t, sock, e.req)
-		desc, _ := r["error"].(map[string]any)["desc"].(string)
+		m, _ := r["error"].(map[string]any)
+		desc, _ := m["desc"].(string)
 		if !strings.Contains(desc, e.want) {
 			t.Errorf("%s: reply %v, want an error containing %q", e.req, r, e.want)
 		}
@@ -127,10 +130,22 @@ func TestSlirpAPI(t *testing.T) {
 	if r := slirpCall(t, sock, `{"execute": "list_hostfwd"}`); fmt.Sprint(r) != "map[return:map[entries:[]]]" {
 		t.Errorf("list after remove: %v", r)
 	}
+	// An IPv4 wildcard forward leaves the IPv6 wildcard of the same port
+	// free (as slirp4netns binds it: one family).
+	v4 := fmt.Sprintf(`{"execute": "add_hostfwd", "arguments": {"proto": "tcp4", "host_addr": "0.0.0.0", "host_port": %d, "guest_port": 80}}`, port)
+	v6 := fmt.Sprintf(`{"execute": "add_hostfwd", "arguments": {"proto": "tcp6", "host_addr": "::", "host_port": %d, "guest_port": 80}}`, port)
+	for _, req := range []string{v4, v6} {
+		if r := slirpCall(t, sock, req); r["return"] == nil {
+			t.Fatalf("%s: %v", req, r)
+		}
+	}
+	for _, id := range []int{2, 3} {
+		slirpCall(t, sock, fmt.Sprintf(`{"execute": "remove_hostfwd", "arguments": {"id": %d}}`, id))
+	}
 	// IDs are not reused.
 	r = slirpCall(t, sock, add)
-	if ret, ok := r["return"].(map[string]any); !ok || ret["id"] != float64(2) {
-		t.Fatalf("second add_hostfwd: %v, want id 2", r)
+	if ret, ok := r["return"].(map[string]any); !ok || ret["id"] != float64(4) {
+		t.Fatalf("fourth add_hostfwd: %v, want id 4", r)
 	}
 }
 

@@ -58,9 +58,12 @@ const (
 	// IPv4's 65535-byte total length.
 	gsoMaxSize = 65535 - 19
 
-	// readBufSize holds the largest packet the kernel hands over: 64 KiB
-	// less one, the IP limit, whatever the MTU.
-	readBufSize = 65535
+	// readBufSize holds the largest frame the kernel hands over, whatever
+	// the MTU: an IPv6 packet with the largest payload (65535 bytes after
+	// its 40-byte header) behind a TAP device's Ethernet header. A read
+	// longer than the buffer would come back cut short. (The tail view
+	// stays within gVisor's 64 KiB buffer class.)
+	readBufSize = 65535 + 40 + 14
 
 	// headBufSize is how much of a packet the reader puts in its first
 	// view: room for the IP and TCP headers with options. Even, so that a

@@ -212,7 +212,7 @@ normal user it joins the user namespace that owns the network namespace (or
 	fl.BoolVar(&f.allowLoopback, "allow-host-loopback", false, "let the gateway address reach the host's loopback")
 	fl.StringArrayVar(&f.allow, "allow", nil, "only let the sandbox reach this prefix (repeatable)")
 	fl.StringArrayVar(&f.deny, "deny", nil, "never let the sandbox reach this prefix (repeatable; wins over --allow)")
-	fl.StringArrayVar(&f.outbound, "outbound-addr", nil, "source address of the host sockets that carry the sandbox's flows, one IPv4 and/or one IPv6 (repeatable; as slirp4netns's --outbound-addr)")
+	fl.StringArrayVar(&f.outbound, "outbound-addr", nil, "source address of the host sockets that carry the sandbox's flows: an IPv4 or IPv6 address of this host, at most one of each (repeatable)")
 	fl.StringVar(&f.dnsUpstream, "dns-upstream", "", "where DNS queries to 10.0.2.3 go, ADDR:PORT (default: nameservers of /etc/resolv.conf)")
 	fl.DurationVar(&f.udpTimeout, "udp-timeout", sandbox.DefaultUDPTimeout, "close a UDP flow idle this long")
 	fl.IntVar(&f.maxFlows, "max-flows", sandbox.DefaultMaxFlows, "most flows open at once; more are refused")

@@ -114,8 +114,15 @@ device (layer 3), so --macaddress is refused; --enable-sandbox and
 			)
 			o.Ready = func(gw *sandbox.Gateway, _ *tun.Device) error {
 				if f.apiSocket != "" {
-					if _, err := os.Lstat(f.apiSocket); err == nil {
-						return fmt.Errorf("--api-socket %s: already exists", f.apiSocket)
+					// As slirp4netns: a socket left by an earlier run is
+					// removed; anything else there is not ours to remove.
+					if fi, err := os.Lstat(f.apiSocket); err == nil {
+						if fi.Mode()&os.ModeSocket == 0 {
+							return fmt.Errorf("--api-socket %s: exists and is not a socket", f.apiSocket)
+						}
+						if err := os.Remove(f.apiSocket); err != nil {
+							return fmt.Errorf("--api-socket: removing the old socket: %w", err)
+						}
 					}
 					l, err := net.Listen("unix", f.apiSocket)
 					if err != nil {
@@ -148,7 +155,7 @@ device (layer 3), so --macaddress is refused; --enable-sandbox and
 		},
 	}
 	fl := c.Flags()
-	fl.BoolVarP(&f.configure, "configure", "c", false, "bring up the interface (10.0.2.100/24, default route via 10.0.2.2)")
+	fl.BoolVarP(&f.configure, "configure", "c", false, "bring up the interface: the guest's address (.100 of --cidr, and fd00::100/64 with -6) and default routes via the gateway (.2)")
 	fl.IntVarP(&f.exitFD, "exit-fd", "e", -1, "specify the FD for terminating slirp4netns")
 	fl.IntVarP(&f.readyFD, "ready-fd", "r", -1, "specify the FD to write to when the network is configured")
 	fl.IntVarP(&f.mtu, "mtu", "m", 1500, "specify MTU (1280-65520)")
@@ -163,7 +170,7 @@ device (layer 3), so --macaddress is refused; --enable-sandbox and
 	fl.StringVar(&f.outbound, "outbound-addr", "", "sets outbound IPv4 address (or interface) to bind to")
 	fl.StringVar(&f.outbound6, "outbound-addr6", "", "sets outbound IPv6 address (or interface) to bind to")
 	fl.BoolVar(&f.disableDNS, "disable-dns", false, "disables the DNS forwarder at 10.0.2.3")
-	fl.StringVar(&f.macAddress, "macaddress", "", "refused: ustack's interface is a TUN device, without a MAC address")
+	fl.StringVar(&f.macAddress, "macaddress", "", "refused: the device ustack makes is a TUN device, without a MAC address")
 	fl.StringVar(&f.targetType, "target-type", "netns", "specify the target type ([netns]; bess is not supported)")
 	fl.BoolVarP(&f.version, "version", "v", false, "show version and exit")
 	return c
@@ -174,7 +181,7 @@ func (f *slirpFlags) options(args []string) (sandbox.Options, sandbox.Target, er
 	var o sandbox.Options
 	var t sandbox.Target
 	if f.macAddress != "" {
-		return o, t, errors.New("--macaddress: ustack's interface is a TUN device (layer 3), which has no MAC address")
+		return o, t, errors.New("--macaddress: the device ustack makes is a TUN device (layer 3), which has no MAC address; set the MAC of a TAP device you make beforehand instead (ustack attaches to one without -c)")
 	}
 	if f.targetType != "netns" {
 		return o, t, fmt.Errorf("invalid argument %q for \"--target-type\" flag: only netns is supported", f.targetType)
