@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,10 +295,27 @@ func TestSlirp4netnsRootlesskit(t *testing.T) {
 	os.Chown(state, 65534, 65534)
 
 	port := r.hostHTTP("rootlesskit guest reached the host")
+	// And over IPv6 (--ipv6): the guest configures itself from the
+	// gateway's router advertisements, as with slirp4netns.
+	l6, err := r.ns.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv6 := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "and over IPv6") })}
+	go srv6.Serve(l6)
+	defer srv6.Close()
+	port6 := l6.Addr().(*net.TCPAddr).Port
 	hostPort := freePort(t, r.ns)
-	cmd := exec.Command(rk, "--state-dir", filepath.Join(state, "rk"), "--net=slirp4netns", "--slirp4netns-binary="+link,
+	guestScript := fmt.Sprintf(`set -e
+curl -sS --max-time 10 http://10.0.2.2:%d/; echo
+for i in $(seq 100); do ip -6 addr show scope global | grep 'inet6 fd00:' | grep -qv tentative && break; sleep 0.1; done
+ip -6 addr show scope global | grep 'inet6 fd00:' || { echo no SLAAC address; exit 1; }
+ip -6 route show default | grep 'via fe80::2' || { echo no default route via fe80::2; exit 1; }
+curl -sS --max-time 10 -g 'http://[fd00::2]:%d/'; echo
+exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80`, port, port6, guestBin)
+	cmd := exec.Command(rk, "--state-dir", filepath.Join(state, "rk"), "--net=slirp4netns", "--ipv6", "--slirp4netns-binary="+link,
 		"--port-driver=slirp4netns", "-p", fmt.Sprintf("127.0.0.1:%d:80/tcp", hostPort),
-		"sh", "-c", fmt.Sprintf("curl -sS --max-time 10 http://10.0.2.2:%d/ && echo && exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80", port, guestBin))
+		"sh", "-c", guestScript)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = "/"
@@ -328,6 +346,9 @@ func TestSlirp4netnsRootlesskit(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "rootlesskit guest reached the host") {
 		t.Fatalf("guest to host loopback through 10.0.2.2 failed\n%s", out)
+	}
+	if !strings.Contains(out.String(), "and over IPv6") {
+		t.Fatalf("guest to host loopback over IPv6 ([fd00::2], SLAAC from the adverts) failed\n%s", out)
 	}
 	// Host to guest through the forward rootlesskit added over the API
 	// socket: the guest reports the peer port it saw.

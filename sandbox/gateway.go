@@ -81,6 +81,12 @@ type Config struct {
 	// other in the guest's network, which nothing answers (slirp4netns's
 	// --disable-dns).
 	NoDNS bool
+	// RouterAdvertisements makes the gateway advertise itself as the
+	// guest's IPv6 router from fe80::2, with CIDR6 for SLAAC and DNS6 as
+	// the resolver (see ra.go), for guests that configure IPv6 themselves
+	// (slirp4netns's do). Off by default: Run and Attach configure the
+	// guest's address and routes.
+	RouterAdvertisements bool
 	// OutboundAddrs are source addresses for the host sockets that carry
 	// the guest's flows, at most one IPv4 and one IPv6 (slirp4netns's
 	// --outbound-addr, pasta's --outbound), for a host with several
@@ -302,8 +308,19 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	if len(cfg.DNSUpstream) == 0 {
 		cfg.DNSUpstream = resolvConf("/etc/resolv.conf")
 	}
+	link := cfg.Link
+	var solicit chan struct{}
+	if cfg.RouterAdvertisements && !cfg.NoIPv6 {
+		solicit = make(chan struct{}, 1)
+		link = newRSWatch(link, func() {
+			select {
+			case solicit <- struct{}{}:
+			default:
+			}
+		})
+	}
 	sc := stack.Config{
-		Link:        cfg.Link,
+		Link:        link,
 		Promiscuous: true,
 		TimeWait:    cfg.TimeWait,
 		Addrs:       []netip.Prefix{addrs.Gateway, addrs.DNS},
@@ -312,6 +329,9 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	}
 	if !cfg.NoIPv6 {
 		sc.Addrs = append(sc.Addrs, addrs.Gateway6, addrs.DNS6)
+		if solicit != nil {
+			sc.Addrs = append(sc.Addrs, netip.PrefixFrom(raSource, 64))
+		}
 	}
 	st, err := stack.New(sc)
 	if err != nil {
@@ -325,6 +345,10 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
 	uf := udp.NewForwarder(s, g.handleUDP)
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
+	if solicit != nil {
+		g.wg.Add(1)
+		go g.advertise(solicit)
+	}
 	return g, nil
 }
 

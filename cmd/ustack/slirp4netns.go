@@ -237,6 +237,9 @@ func (f *slirpFlags) options(args []string) (sandbox.Options, sandbox.Target, er
 			Policy:        sandbox.Policy{AllowHostLoopback: !f.disableHostLoopback},
 			NoDNS:         f.disableDNS,
 			OutboundAddrs: outbound,
+			// As slirp4netns: with IPv6, the guest learns its prefix and
+			// router from advertisements.
+			RouterAdvertisements: f.ipv6,
 		},
 	}
 	return o, t, nil
