@@ -68,6 +68,44 @@ func inNS(t *testing.T, path string, fn func() error) error {
 	return netns.DoIn(f, fn)
 }
 
+// withHandle runs fn with a netlink handle inside the namespace at path.
+func withHandle(t *testing.T, path string, fn func(h *netlink.Handle) error) error {
+	t.Helper()
+	return inNS(t, path, func() error {
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return fn(h)
+	})
+}
+
+// serveIn listens on addr (TCP over IPv4) inside the namespace at path
+// and answers each connection with reply's text, then closes it. The
+// listener closes with the test.
+func serveIn(t *testing.T, path, addr string, reply func(c net.Conn) string) {
+	t.Helper()
+	var l net.Listener
+	if err := inNS(t, path, func() (err error) {
+		l, err = net.Listen("tcp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, reply(c))
+			c.Close()
+		}
+	}()
+}
+
 // httpGetIn fetches url's body over plain HTTP/1.0 from inside the
 // namespace at path.
 func httpGetIn(t *testing.T, path, addr string) (string, error) {
@@ -166,13 +204,8 @@ func waitExit(t *testing.T, done chan error, out fmt.Stringer, want int, what st
 func linkIn(t *testing.T, path, name string) bool {
 	t.Helper()
 	var found bool
-	err := inNS(t, path, func() error {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		_, err = h.LinkByName(name)
+	err := withHandle(t, path, func(h *netlink.Handle) error {
+		_, err := h.LinkByName(name)
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			return nil
@@ -198,24 +231,7 @@ func TestSandboxAttach(t *testing.T) {
 	// By PID, with a forward into the guest.
 	pid := r.nsHolder(nil)
 	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
-	var gl net.Listener
-	if err := inNS(t, nsPath, func() (err error) {
-		gl, err = net.Listen("tcp4", "0.0.0.0:8080")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer gl.Close()
-	go func() {
-		for {
-			c, err := gl.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "guest saw %s\n", c.RemoteAddr())
-			c.Close()
-		}
-	}()
+	serveIn(t, nsPath, "0.0.0.0:8080", func(c net.Conn) string { return fmt.Sprintf("guest saw %s\n", c.RemoteAddr()) })
 	hostPort := freePort(t, r.ns)
 	_, out, done := r.startAttach(nil, "--netns", strconv.Itoa(pid), "--allow-host-loopback", "-p", fmt.Sprintf("%d:8080", hostPort), "--tcp-range", "45000-45004")
 	if !linkIn(t, nsPath, "ustack0") {
@@ -223,12 +239,7 @@ func TestSandboxAttach(t *testing.T) {
 	}
 	var addrs []string
 	var routes []string
-	inNS(t, nsPath, func() error {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
+	withHandle(t, nsPath, func(h *netlink.Handle) error {
 		l, err := h.LinkByName("ustack0")
 		if err != nil {
 			return err
@@ -302,12 +313,7 @@ func TestSandboxAttach(t *testing.T) {
 		t.Errorf("the refused attach left its device behind")
 	}
 	// Someone deletes the device: ustack stops with an error.
-	if err := inNS(t, nsPath, func() error {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
+	if err := withHandle(t, nsPath, func(h *netlink.Handle) error {
 		l, err := h.LinkByName("ustack0")
 		if err != nil {
 			return err
@@ -355,16 +361,7 @@ func TestSandboxAttachRootless(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Fatalf("unshare (util-linux) is needed: %v", err)
 	}
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
-		if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
-	}
+	tunForAll(t)
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
 	port := r.hostHTTP("rootless attach ok")
 	pid := r.nsHolder(nobody, "unshare", "--user", "--map-root-user", "--net")
@@ -389,6 +386,22 @@ func TestSandboxAttachRootless(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &o, &o
 	if err := r.ns.Do(cmd.Run); exitCodeOf(err) != 1 || !strings.Contains(o.String(), "namespaces of its own processes") {
 		t.Errorf("root's namespace as nobody: %v, want exit 1 explaining\n%s", err, o.String())
+	}
+}
+
+// tunForAll makes /dev/net/tun usable by every user (mode 0666, as most
+// distributions ship it) for the test, for the rootless ones.
+func tunForAll(t *testing.T) {
+	t.Helper()
+	fi, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
+		if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
 	}
 }
 

@@ -70,12 +70,7 @@ func TestSlirp4netnsCompat(t *testing.T) {
 	}
 	var addrs []string
 	var mtu int
-	inNS(t, nsPath, func() error {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
+	withHandle(t, nsPath, func(h *netlink.Handle) error {
 		l, err := h.LinkByName("tap0")
 		if err != nil {
 			return err
@@ -98,24 +93,7 @@ func TestSlirp4netnsCompat(t *testing.T) {
 		t.Errorf("refusal took %v", d)
 	}
 	// A forward through the API, to a guest server.
-	var gl net.Listener
-	if err := inNS(t, nsPath, func() (err error) {
-		gl, err = net.Listen("tcp4", "0.0.0.0:80")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer gl.Close()
-	go func() {
-		for {
-			c, err := gl.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "guest page")
-			c.Close()
-		}
-	}()
+	serveIn(t, nsPath, "0.0.0.0:80", func(net.Conn) string { return "guest page" })
 	hostPort := freePort(t, r.ns)
 	rep := slirpCall(t, sock, fmt.Sprintf(`{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": %d, "guest_port": 80}}`, hostPort))
 	if ret, ok := rep["return"].(map[string]any); !ok || ret["id"] == nil {
@@ -151,12 +129,7 @@ func TestSlirp4netnsCompat(t *testing.T) {
 	_, out, done = r.startWithFDs(nil, r.bin, []string{"slirp4netns", "-r", "3", "-e", "4", strconv.Itoa(pid), "tap1"})
 	var up bool
 	addrs = nil
-	inNS(t, nsPath, func() error {
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			return err
-		}
-		defer h.Close()
+	withHandle(t, nsPath, func(h *netlink.Handle) error {
 		l, err := h.LinkByName("tap1")
 		if err != nil {
 			return err
@@ -237,16 +210,7 @@ func TestSlirp4netnsRootlesskit(t *testing.T) {
 		}
 		t.Skipf("rootlesskit or newuidmap not installed: %v", err)
 	}
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mode := fi.Mode().Perm(); mode&0o006 != 0o006 {
-		if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.Chmod("/dev/net/tun", mode) })
-	}
+	tunForAll(t)
 	// nobody needs subordinate IDs for rootlesskit's user namespace.
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
 		old, err := os.ReadFile(f)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -349,21 +348,7 @@ func openViaUserNS(nsf *os.File, userNS string, cc childConfig, self string) (*t
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// The parent-death signal is tied to the thread that starts the
-	// child: start and wait for it on one locked thread, as Run does.
-	started := make(chan error, 1)
-	exited := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	err = <-started
+	exited, err := startLocked(cmd)
 	childSock.Close()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: starting nsenter: %w", err)

@@ -119,21 +119,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 	}
 	cmd.SysProcAttr = attr
 
-	// The child's parent-death signal is tied to the thread that starts
-	// it, so start and wait for it on one locked thread.
-	started := make(chan error, 1)
-	exited := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	err = <-started
+	exited, err := startLocked(cmd)
 	childSock.Close()
 	if err != nil {
 		return 0, startError(err, rootless)
@@ -199,6 +185,26 @@ func Run(ctx context.Context, o Options) (int, error) {
 			return exitCode(err), nil
 		}
 	}
+}
+
+// startLocked starts cmd, and waits for it, on a goroutine locked to its
+// OS thread: a child's parent-death signal is tied to the thread that
+// started it, not to the process, so that thread must live as long as the
+// child. It returns Start's error and the channel that gets Wait's.
+func startLocked(cmd *exec.Cmd) (chan error, error) {
+	started := make(chan error, 1)
+	exited := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exited <- cmd.Wait()
+	}()
+	return exited, <-started
 }
 
 func exitCode(err error) int {

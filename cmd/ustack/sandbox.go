@@ -117,17 +117,8 @@ normal user it joins the user namespace that owns the network namespace (or
 				return usageError{err}
 			}
 			ctx := c.Context()
-			if stop != nil {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithCancel(ctx)
-				defer cancel()
-				go func() {
-					// Any byte, the end of the stream or an error: stop.
-					stop.Read(make([]byte, 1))
-					cancel()
-				}()
-				defer stop.Close()
-			}
+			ctx, cancel := stopOnRead(ctx, stop)
+			defer cancel()
 			// An explicit GOMAXPROCS in the environment wins over the
 			// flag's default, not over the flag itself.
 			if f.procs > 0 && (c.Flags().Changed("procs") || os.Getenv("GOMAXPROCS") == "") {
@@ -258,6 +249,24 @@ func (f *sandboxFlags) target() (*sandbox.Target, error) {
 		t.NetNS = f.netns
 	}
 	return t, nil
+}
+
+// stopOnRead returns a context that ends when f (--exit-fd) turns
+// readable: any byte, the end of the stream or an error. A nil f gives
+// ctx. The returned function releases the context and closes f.
+func stopOnRead(ctx context.Context, f *os.File) (context.Context, func()) {
+	if f == nil {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		f.Read(make([]byte, 1))
+		cancel()
+	}()
+	return ctx, func() {
+		cancel()
+		f.Close()
+	}
 }
 
 // maxPID is Linux's PID_MAX_LIMIT, the most kernel.pid_max allows.

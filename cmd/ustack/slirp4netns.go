@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -98,16 +97,8 @@ device (layer 3), so --macaddress is refused; --enable-sandbox and
 				runtime.GOMAXPROCS(1) // as ustack sandbox --procs 1
 			}
 			ctx := c.Context()
-			if stop != nil {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithCancel(ctx)
-				defer cancel()
-				go func() {
-					stop.Read(make([]byte, 1))
-					cancel()
-				}()
-				defer stop.Close()
-			}
+			ctx, cancel := stopOnRead(ctx, stop)
+			defer cancel()
 			var (
 				apiL    net.Listener
 				apiDone chan error
