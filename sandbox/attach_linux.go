@@ -224,7 +224,7 @@ func (w *pidWatch) Close() {
 // openNetNS opens path and checks that it is a network namespace other
 // than ustack's own.
 func openNetNS(path string) (*os.File, error) {
-	f, err := os.Open(path)
+	f, err := openNoBlock(path)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
 			return nil, fmt.Errorf("sandbox: namespace: %w (a normal user can serve only namespaces of its own processes, made as by unshare --user --map-root-user --net)", err)
@@ -246,6 +246,12 @@ func openNetNS(path string) (*os.File, error) {
 		return nil, fmt.Errorf("sandbox: %s is ustack's own network namespace; give the sandbox's", path)
 	}
 	return f, nil
+}
+
+// openNoBlock opens path for reading without blocking: a namespace file
+// does not care, and a FIFO given by mistake must not hang the open.
+func openNoBlock(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 }
 
 // openIn creates and configures the guest's device in the namespace nsf
@@ -297,7 +303,7 @@ func addDefaultRoutes(h *netlink.Handle, name string, gws []netip.Addr) error {
 func openViaUserNS(nsf *os.File, userNS string, cc childConfig, self string) (*tun.Device, error) {
 	var usf *os.File
 	if userNS != "" {
-		f, err := os.Open(userNS)
+		f, err := openNoBlock(userNS)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox: user namespace: %w", err)
 		}

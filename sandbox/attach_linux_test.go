@@ -2,7 +2,9 @@ package sandbox
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,10 +55,16 @@ func TestWatchPID(t *testing.T) {
 }
 
 func TestOpenNetNSErrors(t *testing.T) {
+	// A FIFO given by mistake: refused, not waited on.
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct{ path, want string }{
 		{"/proc/self/ns/uts", "is not a network namespace"},
 		{"/proc/self/ns/net", "ustack's own network namespace"},
 		{"/no/such/ns", "no such file"},
+		{fifo, "is not a network namespace"},
 	} {
 		f, err := openNetNS(tc.path)
 		if err == nil {
