@@ -389,6 +389,34 @@ func TestSandboxAttachRootless(t *testing.T) {
 	}
 }
 
+// --seccomp: the gateway serves under the filter (a command started
+// before it is not under it, and runs programs as usual).
+func TestSandboxSeccomp(t *testing.T) {
+	r := newSandboxRun(t)
+	port := r.hostHTTP("served under seccomp")
+	cmd, out, done := r.start([]string{"--seccomp", "--allow-host-loopback", "--api", r.apiSock}, "sh", "-c",
+		fmt.Sprintf("sleep 0.5; curl -sS --max-time 10 http://10.0.2.2:%d/; sleep 30", port))
+	waitAPI(t, r.apiSock, out)
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil || !strings.Contains(string(st), "Seccomp:\t2") {
+		t.Fatalf("ustack's status lacks Seccomp 2: %v\n%s", err, st)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "served under seccomp") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the command's fetch through the filtered gateway failed\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no exit after SIGTERM\n%s", out)
+	}
+}
+
 // tunForAll makes /dev/net/tun usable by every user (mode 0666, as most
 // distributions ship it) for the test, for the rootless ones.
 func tunForAll(t *testing.T) {

@@ -20,6 +20,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// procStatusOf returns /proc/PID/status of the process whose command line
+// starts with path.
+func procStatusOf(t *testing.T, path string) string {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.HasPrefix(string(cmdline), path+"\x00") {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err == nil {
+			return string(st)
+		}
+	}
+	t.Fatalf("no process running %s", path)
+	return ""
+}
+
 // slirpCall sends one slirp4netns API request and decodes the reply.
 func slirpCall(t *testing.T, sock, req string) map[string]any {
 	t.Helper()
@@ -65,8 +84,12 @@ func TestSlirp4netnsCompat(t *testing.T) {
 	stale.Close()
 	exitW, out, done := r.startWithFDs(nil, link, []string{"--disable-host-loopback", "--mtu=65520", "--enable-sandbox",
 		"--enable-seccomp", "--enable-ipv6", "-c", "-e", "4", "-r", "3", "--api-socket", sock, "--netns-type=path", nsPath, "tap0"})
-	if !strings.Contains(out.String(), "--enable-seccomp is not implemented") {
-		t.Errorf("no warning about --enable-seccomp:\n%s", out)
+	if !strings.Contains(out.String(), "--enable-sandbox is not implemented") {
+		t.Errorf("no warning about --enable-sandbox:\n%s", out)
+	}
+	// --enable-seccomp: the filter is on (mode 2) with no_new_privs.
+	if st := procStatusOf(t, link); !strings.Contains(st, "Seccomp:\t2") || !strings.Contains(st, "NoNewPrivs:\t1") {
+		t.Errorf("--enable-seccomp: the process's status lacks Seccomp 2 and NoNewPrivs 1:\n%s", st)
 	}
 	var addrs []string
 	var mtu int
@@ -277,7 +300,7 @@ ip -6 addr show scope global | grep 'inet6 fd00:' || { echo no SLAAC address; ex
 ip -6 route show default | grep 'via fe80::2' || { echo no default route via fe80::2; exit 1; }
 curl -sS --max-time 10 -g 'http://[fd00::2]:%d/'; echo
 exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80`, port, port6, guestBin)
-	cmd := exec.Command(rk, "--state-dir", filepath.Join(state, "rk"), "--net=slirp4netns", "--ipv6", "--slirp4netns-binary="+link,
+	cmd := exec.Command(rk, "--state-dir", filepath.Join(state, "rk"), "--net=slirp4netns", "--ipv6", "--slirp4netns-seccomp=true", "--slirp4netns-binary="+link,
 		"--port-driver=slirp4netns", "-p", fmt.Sprintf("127.0.0.1:%d:80/tcp", hostPort),
 		"sh", "-c", guestScript)
 	out := &syncBuffer{}
@@ -310,6 +333,9 @@ exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80`, port, port6, guestBin)
 	}
 	if !strings.Contains(out.String(), "rootlesskit guest reached the host") {
 		t.Fatalf("guest to host loopback through 10.0.2.2 failed\n%s", out)
+	}
+	if st := procStatusOf(t, link); !strings.Contains(st, "Seccomp:\t2") {
+		t.Errorf("--slirp4netns-seccomp=true: ustack's status lacks Seccomp 2:\n%s", st)
 	}
 	if !strings.Contains(out.String(), "and over IPv6") {
 		t.Fatalf("guest to host loopback over IPv6 ([fd00::2], SLAAC from the adverts) failed\n%s", out)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/ustacknet/ustack/api"
+	"github.com/ustacknet/ustack/internal/seccomp"
 	"github.com/ustacknet/ustack/metrics"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/sandbox"
@@ -56,6 +57,7 @@ type sandboxFlags struct {
 	metrics       string
 	netns, userns string
 	outbound      []string
+	seccomp       bool
 	ifName        string
 	readyFD       int
 	exitFD        int
@@ -147,6 +149,20 @@ normal user it joins the user namespace that owns the network namespace (or
 				handleMetrics(srv, msrc)
 				return nil
 			}
+			if f.seccomp {
+				inner := o.Ready
+				o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
+					if err := inner(gw, dev); err != nil {
+						return err
+					}
+					// Set up is over (the command, if any, was started
+					// before and is not affected).
+					if err := seccomp.Install(); err != nil {
+						return fmt.Errorf("--seccomp: %w", err)
+					}
+					return nil
+				}
+			}
 			if ready != nil {
 				inner := o.Ready
 				o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
@@ -210,6 +226,7 @@ normal user it joins the user namespace that owns the network namespace (or
 	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards, stats, /metrics) on this unix socket")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics on the host, e.g. 127.0.0.1:9109")
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
+	fl.BoolVar(&f.seccomp, "seccomp", false, "once the network is up, deny system calls the gateway never needs: running programs, namespaces, mounts, tracing, kernel modules (EPERM)")
 	fl.StringVar(&f.netns, "netns", "", "serve this existing network namespace instead of running a command: a PID, a path, or a name from ip netns (/run/netns/NAME)")
 	fl.StringVar(&f.userns, "userns", "", "with --netns as a normal user: the user namespace to join to create the device (default: the one owning the network namespace)")
 	fl.StringVar(&f.ifName, "if-name", sandbox.DefaultIfName, "name of the sandbox's interface")

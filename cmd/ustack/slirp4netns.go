@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
+	"github.com/ustacknet/ustack/internal/seccomp"
 	"github.com/ustacknet/ustack/sandbox"
 	"github.com/ustacknet/ustack/tun"
 )
@@ -60,9 +61,10 @@ loopback reachable at 10.0.2.2 unless --disable-host-loopback, addresses and
 routes set only with --configure. Without --configure, a TAP device named
 TAPNAME that the caller made beforehand (as rootlesskit does) is attached
 to and left in place on exit. Differences: otherwise the interface is a TUN
-device (layer 3), so --macaddress is refused; --enable-sandbox and
---enable-seccomp are accepted but not implemented (a warning says so);
---target-type bess is refused.`,
+device (layer 3), so --macaddress is refused; --enable-sandbox is accepted
+but not implemented (a warning says so); --enable-seccomp installs a deny
+list (running programs, namespaces, mounts, tracing, kernel code; EPERM)
+rather than slirp4netns's allow list; --target-type bess is refused.`,
 		Example: `  unshare --user --map-root-user --net sleep infinity & ustack slirp4netns --configure --mtu 65520 $! tap0`,
 		Args: func(c *cobra.Command, args []string) error {
 			if f.version {
@@ -89,9 +91,6 @@ device (layer 3), so --macaddress is refused; --enable-sandbox and
 			}
 			if f.enableSandbox {
 				fmt.Fprintln(c.ErrOrStderr(), "ustack slirp4netns: warning: --enable-sandbox is not implemented: no mount namespace, capabilities kept")
-			}
-			if f.enableSeccomp {
-				fmt.Fprintln(c.ErrOrStderr(), "ustack slirp4netns: warning: --enable-seccomp is not implemented: no system call filter")
 			}
 			if os.Getenv("GOMAXPROCS") == "" {
 				runtime.GOMAXPROCS(1) // as ustack sandbox --procs 1
@@ -121,6 +120,12 @@ device (layer 3), so --macaddress is refused; --enable-sandbox and
 					}
 					apiL, apiDone = l, make(chan error, 1)
 					go func() { apiDone <- sandbox.NewSlirpAPI(gw).Serve(l) }()
+				}
+				if f.enableSeccomp {
+					// Set up is over: nothing to run or mount from here on.
+					if err := seccomp.Install(); err != nil {
+						return fmt.Errorf("--enable-seccomp: %w", err)
+					}
 				}
 				if ready != nil {
 					_, err := ready.Write([]byte("1"))
@@ -157,7 +162,7 @@ device (layer 3), so --macaddress is refused; --enable-sandbox and
 	fl.StringVar(&f.netnsType, "netns-type", "pid", "specify network namespace type ([path|pid])")
 	fl.StringVar(&f.usernsPath, "userns-path", "", "specify user namespace path")
 	fl.BoolVar(&f.enableSandbox, "enable-sandbox", false, "accepted; not implemented by ustack (a warning says so)")
-	fl.BoolVar(&f.enableSeccomp, "enable-seccomp", false, "accepted; not implemented by ustack (a warning says so)")
+	fl.BoolVar(&f.enableSeccomp, "enable-seccomp", false, "once the network is up, deny system calls a gateway never needs (running programs, namespaces, mounts, tracing, kernel modules; see ustack's internal/seccomp)")
 	fl.StringVar(&f.outbound, "outbound-addr", "", "sets outbound IPv4 address (or interface) to bind to")
 	fl.StringVar(&f.outbound6, "outbound-addr6", "", "sets outbound IPv6 address (or interface) to bind to")
 	fl.BoolVar(&f.disableDNS, "disable-dns", false, "disables the DNS forwarder at 10.0.2.3")
