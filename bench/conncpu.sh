@@ -23,30 +23,18 @@ CONNS=${CONNS:-5000}
 REPS=${REPS:-3}
 TOOLS=${TOOLS:-ustack slirp4netns pasta}
 
+. bench/lib.sh
+
 if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
-  [ "$(id -u)" = 0 ] || { echo "bench/conncpu.sh needs root (it creates namespaces)" >&2; exit 1; }
-  need=()
-  for p in slirp4netns:slirp4netns passt:pasta util-linux:nsenter; do
-    command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
-  done
-  if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
+  bench_need bench/conncpu.sh slirp4netns:slirp4netns passt:pasta util-linux:nsenter
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  go build -o "$work/ustack" ./cmd/ustack
-  go build -o "$work/connrate" ./bench/connrate
+  bench_build "$work"
   USTACK_BENCH_INNER=1 WORK=$work exec unshare --net "$0" "$@"
 fi
 
-# Inside the private namespace. pasta copies its addresses and routes from
-# a template interface with a carrier: a veth whose peer leads nowhere.
-ip link set lo up
-ip link add bench0 type veth peer name bench1
-ip addr add 198.18.99.1/24 dev bench0
-ip link set bench1 up
-ip link set bench0 up
-ip route add default via 198.18.99.254 dev bench0
+# Inside the private namespace.
+bench_template_veth
 "$WORK/connrate" -serve 127.0.0.1:7000 &
 srv=$!
 helper=

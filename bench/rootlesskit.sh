@@ -19,15 +19,10 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 CONNS=${CONNS:-5000}
 
+. bench/lib.sh
+
 if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
-  [ "$(id -u)" = 0 ] || { echo "bench/rootlesskit.sh needs root" >&2; exit 1; }
-  need=()
-  for p in rootlesskit:rootlesskit uidmap:newuidmap slirp4netns:slirp4netns iperf3:iperf3; do
-    command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
-  done
-  if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
+  bench_need bench/rootlesskit.sh rootlesskit:rootlesskit uidmap:newuidmap slirp4netns:slirp4netns iperf3:iperf3
   work=$(mktemp -d)
   chmod 755 "$work"
   mode=$(stat -c %a /dev/net/tun)
@@ -45,8 +40,7 @@ if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
   grep -q '^nobody:' /etc/subuid 2>/dev/null || echo "nobody:200000:65536" >> /etc/subuid
   grep -q '^nobody:' /etc/subgid 2>/dev/null || echo "nobody:200000:65536" >> /etc/subgid
   chmod 666 /dev/net/tun
-  go build -o "$work/ustack" ./cmd/ustack
-  go build -o "$work/connrate" ./bench/connrate
+  bench_build "$work"
   mkdir "$work/ustack-as"
   ln -s "$work/ustack" "$work/ustack-as/slirp4netns"
   chmod -R a+rX "$work"
@@ -62,7 +56,6 @@ srv2=$!
 trap 'kill $srv1 $srv2 2>/dev/null; wait 2>/dev/null' EXIT
 sleep 0.5
 
-gbps='import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'
 declare -A R
 for tool in ustack slirp4netns; do
   bin=$(command -v slirp4netns)
@@ -74,8 +67,8 @@ for tool in ustack slirp4netns; do
       iperf3 -c 10.0.2.2 -t $DUR -J > $out/up.json
       iperf3 -c 10.0.2.2 -t $DUR -R -J > $out/down.json
       $WORK/connrate -c 10.0.2.2:7000 -n $CONNS -w 4 > $out/conns.txt" 2>/dev/null
-  R[$tool,up]=$(python3 -c "$gbps" < "$out/up.json" 2>/dev/null || echo 0)
-  R[$tool,down]=$(python3 -c "$gbps" < "$out/down.json" 2>/dev/null || echo 0)
+  R[$tool,up]=$(gbps < "$out/up.json" 2>/dev/null || echo 0)
+  R[$tool,down]=$(gbps < "$out/down.json" 2>/dev/null || echo 0)
   R[$tool,conns]=$(awk '{print $1}' "$out/conns.txt" 2>/dev/null || echo 0)
   rm -rf "$out"
   echo "# $tool: up ${R[$tool,up]} Gbps, down ${R[$tool,down]} Gbps, ${R[$tool,conns]} conns/s" >&2

@@ -22,31 +22,18 @@ WORKERS=${WORKERS:-4}
 MTUS=${MTUS:-65520 1500}
 TOOLS=${TOOLS:-ustack slirp4netns pasta}
 
+. bench/lib.sh
+
 if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
-  [ "$(id -u)" = 0 ] || { echo "bench/sandbox.sh needs root (it creates namespaces)" >&2; exit 1; }
-  need=()
-  for p in iperf3:iperf3 slirp4netns:slirp4netns passt:pasta time:/usr/bin/time; do
-    command -v "${p#*:}" >/dev/null || need+=("${p%%:*}")
-  done
-  if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  fi
+  bench_need bench/sandbox.sh iperf3:iperf3 slirp4netns:slirp4netns passt:pasta time:/usr/bin/time
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  go build -o "$work/ustack" ./cmd/ustack
-  go build -o "$work/connrate" ./bench/connrate
+  bench_build "$work"
   USTACK_BENCH_INNER=1 WORK=$work exec unshare --net "$0" "$@"
 fi
 
 # Inside the private namespace.
-ip link set lo up
-# pasta copies its addresses and routes from a template interface, which
-# must be up with a carrier; give it a veth whose peer leads nowhere.
-ip link add bench0 type veth peer name bench1
-ip addr add 198.18.99.1/24 dev bench0
-ip link set bench1 up
-ip link set bench0 up
-ip route add default via 198.18.99.254 dev bench0
+bench_template_veth
 
 iperf3 -s -B 127.0.0.1 -p 5201 >/dev/null 2>&1 &
 srv1=$!
@@ -55,7 +42,6 @@ srv2=$!
 trap 'kill $srv1 $srv2 2>/dev/null; wait 2>/dev/null' EXIT
 sleep 0.5
 
-gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))'; }
 
 # guest_script ADDR: what runs inside each sandbox.
 guest_script() {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ustacknet/ustack/internal/netns"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -93,17 +94,7 @@ func serveIn(t *testing.T, path, addr string, reply func(c net.Conn) string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, reply(c))
-			c.Close()
-		}
-	}()
+	testnet.Serve(t, l, func(c net.Conn) { io.WriteString(c, reply(c)) })
 }
 
 // httpGetIn fetches url's body over plain HTTP/1.0 from inside the

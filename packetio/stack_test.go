@@ -94,24 +94,7 @@ func (p *pair) close() {
 
 // echo serves l: every connection gets back what it sends.
 func echo(t testing.TB, l net.Listener) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	testnet.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // TCP and UDP through two stacks over packetio links, over IPv4 and IPv6:

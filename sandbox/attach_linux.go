@@ -92,14 +92,7 @@ func Attach(ctx context.Context, o Options, t Target) (int, error) {
 
 	var dev *tun.Device
 	if os.Geteuid() == 0 {
-		if cc.Down {
-			// Unconfigured: a TAP device made for us beforehand, as
-			// rootlesskit makes one for slirp4netns, if there is one.
-			dev, err = tun.OpenTAP(cc.IfName, cc.MTU, nsf)
-		}
-		if dev == nil && (err == nil || errors.Is(err, os.ErrNotExist)) {
-			dev, err = openIn(nsf, cc)
-		}
+		dev, err = openGuestDevice(nsf, cc)
 	} else {
 		dev, err = openViaUserNS(nsf, t.UserNS, cc, o.Self)
 	}
@@ -254,21 +247,38 @@ func openNoBlock(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 }
 
-// openIn creates and configures the guest's device in the namespace nsf
-// from this process, which must have CAP_NET_ADMIN over it (root).
-func openIn(nsf *os.File, cc childConfig) (*tun.Device, error) {
+// openGuestDevice makes the guest's device in the namespace nsf (nil: the
+// one the whole process is in, as Attach's helper is): a TAP device made
+// there beforehand if cc.Down and there is one (see Options.NoConfigure),
+// else a new TUN device with cc's addresses and default routes. Creating
+// one needs CAP_NET_ADMIN over the namespace.
+func openGuestDevice(nsf *os.File, cc childConfig) (*tun.Device, error) {
+	if cc.Down {
+		dev, err := tun.OpenTAP(cc.IfName, cc.MTU, nsf)
+		if err == nil {
+			return dev, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("sandbox: attaching to %s: %w", cc.IfName, err)
+		}
+	}
 	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down, NetNS: nsf})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: creating the interface: %w", err)
 	}
-	err = netns.DoIn(nsf, func() error {
+	routes := func() error {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return fmt.Errorf("sandbox: netlink: %w", err)
 		}
 		defer h.Close()
 		return addDefaultRoutes(h, dev.Name(), cc.Gateway)
-	})
+	}
+	if nsf != nil {
+		err = netns.DoIn(nsf, routes)
+	} else {
+		err = routes()
+	}
 	if err != nil {
 		dev.Close()
 		return nil, err

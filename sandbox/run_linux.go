@@ -388,32 +388,16 @@ func initAttach(sock *os.File, cc childConfig) int {
 		sock.Write(append([]byte{'E'}, fmt.Sprintf(format, a...)...))
 		return 1
 	}
-	var dev *tun.Device
-	var err error
-	if cc.Down {
-		// Unconfigured: a TAP device made for us beforehand, as
-		// rootlesskit makes one for slirp4netns, if there is one.
-		dev, err = tun.OpenTAP(cc.IfName, cc.MTU, nil)
-	}
-	if dev == nil && (err == nil || errors.Is(err, os.ErrNotExist)) {
-		dev, err = tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down})
-	}
+	// Inside the target's namespaces already (nsenter put this process
+	// there).
+	dev, err := openGuestDevice(nil, cc)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return fail("sandbox: attaching without root needs /dev/net/tun to be usable by your user (the usual mode is 0666; here it is %s): %v", tunMode(), err)
 		}
-		return fail("sandbox: creating the interface: %v", err)
-	}
-	defer dev.Close()
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return fail("sandbox: netlink: %v", err)
-	}
-	err = addDefaultRoutes(h, dev.Name(), cc.Gateway)
-	h.Close()
-	if err != nil {
 		return fail("%v", err)
 	}
+	defer dev.Close()
 	f, err := dev.DupFile()
 	if err != nil {
 		return fail("sandbox: %v", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 
@@ -79,7 +80,11 @@ func Open(cfg Config) (*Device, error) {
 		h       *netlink.Handle
 	)
 	create := func() (err error) {
-		if fds, name, offload, err = openDevice(c); err != nil {
+		flags := uint16(unix.IFF_TUN)
+		if c.MultiQueue {
+			flags |= unix.IFF_MULTI_QUEUE
+		}
+		if fds, name, offload, err = openDevice(queueSpec{name: c.Name, n: c.Queues, flags: flags, create: true}, c.NoOffload); err != nil {
 			return err
 		}
 		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
@@ -88,14 +93,7 @@ func Open(cfg Config) (*Device, error) {
 		}
 		return nil
 	}
-	if c.NetNS != nil {
-		err = netns.DoIn(c.NetNS, create)
-	} else {
-		runtime.LockOSThread()
-		err = create()
-		runtime.UnlockOSThread()
-	}
-	if err != nil {
+	if err := inNamespace(c.NetNS, create); err != nil {
 		return nil, err
 	}
 	defer h.Close()
@@ -112,13 +110,24 @@ func Open(cfg Config) (*Device, error) {
 	return d, nil
 }
 
-// openDevice opens c's queues, with the offloads unless c.NoOffload. If
-// the kernel refuses IFF_VNET_HDR or TUNSETOFFLOAD on any queue, it closes
-// what it opened (which deletes the device) and opens the device again
-// without them. It reports whether the offloads are on.
-func openDevice(c checked) (fds []int, name string, offload bool, err error) {
-	if !c.NoOffload {
-		fds, name, err = openQueues(c.Name, c.Queues, c.MultiQueue, true)
+// queueSpec says what openDevice opens: n queues of the device name,
+// with the type flags (IFF_TUN or IFF_TAP, IFF_MULTI_QUEUE), creating it
+// (never attaching to an existing device of that name) or attaching to an
+// existing one.
+type queueSpec struct {
+	name   string
+	n      int
+	flags  uint16
+	create bool
+}
+
+// openDevice opens s's queues, with the offloads unless noOffload. If the
+// kernel refuses IFF_VNET_HDR or TUNSETOFFLOAD on any queue, it closes
+// what it opened (which deletes a device it created) and opens them again
+// without. It reports whether the offloads are on.
+func openDevice(s queueSpec, noOffload bool) (fds []int, name string, offload bool, err error) {
+	if !noOffload {
+		fds, name, err = openQueues(s, true)
 		if err == nil {
 			return fds, name, true, nil
 		}
@@ -126,7 +135,7 @@ func openDevice(c checked) (fds []int, name string, offload bool, err error) {
 			return nil, "", false, err
 		}
 	}
-	fds, name, err = openQueues(c.Name, c.Queues, c.MultiQueue, false)
+	fds, name, err = openQueues(s, false)
 	return fds, name, false, err
 }
 
@@ -142,21 +151,18 @@ func offloadRefused(err error) bool {
 	return ok
 }
 
-// openQueues opens n descriptors on /dev/net/tun and attaches them as queues
-// of one new TUN device, requested as name, with IFF_VNET_HDR and the
-// offloads if vnet. It returns the descriptors and the device's name; a
-// refusal of the offloads is an *offloadError.
-func openQueues(name string, n int, multiQueue, vnet bool) ([]int, string, error) {
-	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if multiQueue {
-		flags |= unix.IFF_MULTI_QUEUE
-	}
+// openQueues opens s.n descriptors on /dev/net/tun and attaches them as
+// queues of the device s.name, with IFF_VNET_HDR and the offloads if vnet.
+// It returns the descriptors and the device's name; a refusal of the
+// offloads is an *offloadError.
+func openQueues(s queueSpec, vnet bool) ([]int, string, error) {
+	flags := s.flags | unix.IFF_NO_PI
 	if vnet {
 		flags |= unix.IFF_VNET_HDR
 	}
 	var fds []int
-	got := name
-	for i := range n {
+	got := s.name
+	for i := range s.n {
 		// Close-on-exec so that a child process cannot keep the device
 		// alive; non-blocking as fdbased needs.
 		fd, err := unix.Open(devPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
@@ -165,7 +171,7 @@ func openQueues(name string, n int, multiQueue, vnet bool) ([]int, string, error
 			return nil, "", openError(devPath, err)
 		}
 		f := flags
-		if i == 0 {
+		if i == 0 && s.create {
 			// Create, never attach to an existing device of that name.
 			f |= unix.IFF_TUN_EXCL
 		}
@@ -184,14 +190,27 @@ func openQueues(name string, n int, multiQueue, vnet bool) ([]int, string, error
 				// An old kernel without IFF_VNET_HDR.
 				return nil, "", &offloadError{err}
 			}
-			if i == 0 {
-				return nil, "", createError(name, err)
+			if i == 0 && s.create {
+				return nil, "", createError(s.name, err)
 			}
 			return nil, "", &deviceError{msg: fmt.Sprintf("attach queue %d to %q: %s", i, got, errnoString(err)), err: err}
 		}
 		fds = append(fds, fd)
 	}
 	return fds, got, nil
+}
+
+// inNamespace runs fn on a locked thread in the network namespace open as
+// netNS, or in the calling thread's if netNS is nil: a TUN device belongs
+// to the namespace of the thread that opened /dev/net/tun, and a netlink
+// socket to the namespace of the thread that made it.
+func inNamespace(netNS *os.File, fn func() error) error {
+	if netNS != nil {
+		return netns.DoIn(netNS, fn)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return fn()
 }
 
 // setIFF issues TUNSETIFF on fd and returns the name the kernel chose.

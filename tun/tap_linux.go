@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
+	"strings"
 
-	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -30,11 +29,11 @@ import (
 // and expects), as slirp4netns takes it from --mtu whatever the device's
 // own MTU is at the time; 0 means the device's current MTU.
 func OpenTAP(name string, mtu int, netNS *os.File) (*Device, error) {
-	if err := checkName(name); err != nil || name == "" || containsPercent(name) {
+	if err := checkName(name); err != nil || name == "" || strings.Contains(name, "%") {
 		return nil, fmt.Errorf("tun: OpenTAP: invalid name %q", name)
 	}
 	var (
-		fd      int
+		fds     []int
 		offload bool
 	)
 	attach := func() error {
@@ -55,50 +54,13 @@ func OpenTAP(name string, mtu int, netNS *os.File) (*Device, error) {
 		}
 		// With virtio headers and the kernel's offloads, as Open's TUN
 		// devices; without, if the kernel refuses them.
-		for _, vnet := range []bool{true, false} {
-			fd, err = unix.Open(devPath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-			if err != nil {
-				return openError(devPath, err)
-			}
-			flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
-			if vnet {
-				flags |= unix.IFF_VNET_HDR
-			}
-			if _, err = setIFF(fd, name, flags); err == nil && vnet {
-				err = setOffload(fd)
-			}
-			if err == nil {
-				offload = vnet
-				return nil
-			}
-			unix.Close(fd)
-			if !vnet {
-				return &deviceError{msg: fmt.Sprintf("attach to TAP device %q: %s", name, errnoString(err)), err: err}
-			}
-		}
-		return nil
+		fds, _, offload, err = openDevice(queueSpec{name: name, n: 1, flags: unix.IFF_TAP}, false)
+		return err
 	}
-	var err error
-	if netNS != nil {
-		err = netns.DoIn(netNS, attach)
-	} else {
-		runtime.LockOSThread()
-		err = attach()
-		runtime.UnlockOSThread()
-	}
-	if err != nil {
+	if err := inNamespace(netNS, attach); err != nil {
 		return nil, err
 	}
-	return fromTAPFD(fd, name, mtu, offload)
-}
-
-func containsPercent(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' {
-			return true
-		}
-	}
-	return false
+	return fromTAPFD(fds[0], name, mtu, offload)
 }
 
 // fromTAPFD makes a Device over a TAP descriptor, with or without virtio

@@ -149,34 +149,14 @@ normal user it joins the user namespace that owns the network namespace (or
 				handleMetrics(srv, msrc)
 				return nil
 			}
-			if f.seccomp {
-				inner := o.Ready
-				o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
-					if err := inner(gw, dev); err != nil {
-						return err
-					}
-					// Set up is over (the command, if any, was started
-					// before and is not affected).
-					if err := seccomp.Install(); err != nil {
-						return fmt.Errorf("--seccomp: %w", err)
-					}
-					return nil
+			serve := o.Ready
+			o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
+				if err := serve(gw, dev); err != nil {
+					return err
 				}
-			}
-			if ready != nil {
-				inner := o.Ready
-				o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
-					if err := inner(gw, dev); err != nil {
-						return err
-					}
-					// As slirp4netns: "1" once the network is up.
-					_, err := ready.Write([]byte("1"))
-					ready.Close()
-					if err != nil {
-						return fmt.Errorf("--ready-fd %d: %w", f.readyFD, err)
-					}
-					return nil
-				}
+				// The command, if any, was started before and is not
+				// under the filter.
+				return setupDone("seccomp", f.seccomp, ready, f.readyFD)
 			}
 			defer func() {
 				if srv != nil {
@@ -266,6 +246,26 @@ func (f *sandboxFlags) target() (*sandbox.Target, error) {
 		t.NetNS = f.netns
 	}
 	return t, nil
+}
+
+// setupDone ends the set-up once the network is up: it installs the
+// system call filter if asked (--NAME), as nothing is left to run or mount,
+// and then, as slirp4netns does, writes "1" to --ready-fd and closes it.
+func setupDone(seccompFlag string, doSeccomp bool, ready *os.File, readyFD int) error {
+	if doSeccomp {
+		if err := seccomp.Install(); err != nil {
+			return fmt.Errorf("--%s: %w", seccompFlag, err)
+		}
+	}
+	if ready == nil {
+		return nil
+	}
+	_, err := ready.Write([]byte("1"))
+	ready.Close()
+	if err != nil {
+		return fmt.Errorf("--ready-fd %d: %w", readyFD, err)
+	}
+	return nil
 }
 
 // stopOnRead returns a context that ends when f (--exit-fd) turns

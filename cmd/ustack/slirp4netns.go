@@ -11,7 +11,6 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"github.com/ustacknet/ustack/internal/seccomp"
 	"github.com/ustacknet/ustack/sandbox"
 	"github.com/ustacknet/ustack/tun"
 )
@@ -121,20 +120,7 @@ rather than slirp4netns's allow list; --target-type bess is refused.`,
 					apiL, apiDone = l, make(chan error, 1)
 					go func() { apiDone <- sandbox.NewSlirpAPI(gw).Serve(l) }()
 				}
-				if f.enableSeccomp {
-					// Set up is over: nothing to run or mount from here on.
-					if err := seccomp.Install(); err != nil {
-						return fmt.Errorf("--enable-seccomp: %w", err)
-					}
-				}
-				if ready != nil {
-					_, err := ready.Write([]byte("1"))
-					ready.Close()
-					if err != nil {
-						return fmt.Errorf("--ready-fd %d: %w", f.readyFD, err)
-					}
-				}
-				return nil
+				return setupDone("enable-seccomp", f.enableSeccomp, ready, f.readyFD)
 			}
 			code, err := sandbox.Attach(ctx, o, t)
 			if apiL != nil {
