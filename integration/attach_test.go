@@ -339,6 +339,15 @@ func TestSandboxAttachErrors(t *testing.T) {
 			t.Errorf("--netns %s: %v, want exit 1 and %q\n%s", tc.arg, err, tc.want, out.String())
 		}
 	}
+	// A --userns that is not a user namespace is refused even as root,
+	// where none is needed, rather than ignored.
+	pid := r.nsHolder(nil)
+	cmd := exec.Command(r.bin, "sandbox", "--netns", strconv.Itoa(pid), "--userns", "/etc/hostname")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := r.ns.Do(cmd.Run); exitCodeOf(err) != 1 || !strings.Contains(out.String(), "is not a user namespace") {
+		t.Errorf("--userns /etc/hostname: %v, want exit 1 and 'is not a user namespace'\n%s", err, out.String())
+	}
 }
 
 // Attach mode as a normal user, as rootless container engines use

@@ -89,6 +89,16 @@ func Attach(ctx context.Context, o Options, t Target) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if t.UserNS != "" {
+		// Checked even where it is not needed (as root), rather than
+		// ignored when wrong.
+		f, err := openUserNS(t.UserNS)
+		if err != nil {
+			nsf.Close()
+			return 0, err
+		}
+		f.Close()
+	}
 
 	var dev *tun.Device
 	if os.Geteuid() == 0 {
@@ -241,6 +251,19 @@ func openNetNS(path string) (*os.File, error) {
 	return f, nil
 }
 
+// openUserNS opens path and checks that it is a user namespace.
+func openUserNS(path string) (*os.File, error) {
+	f, err := openNoBlock(path)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: user namespace: %w", err)
+	}
+	if typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err != nil || typ != unix.CLONE_NEWUSER {
+		f.Close()
+		return nil, fmt.Errorf("sandbox: %s is not a user namespace (want /proc/PID/ns/user or a bind mount of one)", path)
+	}
+	return f, nil
+}
+
 // openNoBlock opens path for reading without blocking: a namespace file
 // does not care, and a FIFO given by mistake must not hang the open.
 func openNoBlock(path string) (*os.File, error) {
@@ -313,13 +336,9 @@ func addDefaultRoutes(h *netlink.Handle, name string, gws []netip.Addr) error {
 func openViaUserNS(nsf *os.File, userNS string, cc childConfig, self string) (*tun.Device, error) {
 	var usf *os.File
 	if userNS != "" {
-		f, err := openNoBlock(userNS)
+		f, err := openUserNS(userNS)
 		if err != nil {
-			return nil, fmt.Errorf("sandbox: user namespace: %w", err)
-		}
-		if typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err != nil || typ != unix.CLONE_NEWUSER {
-			f.Close()
-			return nil, fmt.Errorf("sandbox: %s is not a user namespace", userNS)
+			return nil, err
 		}
 		usf = f
 	} else {

@@ -90,6 +90,7 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"sandbox negative exit-fd", []string{"sandbox", "--exit-fd", "-5", "--", "true"}, `"--exit-fd" flag: want an open descriptor`},
 		{"sandbox same control fds", []string{"sandbox", "--ready-fd", "2", "--exit-fd", "2", "--", "true"}, "want two descriptors"},
 		{"sandbox bad if-name", []string{"sandbox", "--if-name", "a/b", "--", "true"}, `"--if-name" flag: want an interface name`},
+		{"sandbox link-local outbound", []string{"sandbox", "--outbound-addr", "fe80::1", "--", "true"}, `global or private (not loopback, link-local`},
 		{"sandbox bad outbound", []string{"sandbox", "--outbound-addr", "eth0", "--", "true"}, `"--outbound-addr" flag: want an IPv4 or IPv6 address`},
 		{"sandbox two outbound v4", []string{"sandbox", "--outbound-addr", "198.18.0.1", "--outbound-addr", "198.18.0.2", "--", "true"}, "at most one IPv4 and one IPv6"},
 		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},

@@ -380,8 +380,8 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	var outbound []netip.Addr
 	for _, v := range f.outbound {
 		a, err := netip.ParseAddr(v)
-		if err != nil || a.Zone() != "" {
-			return o, fmt.Errorf("invalid argument %q for \"--outbound-addr\" flag: want an IPv4 or IPv6 address of this host", v)
+		if err != nil || a.Zone() != "" || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() {
+			return o, fmt.Errorf("invalid argument %q for \"--outbound-addr\" flag: want an IPv4 or IPv6 address of this host, global or private (not loopback, link-local, multicast or unspecified)", v)
 		}
 		for _, b := range outbound {
 			if b.Unmap().Is4() == a.Unmap().Is4() {
