@@ -119,6 +119,11 @@ type Config struct {
 	// business, end to end; and Go's keep-alive set-up is four system
 	// calls per connection). Network is "tcp" or "udp".
 	Dial func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error)
+	// NoTCPRelay carries the guest's TCP connections through a gVisor TCP
+	// endpoint each (gVisor's forwarder) instead of the relay (relay.go),
+	// which translates segments to host sockets directly. The relay
+	// serves TUN devices only; a TAP device always uses gVisor.
+	NoTCPRelay bool
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -285,6 +290,7 @@ type Gateway struct {
 	addrs Addrs
 	st    *stack.Stack
 	log   *slog.Logger
+	relay *relay // nil when the link needs gVisor's (TAP) or NoTCPRelay
 
 	tcpFlows, udpFlows, dnsQueries, denied, refused, inbound atomic.Uint64
 	live                                                     atomic.Int64
@@ -324,6 +330,13 @@ func NewGateway(cfg Config) (*Gateway, error) {
 			}
 		})
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{cfg: cfg, addrs: addrs, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		open: make(map[io.Closer]struct{}), forwards: make(map[string]*forwarder)}
+	if !cfg.NoTCPRelay && relayUsable(link) {
+		g.relay = newRelay(g, link)
+		link = g.relay
+	}
 	sc := stack.Config{
 		Link:        link,
 		Promiscuous: true,
@@ -340,11 +353,10 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	}
 	st, err := stack.New(sc)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &Gateway{cfg: cfg, addrs: addrs, st: st, log: cfg.Logger, ctx: ctx, cancel: cancel,
-		open: make(map[io.Closer]struct{}), forwards: make(map[string]*forwarder)}
+	g.st = st
 	s := st.GVisor()
 	tf := tcp.NewForwarder(s, 0, cfg.MaxSYNs, g.handleTCP)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
@@ -384,6 +396,9 @@ func (g *Gateway) Close() error {
 		}
 		g.mu.Unlock()
 		g.cancel()
+		if g.relay != nil {
+			g.relay.shut()
+		}
 		for _, c := range open {
 			c.Close()
 		}

@@ -1,0 +1,1144 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// The TCP relay carries the connections the guest opens without a TCP
+// endpoint of gVisor's for each: it translates between the guest's
+// segments and a host socket, the way pasta does. The host socket's
+// buffers are the flow's buffers, so there is no second TCP stack in the
+// middle: guest data is written to the host socket as it arrives in order
+// and acknowledged once the socket (or, when it is full, a bounded buffer
+// of the flow) holds it; host data is read only as far as the guest's
+// window allows, sent, and kept until the guest acknowledges it.
+//
+// The relay sits between the link and the gateway's stack. It takes the
+// guest's SYNs and every later segment of the flows it owns; everything
+// else (UDP, ICMP, the connections the gateway opens into the guest for
+// -p forwards, segments of no flow) goes on to gVisor, which answers a
+// stray segment with a reset as before.
+//
+// What the relay offers the guest: its MSS from the link's MTU, window
+// scaling when the guest offers it, no timestamps and no SACK (the link
+// neither loses nor reorders on its own). It retransmits on a timer with
+// exponential back-off from relayRTO and after three duplicate ACKs, and
+// probes a zero window. Inbound IP fragments are left to gVisor: Linux
+// sets DF on TCP, so a guest's segments are never fragments.
+//
+// Per flow it costs one goroutine (the dial, then the host reads), no
+// goroutine per direction, and no TCP endpoint, timers or processor
+// hand-off in gVisor; a short connection costs about half the CPU of one
+// carried by gVisor's forwarder (docs/BENCHMARKS.md).
+
+const (
+	// relayWindow caps guest data accepted but not yet taken by the host
+	// socket (its send buffer full), per flow; it is the window the relay
+	// offers, in units of 1<<relayWS bytes when the guest scales.
+	relayWindow = 2 << 20
+	relayWS     = 6
+	// relaySendMax caps host data read but not yet acknowledged by the
+	// guest, per flow.
+	relaySendMax = 4 << 20
+	// relayReadFirst is a flow's first host read, and relayReadMax the
+	// read once one has filled its buffer.
+	relayReadFirst = 4 << 10
+	relayReadMax   = 64 << 10
+	relayRTO       = 200 * time.Millisecond // Linux's minimum RTO
+	// relayDelAck is how long an ACK for a small segment may wait for
+	// data to ride on. Linux waits 40 ms at least; a host answer on this
+	// path comes within a fraction of a millisecond.
+	relayDelAck = time.Millisecond
+	relayMaxRTO = 30 * time.Second
+	// relayRetries is how many times a segment is sent again before the
+	// flow is reset (about a minute and a half with the back-off above).
+	relayRetries = 9
+)
+
+type relayKey struct{ guest, remote netip.AddrPort }
+
+// relay is the link endpoint wrapper described above.
+type relay struct {
+	nested.Endpoint
+	g       *Gateway
+	verify  bool // the link leaves inbound checksums to the stack
+	gso     bool // the link hands the kernel segments to split and sum
+	gsoMax  uint32
+	mss4    int // MSS the link's MTU allows
+	mss6    int
+	ipID    atomic.Uint32
+	syns    atomic.Int32 // handshakes in progress
+	mu      sync.Mutex
+	flows   map[relayKey]*rflow
+	closing bool
+}
+
+func newRelay(g *Gateway, link gvstack.LinkEndpoint) *relay {
+	r := &relay{g: g, flows: make(map[relayKey]*rflow)}
+	r.Endpoint.Init(link, r)
+	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
+	if ge, ok := link.(gvstack.GSOEndpoint); ok && ge.SupportedGSO() == gvstack.HostGSOSupported {
+		r.gso, r.gsoMax = true, ge.GSOMaxSize()
+	}
+	mtu := int(link.MTU())
+	r.mss4 = mtu - header.IPv4MinimumSize - header.TCPMinimumSize
+	r.mss6 = mtu - header.IPv6MinimumSize - header.TCPMinimumSize
+	return r
+}
+
+// relayUsable reports whether the relay can serve link: it writes IP
+// packets straight to the link, so the link must not need a link header
+// (a TAP device's Ethernet goes through gVisor's ARP and neighbour table).
+func relayUsable(link gvstack.LinkEndpoint) bool {
+	return link.ARPHardwareType() == header.ARPHardwareNone && link.MaxHeaderLength() == 0
+}
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher.
+func (r *relay) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
+	if (proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber) && r.take(proto, pkt) {
+		return
+	}
+	r.Endpoint.DeliverNetworkPacket(proto, pkt)
+}
+
+// shut resets every flow's host side and stops the relay taking new ones;
+// the flows' goroutines end as their host connections close.
+func (r *relay) shut() {
+	r.mu.Lock()
+	r.closing = true
+	fs := make([]*rflow, 0, len(r.flows))
+	for _, f := range r.flows {
+		fs = append(fs, f)
+	}
+	r.mu.Unlock()
+	for _, f := range fs {
+		f.mu.Lock()
+		f.finish(false)
+		f.mu.Unlock()
+	}
+}
+
+// live returns the number of flows the relay holds.
+func (r *relay) live() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.flows)
+}
+
+// seg is a parsed TCP segment from the guest.
+type seg struct {
+	key     relayKey
+	v6      bool
+	seq     seqnum.Value
+	ack     seqnum.Value
+	flags   header.TCPFlags
+	wnd     uint32 // unscaled
+	opts    []byte
+	payload [][]byte // views of the packet, valid during take
+	n       int      // payload length
+}
+
+// take handles pkt if it is the relay's, reporting whether it was.
+func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) bool {
+	var s seg
+	var ipLen, total int
+	var src, dst tcpip.Address
+	if proto == header.IPv4ProtocolNumber {
+		b, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
+		if !ok {
+			return false
+		}
+		ip := header.IPv4(b)
+		ipLen, total = int(ip.HeaderLength()), int(ip.TotalLength())
+		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.More() || ip.FragmentOffset() != 0 ||
+			ipLen < header.IPv4MinimumSize || total > pkt.Data().Size() || total < ipLen+header.TCPMinimumSize {
+			return false
+		}
+		if b, ok = pkt.Data().PullUp(ipLen); !ok || !header.IPv4(b).IsChecksumValid() {
+			return false
+		}
+		ip = header.IPv4(b)
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	} else {
+		b, ok := pkt.Data().PullUp(header.IPv6MinimumSize)
+		if !ok {
+			return false
+		}
+		ip := header.IPv6(b)
+		ipLen, total = header.IPv6MinimumSize, header.IPv6MinimumSize+int(ip.PayloadLength())
+		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || total > pkt.Data().Size() || total < ipLen+header.TCPMinimumSize {
+			return false
+		}
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		s.v6 = true
+	}
+	b, ok := pkt.Data().PullUp(ipLen + header.TCPMinimumSize)
+	if !ok {
+		return false
+	}
+	tcpLen := int(header.TCP(b[ipLen:]).DataOffset())
+	if tcpLen < header.TCPMinimumSize || ipLen+tcpLen > total {
+		return false
+	}
+	if b, ok = pkt.Data().PullUp(ipLen + tcpLen); !ok {
+		return false
+	}
+	t := header.TCP(b[ipLen:])
+	srcA, dstA := netipOf(src), netipOf(dst)
+	if !srcA.IsGlobalUnicast() && !srcA.IsPrivate() || !dstA.IsValid() || dstA.IsMulticast() {
+		return false
+	}
+	s.key = relayKey{netip.AddrPortFrom(srcA, t.SourcePort()), netip.AddrPortFrom(dstA, t.DestinationPort())}
+	s.seq, s.ack = seqnum.Value(t.SequenceNumber()), seqnum.Value(t.AckNumber())
+	s.flags, s.wnd = t.Flags(), uint32(t.WindowSize())
+	s.n = total - ipLen - tcpLen
+	syn := s.flags&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) == header.TCPFlagSyn
+
+	r.mu.Lock()
+	f := r.flows[s.key]
+	closing := r.closing
+	r.mu.Unlock()
+	if f == nil && (!syn || closing) {
+		return false // gVisor's: a -p flow, or none (gVisor resets it)
+	}
+	if pkt.Data().Size() > total {
+		pkt.Data().CapLength(total) // link padding
+	}
+	if r.verify {
+		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(total-ipLen))
+		xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(ipLen+tcpLen))
+		if t.CalculateChecksum(xsum) != 0xffff {
+			return true // corrupt: dropped, as gVisor would
+		}
+	}
+	s.opts = t.Options()
+	if s.n > 0 {
+		var a [4][]byte
+		s.payload = a[:0]
+		off, left := ipLen+tcpLen, s.n
+		views, voff := pkt.AsViewList()
+		for v := views.Front(); v != nil && left > 0; v = v.Next() {
+			p := v.AsSlice()
+			if voff >= len(p) {
+				voff -= len(p)
+				continue
+			}
+			p, voff = p[voff:], 0
+			if off >= len(p) {
+				off -= len(p)
+				continue
+			}
+			p, off = p[off:], 0
+			p = p[:min(len(p), left)]
+			left -= len(p)
+			s.payload = append(s.payload, p)
+		}
+	}
+	if f == nil {
+		r.open(&s)
+		return true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if syn && f.state != stSynRcvd && s.seq != f.irs {
+		// A new connection on the tuple of one the guest has given up
+		// on: end the old one, then take the new one.
+		f.finish(false)
+		f.mu.Unlock()
+		r.open(&s)
+		f.mu.Lock()
+		return true
+	}
+	f.input(&s)
+	return true
+}
+
+// open starts a flow for a SYN, or refuses it with a reset.
+func (r *relay) open(s *seg) {
+	g := r.g
+	opts := header.ParseSynOptions(s.opts, false)
+	to, why := g.target(s.key.remote, "tcp")
+	if why != "" {
+		g.denied.Add(1)
+		g.log.Debug("tcp flow denied", "src", s.key.guest, "dst", s.key.remote, "why", why)
+		r.resetFor(s)
+		return
+	}
+	if r.syns.Load() >= int32(g.cfg.MaxSYNs) {
+		g.refused.Add(1)
+		g.log.Warn("tcp flow refused: too many handshakes in progress", "src", s.key.guest, "dst", s.key.remote, "max", g.cfg.MaxSYNs)
+		r.resetFor(s)
+		return
+	}
+	if !g.takeFlow() {
+		g.log.Warn("tcp flow refused: too many flows", "src", s.key.guest, "dst", s.key.remote, "max", g.cfg.MaxFlows)
+		r.resetFor(s)
+		return
+	}
+	f := &rflow{r: r, key: s.key, v6: s.v6, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
+		sndWnd: s.wnd, wake: make(chan struct{}, 1), rto: relayRTO}
+	f.mss = int(opts.MSS)
+	if f.mss == 0 {
+		f.mss = header.TCPDefaultMSS
+		if s.v6 {
+			f.mss = 1220
+		}
+	}
+	lim := r.mss4
+	if s.v6 {
+		lim = r.mss6
+	}
+	f.mss = min(f.mss, lim)
+	if opts.WS >= 0 {
+		f.guestWS, f.ourWS = uint8(min(opts.WS, header.MaxWndScale)), relayWS
+	}
+	f.iss = seqnum.Value(uint32(time.Now().UnixNano()>>6) ^ uint32(s.key.guest.Port())<<16 ^ uint32(s.key.remote.Port()))
+	f.sndUna, f.sndNxt = f.iss, f.iss
+	r.mu.Lock()
+	if r.closing || r.flows[s.key] != nil {
+		r.mu.Unlock()
+		g.dropFlow()
+		return
+	}
+	r.flows[s.key] = f
+	r.mu.Unlock()
+	r.syns.Add(1)
+	if !g.go_(func() { f.run(to) }) {
+		r.syns.Add(-1)
+		r.drop(f)
+		g.dropFlow()
+	}
+}
+
+// drop forgets f.
+func (r *relay) drop(f *rflow) {
+	r.mu.Lock()
+	if r.flows[f.key] == f {
+		delete(r.flows, f.key)
+	}
+	r.mu.Unlock()
+}
+
+// resetFor answers a segment of no flow with a reset (RFC 9293 3.10.7.1).
+func (r *relay) resetFor(s *seg) {
+	f := &rflow{r: r, key: s.key, v6: s.v6}
+	if s.flags&header.TCPFlagAck != 0 {
+		r.write(f, header.TCPFlagRst, s.ack, 0, 0, buffer.Buffer{}, nil)
+		return
+	}
+	ln := seqnum.Size(s.n)
+	if s.flags&header.TCPFlagSyn != 0 {
+		ln++
+	}
+	if s.flags&header.TCPFlagFin != 0 {
+		ln++
+	}
+	r.write(f, header.TCPFlagRst|header.TCPFlagAck, 0, s.seq.Add(ln), 0, buffer.Buffer{}, nil)
+}
+
+// write sends one segment of f to the guest, with payload (which it
+// takes) and TCP options opts.
+func (r *relay) write(f *rflow, flags header.TCPFlags, seq, ack seqnum.Value, wnd uint16, payload buffer.Buffer, opts []byte) {
+	ipLen := header.IPv4MinimumSize
+	if f.v6 {
+		ipLen = header.IPv6MinimumSize
+	}
+	tcpLen := header.TCPMinimumSize + len(opts)
+	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
+		ReserveHeaderBytes: ipLen + tcpLen,
+		Payload:            payload,
+	})
+	defer pkt.DecRef()
+	n := pkt.Data().Size()
+	t := header.TCP(pkt.TransportHeader().Push(tcpLen))
+	t.Encode(&header.TCPFields{
+		SrcPort:    f.key.remote.Port(),
+		DstPort:    f.key.guest.Port(),
+		SeqNum:     uint32(seq),
+		AckNum:     uint32(ack),
+		DataOffset: uint8(tcpLen),
+		Flags:      flags,
+		WindowSize: wnd,
+	})
+	copy(t[header.TCPMinimumSize:], opts)
+	pkt.TransportProtocolNumber = header.TCPProtocolNumber
+	src := tcpip.AddrFromSlice(f.key.remote.Addr().AsSlice())
+	dst := tcpip.AddrFromSlice(f.key.guest.Addr().AsSlice())
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(tcpLen+n))
+	if r.gso {
+		gso := gvstack.GSO{Type: gvstack.GSOTCPv4, NeedsCsum: true, CsumOffset: header.TCPChecksumOffset,
+			MSS: uint16(f.mss), L3HdrLen: uint16(ipLen), MaxSize: r.gsoMax}
+		if f.v6 {
+			gso.Type = gvstack.GSOTCPv6
+		}
+		pkt.GSOOptions = gso
+		t.SetChecksum(xsum)
+	} else {
+		xsum = checksum.Combine(xsum, pkt.Data().Checksum())
+		t.SetChecksum(^t.CalculateChecksum(xsum))
+	}
+	if f.v6 {
+		header.IPv6(pkt.NetworkHeader().Push(ipLen)).Encode(&header.IPv6Fields{
+			PayloadLength:     uint16(tcpLen + n),
+			TransportProtocol: header.TCPProtocolNumber,
+			HopLimit:          64,
+			SrcAddr:           src,
+			DstAddr:           dst,
+		})
+		pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
+	} else {
+		ip := header.IPv4(pkt.NetworkHeader().Push(ipLen))
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(ipLen + tcpLen + n),
+			ID:          uint16(r.ipID.Add(1)),
+			Flags:       header.IPv4FlagDontFragment,
+			TTL:         64,
+			Protocol:    uint8(header.TCPProtocolNumber),
+			SrcAddr:     src,
+			DstAddr:     dst,
+		})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	}
+	if flags&header.TCPFlagAck != 0 {
+		f.rcvAcked = ack
+	}
+	var l gvstack.PacketBufferList
+	l.PushBack(pkt)
+	r.Endpoint.WritePackets(l) // a failed write is a lost segment
+}
+
+type rstate uint8
+
+const (
+	stSynRcvd     rstate = iota // dialling the host, or SYN-ACK sent
+	stEstablished               // data both ways; FINs tracked separately
+	stDone                      // finished; the flow is out of the table
+)
+
+// rflow is one relayed connection. Its fields are guarded by mu, except
+// the immutable ones at the top.
+type rflow struct {
+	r    *relay
+	key  relayKey
+	v6   bool
+	irs  seqnum.Value // the guest's initial sequence number
+	iss  seqnum.Value // ours
+	mss  int
+	wake chan struct{} // the host reader may read again, or must stop
+
+	mu      sync.Mutex
+	state   rstate
+	hc      net.Conn
+	rc      syscall.RawConn // hc's, when it has one: non-blocking writes
+	guestWS uint8           // scale of the guest's windows
+	ourWS   uint8           // scale of ours
+
+	// guest -> host
+	rcvNxt    seqnum.Value
+	pend      []byte       // accepted, not yet written to the host (its buffer was full)
+	draining  bool         // a goroutine is writing pend
+	guestFin  bool         // the guest's FIN is accepted
+	hostShut  bool         // CloseWrite done on the host socket
+	lastWnd   uint32       // the window last advertised, in bytes
+	ackNeeded bool         // the guest has not heard of rcvNxt yet
+	ackDelay  bool         // and may wait for relayDelAck (see input)
+	rcvAcked  seqnum.Value // the ACK number last sent
+	delack    *time.Timer
+	delackOn  bool
+
+	// host -> guest
+	sndUna, sndNxt seqnum.Value
+	sndMax         seqnum.Value   // the highest sent (sndNxt goes back on a timeout)
+	finSeq         seqnum.Value   // our FIN's, once finOut
+	finOut         bool           // the FIN has been sent at least once
+	sndWnd         uint32         // the guest's window, in bytes
+	q              []*buffer.View // bytes from sndUna on, sent or not
+	qLen           int
+	hostEOF        bool // the host sent its FIN (read returned EOF)
+	finSent        bool
+	finAcked       bool
+	dupAcks        int
+	recovering     bool // in fast recovery, until recover is acknowledged
+	recover        seqnum.Value
+	timer          *time.Timer
+	timerOn        bool
+	timerAt        time.Time // when the armed timer is due
+	rto            time.Duration
+	retries        int
+}
+
+// run dials the host, completes the guest's handshake and then reads the
+// host's data until the flow ends. It runs on its own goroutine.
+func (f *rflow) run(to netip.AddrPort) {
+	growStack(0) // see growStack: the dial would grow it twice, deep down
+	g := f.r.g
+	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
+	hc, err := g.cfg.Dial(ctx, "tcp", to)
+	cancel()
+	f.r.syns.Add(-1)
+	f.mu.Lock()
+	if err != nil || f.state == stDone || !g.track(hc) {
+		if err != nil {
+			g.refused.Add(1)
+			g.log.Debug("tcp dial failed", "src", f.key.guest, "dst", f.key.remote, "to", to, "err", err)
+		}
+		if hc != nil {
+			hc.Close()
+		}
+		if f.state != stDone {
+			f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, 0, f.rcvNxt, 0, buffer.Buffer{}, nil)
+			f.state = stDone
+			f.r.drop(f)
+			g.dropFlow()
+		}
+		f.mu.Unlock()
+		return
+	}
+	f.hc = hc
+	if sc, ok := hc.(syscall.Conn); ok {
+		f.rc, _ = sc.SyscallConn()
+	}
+	g.tcpFlows.Add(1)
+	f.sndNxt, f.sndMax = f.iss+1, f.iss+1
+	f.sendSynAck()
+	f.armTimer()
+	f.mu.Unlock()
+	f.readHost()
+}
+
+// sendSynAck sends (or sends again) the SYN-ACK.
+func (f *rflow) sendSynAck() {
+	var opts [8]byte
+	n := header.EncodeMSSOption(uint32(f.mss), opts[:])
+	if f.ourWS != 0 || f.guestWS != 0 {
+		n += header.EncodeNOP(opts[n:])
+		n += header.EncodeWSOption(int(f.ourWS), opts[n:])
+	}
+	// The window of a SYN is never scaled (RFC 7323 2.2).
+	wnd := uint16(min(relayWindow-len(f.pend), 0xffff))
+	f.r.write(f, header.TCPFlagSyn|header.TCPFlagAck, f.iss, f.rcvNxt, wnd, buffer.Buffer{}, opts[:n])
+}
+
+// window returns the window to advertise, scaled, and notes it.
+func (f *rflow) window() uint16 {
+	w := uint32(relayWindow - len(f.pend))
+	if f.ourWS == 0 {
+		w = min(w, 0xffff)
+	}
+	f.lastWnd = w >> f.ourWS << f.ourWS
+	return uint16(w >> f.ourWS)
+}
+
+// ack sends a bare ACK.
+func (f *rflow) ack() {
+	f.ackNeeded = false
+	f.r.write(f, header.TCPFlagAck, f.sndNxt, f.rcvNxt, f.window(), buffer.Buffer{}, nil)
+}
+
+// input handles a segment of the flow from the guest.
+func (f *rflow) input(s *seg) {
+	if f.state == stDone {
+		return
+	}
+	if s.flags&header.TCPFlagRst != 0 {
+		// Accept a reset in the window (RFC 5961 asks for an exact
+		// match; on a private link to one guest the window is enough).
+		if s.seq == f.rcvNxt || (f.state == stEstablished && f.rcvNxt.LessThanEq(s.seq) && s.seq.LessThan(f.rcvNxt.Add(seqnum.Size(relayWindow)))) {
+			f.finish(false)
+		}
+		return
+	}
+	if s.flags&header.TCPFlagSyn != 0 {
+		if f.state == stSynRcvd && f.hc != nil && s.flags&header.TCPFlagAck == 0 {
+			f.sendSynAck() // the guest sent its SYN again
+		}
+		return // still dialling: the SYN-ACK comes when the dial ends
+	}
+	if s.flags&header.TCPFlagAck == 0 {
+		return
+	}
+	if f.state == stSynRcvd {
+		if f.hc == nil || s.ack != f.iss+1 {
+			if f.hc != nil {
+				f.r.resetFor(s)
+			}
+			return
+		}
+		f.state = stEstablished
+		f.sndUna = f.iss + 1
+		f.retries, f.rto = 0, relayRTO
+		f.stopTimer()
+		defer func() {
+			// Host data that came before the guest's ACK goes now.
+			if f.state == stEstablished {
+				f.push()
+				f.kick()
+			}
+		}()
+	}
+	f.onData(s) // first, so that data sent below carries the new ACK
+	if f.state == stDone {
+		return
+	}
+	f.onAck(s)
+	if f.state == stDone {
+		return
+	}
+	if f.ackNeeded {
+		// In-order data is acknowledged at once only every second
+		// full segment (as Linux and RFC 9293 3.8.6.3 do); otherwise
+		// the ACK waits up to relayDelAck to ride on the host's answer,
+		// which on a request and response saves the guest a packet.
+		if f.ackDelay && int(f.rcvAcked.Size(f.rcvNxt)) < 2*f.mss {
+			f.armDelAck()
+		} else {
+			f.ack()
+		}
+	}
+	f.maybeDone()
+}
+
+func (f *rflow) armDelAck() {
+	if f.delackOn {
+		return
+	}
+	f.delackOn = true
+	if f.delack == nil {
+		f.delack = time.AfterFunc(relayDelAck, f.onDelAck)
+	} else {
+		f.delack.Reset(relayDelAck)
+	}
+}
+
+func (f *rflow) onDelAck() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delackOn = false
+	if f.state != stDone && f.ackNeeded {
+		f.ack()
+	}
+}
+
+// onAck handles the acknowledgement and window of s.
+func (f *rflow) onAck(s *seg) {
+	wnd := s.wnd << f.guestWS
+	if s.ack.LessThanEq(f.sndUna) || f.sndMax.LessThan(s.ack) {
+		// A duplicate ACK. The window may differ: a guest that buffers
+		// the segments after a hole shrinks it as it goes.
+		if s.ack == f.sndUna && s.n == 0 && f.sndUna != f.sndNxt && s.flags&header.TCPFlagFin == 0 {
+			f.dupAcks++
+			if f.dupAcks == 3 && !f.recovering {
+				// Fast retransmit, and recovery until everything
+				// sent so far is acknowledged (NewReno, RFC 6582).
+				f.recovering, f.recover = true, f.sndMax
+				f.retransmit()
+			}
+		}
+		if !f.sndMax.LessThan(s.ack) {
+			f.setWindow(wnd)
+		}
+		return
+	}
+	acked := int(f.sndUna.Size(s.ack))
+	if f.finOut && f.finSeq.LessThan(s.ack) {
+		f.finAcked = true
+		acked--
+	}
+	if f.sndNxt.LessThan(s.ack) {
+		// Acknowledges what was sent before a timeout took sndNxt back.
+		f.sndNxt = s.ack
+		f.finSent = f.finAcked
+	}
+	f.sndUna = s.ack
+	f.trim(acked)
+	f.dupAcks, f.retries, f.rto = 0, 0, relayRTO
+	if f.recovering {
+		if s.ack.LessThan(f.recover) {
+			f.retransmit() // a partial ACK: the next hole
+		} else {
+			f.recovering = false
+		}
+	}
+	f.setWindow(wnd)
+	if f.sndUna == f.sndNxt {
+		f.stopTimer()
+	} else {
+		f.restartTimer()
+	}
+	f.push()
+	f.kick()
+}
+
+func (f *rflow) setWindow(w uint32) {
+	grew := w > f.sndWnd
+	f.sndWnd = w
+	if grew {
+		f.push()
+		f.kick()
+	}
+}
+
+// trim drops n acknowledged bytes from the front of the send queue.
+func (f *rflow) trim(n int) {
+	f.qLen -= n
+	for n > 0 && len(f.q) > 0 {
+		v := f.q[0]
+		if v.Size() > n {
+			v.TrimFront(n)
+			return
+		}
+		n -= v.Size()
+		v.Release()
+		f.q[0] = nil
+		f.q = f.q[1:]
+	}
+}
+
+// onData takes the payload and FIN of s.
+func (f *rflow) onData(s *seg) {
+	fin := s.flags&header.TCPFlagFin != 0
+	if s.n == 0 && !fin {
+		return
+	}
+	f.ackNeeded = true // whatever happens next, the guest hears where we are
+	f.ackDelay = false
+	seq, n, payload := s.seq, s.n, s.payload
+	if seq.LessThan(f.rcvNxt) {
+		// Partly or wholly old: skip what was taken.
+		skip := int(seq.Size(f.rcvNxt))
+		if skip > n || (skip == n && !fin) || (skip == n && f.guestFin) {
+			f.ack() // a duplicate: tell the guest where we are
+			return
+		}
+		n -= skip
+		seq = f.rcvNxt
+		for skip > 0 {
+			if len(payload[0]) > skip {
+				payload[0] = payload[0][skip:]
+				break
+			}
+			skip -= len(payload[0])
+			payload = payload[1:]
+		}
+	}
+	if seq != f.rcvNxt || f.guestFin {
+		// Out of order (dropped; the guest sends it again) or after
+		// the FIN. The ACK goes at once and bare, whatever data is
+		// waiting to go: a guest counts only bare ACKs as duplicates,
+		// and three of them make it send the missing segment.
+		f.ack()
+		return
+	}
+	room := relayWindow - len(f.pend)
+	if n > room {
+		n, fin = room, false // beyond the window offered
+		payload = capSlices(payload, n)
+	}
+	if n > 0 {
+		if !f.toHost(payload, n) {
+			return
+		}
+		f.rcvNxt = f.rcvNxt.Add(seqnum.Size(n))
+		f.ackDelay = !fin && n == s.n-int(s.seq.Size(seq))
+	}
+	if fin {
+		f.rcvNxt++
+		f.guestFin = true
+		if !f.draining {
+			f.shutHost()
+		}
+	}
+}
+
+func capSlices(p [][]byte, n int) [][]byte {
+	for i, b := range p {
+		if len(b) >= n {
+			p[i] = b[:n]
+			return p[:i+1]
+		}
+		n -= len(b)
+	}
+	return p
+}
+
+// toHost writes guest data to the host socket without blocking, keeping
+// what the socket does not take in pend for the drainer. It reports false
+// if the flow ended.
+func (f *rflow) toHost(p [][]byte, n int) bool {
+	if !f.draining && f.rc != nil {
+		var w int
+		var werr error
+		err := f.rc.Write(func(fd uintptr) bool {
+			if len(p) == 1 {
+				w, werr = unix.Write(int(fd), p[0])
+			} else {
+				w, werr = unix.Writev(int(fd), p)
+			}
+			return true // never wait here
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil && !errors.Is(err, unix.EAGAIN) {
+			f.hostFailed(err)
+			return false
+		}
+		if w == n {
+			return true
+		}
+		w = max(w, 0)
+		for w > 0 { // drop what was written
+			if len(p[0]) > w {
+				p[0] = p[0][w:]
+				break
+			}
+			w -= len(p[0])
+			p = p[1:]
+		}
+	}
+	for _, b := range p {
+		f.pend = append(f.pend, b...)
+	}
+	if !f.draining {
+		f.draining = true
+		if !f.r.g.go_(f.drain) {
+			f.draining = false
+		}
+	}
+	return true
+}
+
+// drain writes pend to the host, blocking, until it is empty.
+func (f *rflow) drain() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.state != stDone && len(f.pend) > 0 {
+		p := f.pend
+		hc := f.hc
+		f.mu.Unlock()
+		n, err := hc.Write(p)
+		f.mu.Lock()
+		if f.state == stDone {
+			break
+		}
+		if err != nil {
+			f.hostFailed(err)
+			break
+		}
+		before := int(f.lastWnd)
+		f.pend = f.pend[n:]
+		if len(f.pend) == 0 {
+			f.pend = nil
+		}
+		// Tell the guest once the window has grown by a quarter, or
+		// from less than a segment.
+		if w := relayWindow - len(f.pend); w-before >= relayWindow/4 || (before < f.mss && w >= f.mss) {
+			f.ack()
+		}
+	}
+	f.draining = false
+	if f.state != stDone && f.guestFin {
+		f.shutHost()
+		f.maybeDone()
+	}
+}
+
+// shutHost passes the guest's FIN on.
+func (f *rflow) shutHost() {
+	if f.hostShut {
+		return
+	}
+	f.hostShut = true
+	if hc, ok := f.hc.(halfCloser); ok {
+		if err := hc.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			f.hostFailed(err)
+		}
+	}
+}
+
+// hostFailed ends the flow after a host socket error: a reset, or
+// anything else, becomes a reset to the guest.
+func (f *rflow) hostFailed(err error) {
+	f.r.g.log.Debug("tcp flow: host error", "src", f.key.guest, "dst", f.key.remote, "err", err)
+	f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, f.rcvNxt, 0, buffer.Buffer{}, nil)
+	f.finish(false)
+}
+
+// finish ends the flow: gracefully (both FINs done) or by resetting the
+// host side. The caller holds mu.
+func (f *rflow) finish(graceful bool) {
+	if f.state == stDone {
+		return
+	}
+	f.state = stDone
+	f.stopTimer()
+	if f.delackOn {
+		f.delack.Stop()
+		f.delackOn = false
+	}
+	f.trim(f.qLen)
+	f.pend = nil
+	if f.hc != nil {
+		if graceful {
+			f.hc.Close()
+		} else {
+			abort(f.hc)
+		}
+		f.r.g.untrack(f.hc)
+	}
+	f.r.drop(f)
+	f.r.g.dropFlow()
+	f.kick()
+}
+
+// maybeDone ends the flow when both directions are closed.
+func (f *rflow) maybeDone() {
+	if f.state == stEstablished && f.guestFin && f.hostShut && !f.draining && f.finAcked {
+		f.finish(true)
+	}
+}
+
+func (f *rflow) kick() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// readHost reads the host's data and sends it to the guest as far as the
+// guest's window allows, until EOF, an error or the end of the flow.
+func (f *rflow) readHost() {
+	// Most flows carry little: start with small reads, whose buffers a
+	// flow holds until the guest acknowledges them.
+	readSize := relayReadFirst
+	for {
+		f.mu.Lock()
+		for f.state != stDone && !f.hostEOF && f.readRoom() <= 0 {
+			f.mu.Unlock()
+			<-f.wake
+			f.mu.Lock()
+		}
+		if f.state == stDone || f.hostEOF {
+			f.mu.Unlock()
+			break
+		}
+		size := min(f.readRoom(), readSize)
+		hc := f.hc
+		f.mu.Unlock()
+
+		v := buffer.NewViewSize(size)
+		n, err := hc.Read(v.AsSlice())
+		if n == size && size < relayReadMax {
+			readSize = relayReadMax // a bulk flow: read in large pieces
+		}
+
+		f.mu.Lock()
+		if f.state == stDone {
+			v.Release()
+			f.mu.Unlock()
+			break
+		}
+		if n > 0 {
+			v.CapLength(n)
+			f.q = append(f.q, v)
+			f.qLen += n
+		} else {
+			v.Release()
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				if n > 0 {
+					f.push()
+				}
+				f.hostFailed(err)
+				f.mu.Unlock()
+				break
+			}
+			f.hostEOF = true
+		}
+		f.push()
+		f.maybeDone()
+		f.mu.Unlock()
+	}
+}
+
+// readRoom is how much host data the flow may read now.
+func (f *rflow) readRoom() int {
+	inflight := f.qLen
+	room := relaySendMax - inflight
+	// Read no further ahead of the guest's window than one read.
+	if w := int(f.sndWnd) - inflight + relayReadMax; w < room {
+		room = w
+	}
+	if f.state != stEstablished && f.state != stSynRcvd {
+		return 0
+	}
+	return room
+}
+
+// push sends queued host data (and then the FIN) as far as the guest's
+// window allows.
+func (f *rflow) push() {
+	if f.state == stSynRcvd {
+		return // after the handshake
+	}
+	sent := int(f.sndUna.Size(f.sndNxt))
+	if f.finSent && !f.finAcked {
+		sent-- // the FIN is in flight
+	}
+	for sent < f.qLen {
+		inflight := sent
+		avail := int(f.sndWnd) - inflight
+		if avail <= 0 {
+			break
+		}
+		n := min(f.qLen-sent, avail, f.segMax())
+		f.sendData(sent, n, f.sndNxt)
+		f.sndNxt = f.sndNxt.Add(seqnum.Size(n))
+		sent += n
+	}
+	if f.hostEOF && !f.finSent && sent == f.qLen {
+		f.finSent, f.finOut = true, true
+		f.finSeq = f.sndNxt
+		f.r.write(f, header.TCPFlagFin|header.TCPFlagAck, f.sndNxt, f.rcvNxt, f.window(), buffer.Buffer{}, nil)
+		f.ackNeeded = false
+		f.sndNxt++
+	}
+	if f.sndMax.LessThan(f.sndNxt) {
+		f.sndMax = f.sndNxt
+	}
+	if f.sndUna != f.sndNxt {
+		f.armTimer()
+	} else if f.qLen > 0 && f.sndWnd == 0 {
+		f.armTimer() // probe the zero window
+	}
+}
+
+// segMax is the most payload one write to the link carries.
+func (f *rflow) segMax() int {
+	if f.r.gso {
+		hdr := header.IPv4MinimumSize + header.TCPMinimumSize
+		if f.v6 {
+			hdr = header.IPv6MinimumSize + header.TCPMinimumSize
+		}
+		return max(f.mss, min(int(f.r.gsoMax)-hdr, 0xffff-hdr)/f.mss*f.mss)
+	}
+	return f.mss
+}
+
+// sendData sends n queued bytes from offset off (from sndUna) at seq.
+func (f *rflow) sendData(off, n int, seq seqnum.Value) {
+	var b buffer.Buffer
+	for _, v := range f.q {
+		if n == 0 {
+			break
+		}
+		if off >= v.Size() {
+			off -= v.Size()
+			continue
+		}
+		c := v.Clone()
+		c.TrimFront(off)
+		off = 0
+		if c.Size() > n {
+			c.CapLength(n)
+		}
+		n -= c.Size()
+		b.Append(c)
+	}
+	flags := header.TCPFlagAck
+	if n == 0 {
+		flags |= header.TCPFlagPsh
+	}
+	f.ackNeeded = false
+	f.r.write(f, flags, seq, f.rcvNxt, f.window(), b, nil)
+}
+
+// retransmit sends the oldest unacknowledged segment again (after three
+// duplicate ACKs).
+func (f *rflow) retransmit() {
+	switch {
+	case f.qLen > 0:
+		f.sendData(0, min(f.qLen, f.segMax(), int(f.sndUna.Size(f.sndNxt))), f.sndUna)
+	case f.finSent && !f.finAcked:
+		f.r.write(f, header.TCPFlagFin|header.TCPFlagAck, f.sndNxt-1, f.rcvNxt, f.window(), buffer.Buffer{}, nil)
+	}
+}
+
+func (f *rflow) armTimer() {
+	if f.timerOn {
+		return
+	}
+	f.timerOn = true
+	f.timerAt = time.Now().Add(f.rto)
+	if f.timer == nil {
+		f.timer = time.AfterFunc(f.rto, f.onTimer)
+	} else {
+		f.timer.Reset(f.rto)
+	}
+}
+
+func (f *rflow) restartTimer() {
+	f.stopTimer()
+	f.armTimer()
+}
+
+func (f *rflow) stopTimer() {
+	if f.timerOn {
+		f.timer.Stop()
+		f.timerOn = false
+	}
+}
+
+// onTimer sends again what the guest has not acknowledged (all of it, in
+// the window: losses on the link come in bursts), backing off, and resets
+// the flow once relayRetries are spent.
+func (f *rflow) onTimer() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.timerOn || f.state == stDone || time.Now().Before(f.timerAt) {
+		return // stopped or re-armed since it fired
+	}
+	f.timerOn = false
+	f.retries++
+	if f.retries > relayRetries {
+		f.r.g.log.Debug("tcp flow: guest stopped acknowledging", "src", f.key.guest, "dst", f.key.remote)
+		f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, f.rcvNxt, 0, buffer.Buffer{}, nil)
+		f.finish(false)
+		return
+	}
+	f.rto = min(2*f.rto, relayMaxRTO)
+	f.recovering = false
+	switch {
+	case f.state == stSynRcvd:
+		f.sendSynAck()
+		f.armTimer()
+	case f.sndUna != f.sndNxt:
+		f.sndNxt = f.sndUna
+		f.finSent = false
+		f.push()
+	case f.qLen > 0: // zero window: probe with one byte beyond it
+		f.sendData(0, 1, f.sndNxt)
+		f.sndNxt++
+		f.sndMax = f.sndNxt
+		f.armTimer()
+	}
+}

@@ -1,0 +1,586 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ustacknet/ustack/internal/testnet"
+	"github.com/ustacknet/ustack/stack"
+	"github.com/ustacknet/ustack/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// newWorldLink is newWorld with a link MTU and a wrapper around the
+// gateway's end of the pipe.
+func newWorldLink(t *testing.T, mtu int, wrap func(gvstack.LinkEndpoint) gvstack.LinkEndpoint, mod func(*Config)) *world {
+	t.Helper()
+	p, err := tun.NewPipe(mtu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := p.A()
+	if wrap != nil {
+		link = wrap(link)
+	}
+	cfg := Config{Link: link, DNSUpstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}}
+	cfg.Policy.AllowHostLoopback = true
+	if mod != nil {
+		mod(&cfg)
+	}
+	gw, err := NewGateway(cfg)
+	if err != nil {
+		p.Close()
+		t.Fatal(err)
+	}
+	a := gw.Addrs()
+	guest, err := stack.New(stack.Config{Link: p.B(), Addrs: []netip.Prefix{a.Guest, a.Guest6}})
+	if err != nil {
+		gw.Close()
+		p.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { guest.Close(); gw.Close(); p.Close() })
+	return &world{gw: gw, guest: guest}
+}
+
+// hostListen listens on host loopback and returns the listener and the
+// address the guest dials for it.
+func hostListen(t *testing.T, network string) (net.Listener, string) {
+	t.Helper()
+	l, err := net.Listen(network, map[string]string{"tcp4": "127.0.0.1:0", "tcp6": "[::1]:0"}[network])
+	if err != nil {
+		t.Skipf("no %s loopback: %v", network, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	gw := "10.0.2.2"
+	if network == "tcp6" {
+		gw = "[fd00::2]"
+	}
+	return l, fmt.Sprintf("%s:%d", gw, l.Addr().(*net.TCPAddr).Port)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRelayCarries: a guest connection goes through the relay (not a
+// gVisor endpoint), and the flow is gone once both sides closed.
+func TestRelayCarries(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			l, dst := hostListen(t, network)
+			w := newWorldLink(t, 0, nil, nil)
+			if w.gw.relay == nil {
+				t.Fatal("the gateway has no relay on a TUN-like link")
+			}
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+			c, err := w.guest.Dial("tcp", dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if n := w.gw.relay.live(); n != 1 {
+				t.Errorf("relay holds %d flows, want 1", n)
+			}
+			if n := w.gw.st.GVisor().Stats().TCP.CurrentEstablished.Value(); n != 0 {
+				t.Errorf("gVisor has %d established TCP endpoints, want 0", n)
+			}
+			for i := range 3 {
+				msg := fmt.Sprintf("ping %d", i)
+				c.Write([]byte(msg))
+				b := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
+					t.Fatalf("echo %d: %q %v", i, b, err)
+				}
+			}
+			c.Close()
+			waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 && w.gw.Stats().Live == 0 })
+			if s := w.gw.Stats(); s.TCPFlows != 1 {
+				t.Errorf("TCPFlows = %d, want 1", s.TCPFlows)
+			}
+		})
+	}
+}
+
+// transfer sends size random bytes each way at once between a guest
+// connection and the host side, and checks both by hash.
+func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {
+	t.Helper()
+	up, down := make([]byte, size), make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range up {
+		up[i], down[i] = byte(rng.Uint32()), byte(rng.Uint32())
+	}
+	hostGot := make(chan []byte, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			hostGot <- nil
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			c.Write(down)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		b, _ := io.ReadAll(c)
+		<-wrote
+		hostGot <- b
+	}()
+	c, err := w.guest.Dial("tcp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		c.Write(up)
+		c.(*stack.TCPConn).CloseWrite()
+	}()
+	defer func() { <-wrote }() // before c.Close, which would cut the upload short
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("guest read after %d bytes: %v", len(got), err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(down) {
+		t.Errorf("download: %d bytes, hash differs (want %d)", len(got), size)
+	}
+	hg := <-hostGot
+	if sha256.Sum256(hg) != sha256.Sum256(up) {
+		t.Errorf("upload: %d bytes, hash differs (want %d)", len(hg), size)
+	}
+}
+
+func TestRelayBulk(t *testing.T) {
+	for _, mtu := range []int{0, 1500} {
+		for _, network := range []string{"tcp4", "tcp6"} {
+			t.Run(fmt.Sprintf("mtu%d/%s", mtu, network), func(t *testing.T) {
+				l, dst := hostListen(t, network)
+				w := newWorldLink(t, mtu, nil, nil)
+				transfer(t, w, l, dst, 16<<20)
+				waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 })
+			})
+		}
+	}
+}
+
+// lossy drops or corrupts every nth packet each way.
+type lossy struct {
+	nested.Endpoint
+	nth                 uint64
+	corrupt             bool
+	in, out             atomic.Uint64
+	inHarmed, outHarmed atomic.Uint64
+}
+
+func newLossy(link gvstack.LinkEndpoint, nth uint64, corrupt bool) *lossy {
+	l := &lossy{nth: nth, corrupt: corrupt}
+	l.Endpoint.Init(link, l)
+	return l
+}
+
+func (l *lossy) harm(pkt *gvstack.PacketBuffer) *gvstack.PacketBuffer {
+	if !l.corrupt {
+		return nil
+	}
+	// Flip a byte of the TCP payload (past a 20-byte IPv4 or 40-byte
+	// IPv6 header and a 20-byte TCP header) in a copy.
+	b := pkt.ToView().ToSlice()
+	if len(b) <= 100 {
+		return nil
+	}
+	b[len(b)-1] ^= 0x5a
+	return gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+}
+
+func (l *lossy) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
+	if l.in.Add(1)%l.nth == 0 {
+		l.inHarmed.Add(1)
+		if c := l.harm(pkt); c != nil {
+			l.Endpoint.DeliverNetworkPacket(proto, c)
+			c.DecRef()
+		}
+		return
+	}
+	l.Endpoint.DeliverNetworkPacket(proto, pkt)
+}
+
+func (l *lossy) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
+	var keep gvstack.PacketBufferList
+	for _, p := range pkts.AsSlice() {
+		if l.out.Add(1)%l.nth == 0 {
+			l.outHarmed.Add(1)
+			continue
+		}
+		keep.PushBack(p)
+	}
+	return l.Endpoint.WritePackets(keep)
+}
+
+// TestRelayLossy: data survives a link that drops every 101st packet each
+// way, or corrupts them (the relay must check the checksum and drop).
+func TestRelayLossy(t *testing.T) {
+	for _, corrupt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("corrupt=%v", corrupt), func(t *testing.T) {
+			l, dst := hostListen(t, "tcp4")
+			var lk *lossy
+			w := newWorldLink(t, 1500, func(e gvstack.LinkEndpoint) gvstack.LinkEndpoint {
+				lk = newLossy(e, 101, corrupt)
+				return lk
+			}, nil)
+			// Small: the relay keeps no out-of-order segments, so a
+			// guest without SACK resends the rest of its window after
+			// each loss, and at this loss rate that takes a while.
+			transfer(t, w, l, dst, 1<<20)
+			if lk.inHarmed.Load() == 0 || lk.outHarmed.Load() == 0 {
+				t.Errorf("harmed %d in, %d out: the test did not test", lk.inHarmed.Load(), lk.outHarmed.Load())
+			}
+			waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 })
+		})
+	}
+}
+
+// TestRelayBackpressure: a host that does not read, and a guest that does
+// not read, stop the other side within the relay's bounds; nothing is
+// lost once they read again.
+func TestRelayBackpressure(t *testing.T) {
+	const size = 24 << 20
+	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	t.Run("host not reading", func(t *testing.T) {
+		l, dst := hostListen(t, "tcp4")
+		w := newWorldLink(t, 0, nil, nil)
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, err := l.Accept()
+			if err == nil {
+				accepted <- c
+			}
+		}()
+		c, err := w.guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wrote := make(chan error, 1)
+		go func() {
+			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			_, err := c.Write(data)
+			c.(*stack.TCPConn).CloseWrite()
+			wrote <- err
+		}()
+		hc := <-accepted
+		defer hc.Close()
+		// The guest stalls: the host's buffers, then the relay's, fill.
+		var pend int
+		waitFor(t, "the relay to stop taking data", func() bool {
+			f := oneFlow(w.gw.relay)
+			if f == nil {
+				return false
+			}
+			f.mu.Lock()
+			n := len(f.pend)
+			f.mu.Unlock()
+			stalled := n == pend && n > 0
+			pend = n
+			time.Sleep(50 * time.Millisecond)
+			return stalled
+		})
+		if pend > relayWindow {
+			t.Errorf("relay holds %d bytes for a stalled host, more than its window %d", pend, relayWindow)
+		}
+		select {
+		case err := <-wrote:
+			t.Fatalf("the guest's write ended while the host read nothing: %v", err)
+		default:
+		}
+		hc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got, err := io.ReadAll(hc)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("host read %d bytes (want %d), equal %v, %v", len(got), len(data), bytes.Equal(got, data), err)
+		}
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("guest not reading", func(t *testing.T) {
+		l, dst := hostListen(t, "tcp4")
+		w := newWorldLink(t, 0, nil, nil)
+		wrote := make(chan error, 1)
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				wrote <- err
+				return
+			}
+			defer c.Close()
+			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			_, err = c.Write(data)
+			wrote <- err
+		}()
+		c, err := w.guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var held int
+		waitFor(t, "the relay to stop reading the host", func() bool {
+			f := oneFlow(w.gw.relay)
+			if f == nil {
+				return false
+			}
+			f.mu.Lock()
+			n := f.qLen
+			f.mu.Unlock()
+			stalled := n == held && n > 0
+			held = n
+			time.Sleep(50 * time.Millisecond)
+			return stalled
+		})
+		if held > relaySendMax {
+			t.Errorf("relay holds %d bytes for a stalled guest, more than %d", held, relaySendMax)
+		}
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got := make([]byte, len(data))
+		if n, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, data) {
+			if f := oneFlow(w.gw.relay); f != nil {
+				f.mu.Lock()
+				t.Logf("read %d; flow: state %d una %d nxt %d max %d wnd %d qLen %d hostEOF %v finSent %v timerOn %v", n, f.state, f.iss.Size(f.sndUna), f.iss.Size(f.sndNxt), f.iss.Size(f.sndMax), f.sndWnd, f.qLen, f.hostEOF, f.finSent, f.timerOn)
+				f.mu.Unlock()
+			}
+			t.Fatalf("guest read: equal %v, %v", bytes.Equal(got, data), err)
+		}
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func oneFlow(r *relay) *rflow {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.flows {
+		return f
+	}
+	return nil
+}
+
+// TestRelayResets: a reset from either side reaches the other as a reset,
+// and a dial that fails reaches the guest as a refusal.
+func TestRelayResets(t *testing.T) {
+	l, dst := hostListen(t, "tcp4")
+	w := newWorldLink(t, 0, nil, nil)
+	hostErr := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			hostErr <- err
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.ReadAll(c)
+		hostErr <- err
+	}()
+	c, err := w.guest.Dial("tcp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("x"))
+	c.(*stack.TCPConn).Abort()
+	if err := <-hostErr; !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("host read after the guest's reset: %v, want ECONNRESET", err)
+	}
+	waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 && w.gw.Stats().Live == 0 })
+
+	// A closed port on the host: ECONNREFUSED, counted.
+	l2, dst2 := hostListen(t, "tcp4")
+	l2.Close()
+	before := w.gw.Stats().Refused
+	if _, err := w.guest.Dial("tcp", dst2); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial to a closed host port: %v, want ECONNREFUSED", err)
+	}
+	if s := w.gw.Stats(); s.Refused != before+1 || s.Live != 0 {
+		t.Errorf("stats %+v: want one more refused, none live", s)
+	}
+}
+
+// TestRelayMaxSYNs: handshakes beyond MaxSYNs (dials still in progress)
+// are refused at once and counted; the others complete.
+func TestRelayMaxSYNs(t *testing.T) {
+	l, dst := hostListen(t, "tcp4")
+	testnet.Serve(t, l, func(c net.Conn) { io.Copy(io.Discard, c) })
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	defer open()
+	w := newWorldLink(t, 0, nil, func(c *Config) {
+		c.MaxSYNs = 2
+		c.Dial = func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr.String())
+		}
+	})
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	res := make(chan result, 2)
+	for range 2 {
+		go func() {
+			c, err := w.guest.Dial("tcp", dst)
+			res <- result{c, err}
+		}()
+	}
+	waitFor(t, "two handshakes in progress", func() bool { return w.gw.relay.syns.Load() == 2 })
+	start := time.Now()
+	for i := range 3 {
+		if c, err := w.guest.Dial("tcp", dst); !errors.Is(err, syscall.ECONNREFUSED) {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("dial %d past MaxSYNs: %v, want ECONNREFUSED", i, err)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("refusals took %v", d)
+	}
+	if s := w.gw.Stats(); s.Refused != 3 {
+		t.Errorf("Refused = %d, want 3", s.Refused)
+	}
+	open()
+	for range 2 {
+		r := <-res
+		if r.err != nil {
+			t.Fatalf("a handshake within MaxSYNs: %v", r.err)
+		}
+		r.c.Close()
+	}
+}
+
+// TestRelayCloseWithFlows: closing the gateway with flows in every state
+// (dialling, moving data, stalled) ends them all without a hang or a
+// leaked goroutine (TestMain checks).
+func TestRelayCloseWithFlows(t *testing.T) {
+	l, dst := hostListen(t, "tcp4")
+	testnet.Serve(t, l, func(c net.Conn) {
+		go io.Copy(io.Discard, c)
+		c.Write(make([]byte, 64<<20))
+	})
+	p, err := tun.NewPipe(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	hang := make(chan struct{})
+	defer close(hang)
+	gw, err := NewGateway(Config{Link: p.A(), Policy: Policy{AllowHostLoopback: true},
+		Dial: func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
+			if addr.Port() == 9 {
+				select {
+				case <-hang:
+				case <-ctx.Done():
+				}
+				return nil, errors.New("never")
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr.String())
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := gw.Addrs()
+	guest, err := stack.New(stack.Config{Link: p.B(), Addrs: []netip.Prefix{a.Guest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guest.Close()
+	for range 3 {
+		c, err := guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if c, err := guest.DialContext(ctx, "tcp", "10.0.2.2:9"); err == nil {
+			c.Close()
+		}
+	}()
+	waitFor(t, "flows in every state", func() bool { return gw.relay.live() == 4 })
+	done := make(chan struct{})
+	go func() { gw.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Gateway.Close hung with live relay flows")
+	}
+	if n := gw.relay.live(); n != 0 {
+		t.Errorf("relay holds %d flows after Close", n)
+	}
+}
+
+// TestRelayOffForTAP: the relay stays out of links with a link header.
+func TestRelayOffForTAP(t *testing.T) {
+	p, err := tun.NewPipe(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if !relayUsable(p.A()) {
+		t.Error("a TUN-like pipe end is not usable by the relay")
+	}
+	if relayUsable(ethLike{p.A()}) {
+		t.Error("an Ethernet link is usable by the relay")
+	}
+	w := newWorldLink(t, 0, nil, func(c *Config) { c.NoTCPRelay = true })
+	if w.gw.relay != nil {
+		t.Error("NoTCPRelay left the relay on")
+	}
+}
+
+type ethLike struct{ gvstack.LinkEndpoint }
+
+func (ethLike) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+func (ethLike) MaxHeaderLength() uint16                 { return header.EthernetMinimumSize }
