@@ -88,10 +88,50 @@ type relay struct {
 	mu      sync.Mutex
 	flows   map[relayKey]*rflow
 	closing bool
+	// work hands a flow to an idle worker goroutine; idle counts them.
+	work    chan func()
+	idle    atomic.Int32
+	workers atomic.Uint64 // started, ever
+}
+
+// relayIdleWorkers caps the worker goroutines kept waiting for a flow.
+// A worker's stack has grown in the dial of an earlier flow; a fresh
+// goroutine would grow its own from the minimum, copying every frame
+// twice (4 us of CPU per connection).
+const relayIdleWorkers = 32
+
+// spawn runs fn on an idle worker, or on a new one; false after Close.
+func (r *relay) spawn(fn func()) bool {
+	select {
+	case r.work <- fn:
+		return true
+	default:
+	}
+	r.workers.Add(1)
+	return r.g.go_(func() { r.worker(fn) })
+}
+
+// worker runs fn, then waits for more while fewer than relayIdleWorkers
+// are idle, until the Gateway closes.
+func (r *relay) worker(fn func()) {
+	for {
+		fn()
+		if r.idle.Add(1) > relayIdleWorkers {
+			r.idle.Add(-1)
+			return
+		}
+		select {
+		case fn = <-r.work:
+			r.idle.Add(-1)
+		case <-r.g.ctx.Done():
+			r.idle.Add(-1)
+			return
+		}
+	}
 }
 
 func newRelay(g *Gateway, link gvstack.LinkEndpoint) *relay {
-	r := &relay{g: g, flows: make(map[relayKey]*rflow)}
+	r := &relay{g: g, flows: make(map[relayKey]*rflow), work: make(chan func())}
 	r.Endpoint.Init(link, r)
 	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
 	if ge, ok := link.(gvstack.GSOEndpoint); ok && ge.SupportedGSO() == gvstack.HostGSOSupported {
@@ -320,7 +360,7 @@ func (r *relay) open(s *seg) {
 	r.flows[s.key] = f
 	r.mu.Unlock()
 	r.syns.Add(1)
-	if !g.go_(func() { f.run(to) }) {
+	if !r.spawn(func() { f.run(to) }) {
 		r.syns.Add(-1)
 		r.drop(f)
 		g.dropFlow()
@@ -488,7 +528,6 @@ type rflow struct {
 // run dials the host, completes the guest's handshake and then reads the
 // host's data until the flow ends. It runs on its own goroutine.
 func (f *rflow) run(to netip.AddrPort) {
-	growStack(0) // see growStack: the dial would grow it twice, deep down
 	g := f.r.g
 	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
 	hc, err := g.cfg.Dial(ctx, "tcp", to)

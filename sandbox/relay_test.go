@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -584,3 +585,49 @@ type ethLike struct{ gvstack.LinkEndpoint }
 
 func (ethLike) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 func (ethLike) MaxHeaderLength() uint16                 { return header.EthernetMinimumSize }
+
+// TestRelayWorkers: flow goroutines are reused, and no more than
+// relayIdleWorkers wait idle after a burst.
+func TestRelayWorkers(t *testing.T) {
+	l, dst := hostListen(t, "tcp4")
+	testnet.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
+	w := newWorldLink(t, 0, nil, nil)
+	echo := func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("x"))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var conns []net.Conn
+	for range 2 * relayIdleWorkers {
+		c, err := w.guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(c)
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, "the burst's flows to end", func() bool { return w.gw.relay.live() == 0 })
+	waitFor(t, "workers to settle", func() bool { return w.gw.relay.idle.Load() == relayIdleWorkers })
+	before, started := runtime.NumGoroutine(), w.gw.relay.workers.Load()
+	for range 20 {
+		c, err := w.guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(c)
+		c.Close()
+	}
+	waitFor(t, "the flows to end", func() bool { return w.gw.relay.live() == 0 })
+	waitFor(t, "workers to settle", func() bool { return w.gw.relay.idle.Load() == relayIdleWorkers })
+	if after := runtime.NumGoroutine(); after > before+2 {
+		t.Errorf("goroutines %d -> %d over 20 sequential connections", before, after)
+	}
+	if n := w.gw.relay.workers.Load() - started; n != 0 {
+		t.Errorf("%d workers started for 20 sequential connections with %d idle: not reused", n, relayIdleWorkers)
+	}
+}
