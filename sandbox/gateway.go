@@ -1,9 +1,10 @@
 // Package sandbox gives a network namespace its network from a ustack
 // stack, as slirp4netns and pasta do. The Gateway side runs in the host's
-// namespace: it owns the stack on the sandbox's TUN device, terminates the
-// guest's TCP and UDP flows in the stack and carries them over host
-// sockets, answers DNS at the DNS address, and forwards host ports into
-// the guest. The process side creates the TUN device and serves it: Run
+// namespace: it owns the stack on the sandbox's TUN device, carries the
+// guest's TCP connections over host sockets through a relay that
+// translates segments to socket calls (relay.go; on a TAP device, gVisor
+// terminates them instead), terminates its UDP flows in the stack,
+// answers DNS at the DNS address, and forwards host ports into the guest. The process side creates the TUN device and serves it: Run
 // (run_linux.go) makes new namespaces for a command, Attach
 // (attach_linux.go) serves a namespace that already exists (and, left
 // unconfigured, attaches to a TAP device made there beforehand, as
