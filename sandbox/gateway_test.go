@@ -32,29 +32,7 @@ type world struct {
 
 func newWorld(t *testing.T, mod func(*Config)) *world {
 	t.Helper()
-	p, err := tun.NewPipe(DefaultMTU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{Link: p.A(), DNSUpstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}}
-	if mod != nil {
-		mod(&cfg)
-	}
-	gw, err := NewGateway(cfg)
-	if err != nil {
-		p.Close()
-		t.Fatal(err)
-	}
-	a := gw.Addrs()
-	guest, err := stack.New(stack.Config{Link: p.B(), Addrs: []netip.Prefix{a.Guest, a.Guest6},
-		DNS: []netip.AddrPort{netip.AddrPortFrom(a.DNS.Addr(), 53)}})
-	if err != nil {
-		gw.Close()
-		p.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { guest.Close(); gw.Close(); p.Close() })
-	return &world{gw: gw, guest: guest}
+	return newWorldLink(t, 0, nil, mod)
 }
 
 // hostHTTP starts an HTTP server on host loopback, closed with the test.

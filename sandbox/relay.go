@@ -186,6 +186,8 @@ func (r *relay) live() int {
 type seg struct {
 	key     relayKey
 	v6      bool
+	src     tcpip.Address // key's addresses, as gVisor's header code takes them
+	dst     tcpip.Address
 	seq     seqnum.Value
 	ack     seqnum.Value
 	flags   header.TCPFlags
@@ -245,6 +247,7 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	if !srcA.IsGlobalUnicast() && !srcA.IsPrivate() || !dstA.IsValid() || dstA.IsMulticast() {
 		return false
 	}
+	s.src, s.dst = src, dst
 	s.key = relayKey{netip.AddrPortFrom(srcA, t.SourcePort()), netip.AddrPortFrom(dstA, t.DestinationPort())}
 	s.seq, s.ack = seqnum.Value(t.SequenceNumber()), seqnum.Value(t.AckNumber())
 	s.flags, s.wnd = t.Flags(), uint32(t.WindowSize())
@@ -332,7 +335,7 @@ func (r *relay) open(s *seg) {
 		r.resetFor(s)
 		return
 	}
-	f := &rflow{r: r, key: s.key, v6: s.v6, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
+	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
 		sndWnd: s.wnd, wake: make(chan struct{}, 1), rto: relayRTO}
 	f.mss = int(opts.MSS)
 	if f.mss == 0 {
@@ -378,7 +381,7 @@ func (r *relay) drop(f *rflow) {
 
 // resetFor answers a segment of no flow with a reset (RFC 9293 3.10.7.1).
 func (r *relay) resetFor(s *seg) {
-	f := &rflow{r: r, key: s.key, v6: s.v6}
+	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst}
 	if s.flags&header.TCPFlagAck != 0 {
 		r.write(f, header.TCPFlagRst, s.ack, 0, 0, buffer.Buffer{}, nil)
 		return
@@ -419,8 +422,7 @@ func (r *relay) write(f *rflow, flags header.TCPFlags, seq, ack seqnum.Value, wn
 	})
 	copy(t[header.TCPMinimumSize:], opts)
 	pkt.TransportProtocolNumber = header.TCPProtocolNumber
-	src := tcpip.AddrFromSlice(f.key.remote.Addr().AsSlice())
-	dst := tcpip.AddrFromSlice(f.key.guest.Addr().AsSlice())
+	src, dst := f.remoteA, f.guestA
 	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(tcpLen+n))
 	if r.gso {
 		gso := gvstack.GSO{Type: gvstack.GSOTCPv4, NeedsCsum: true, CsumOffset: header.TCPChecksumOffset,
@@ -476,13 +478,15 @@ const (
 // rflow is one relayed connection. Its fields are guarded by mu, except
 // the immutable ones at the top.
 type rflow struct {
-	r    *relay
-	key  relayKey
-	v6   bool
-	irs  seqnum.Value // the guest's initial sequence number
-	iss  seqnum.Value // ours
-	mss  int
-	wake chan struct{} // the host reader may read again, or must stop
+	r       *relay
+	key     relayKey
+	v6      bool
+	guestA  tcpip.Address // key's addresses, for the headers it writes
+	remoteA tcpip.Address
+	irs     seqnum.Value // the guest's initial sequence number
+	iss     seqnum.Value // ours
+	mss     int
+	wake    chan struct{} // the host reader may read again, or must stop
 
 	mu      sync.Mutex
 	state   rstate

@@ -28,8 +28,9 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// newWorldLink is newWorld with a link MTU and a wrapper around the
-// gateway's end of the pipe.
+// newWorldLink is a Gateway with a guest stack on the other end of a pipe
+// of the given MTU (0: the default), with wrap (if not nil) around the
+// gateway's end.
 func newWorldLink(t *testing.T, mtu int, wrap func(gvstack.LinkEndpoint) gvstack.LinkEndpoint, mod func(*Config)) *world {
 	t.Helper()
 	p, err := tun.NewPipe(mtu)
@@ -41,7 +42,6 @@ func newWorldLink(t *testing.T, mtu int, wrap func(gvstack.LinkEndpoint) gvstack
 		link = wrap(link)
 	}
 	cfg := Config{Link: link, DNSUpstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}}
-	cfg.Policy.AllowHostLoopback = true
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -51,7 +51,8 @@ func newWorldLink(t *testing.T, mtu int, wrap func(gvstack.LinkEndpoint) gvstack
 		t.Fatal(err)
 	}
 	a := gw.Addrs()
-	guest, err := stack.New(stack.Config{Link: p.B(), Addrs: []netip.Prefix{a.Guest, a.Guest6}})
+	guest, err := stack.New(stack.Config{Link: p.B(), Addrs: []netip.Prefix{a.Guest, a.Guest6},
+		DNS: []netip.AddrPort{netip.AddrPortFrom(a.DNS.Addr(), 53)}})
 	if err != nil {
 		gw.Close()
 		p.Close()
@@ -59,6 +60,16 @@ func newWorldLink(t *testing.T, mtu int, wrap func(gvstack.LinkEndpoint) gvstack
 	}
 	t.Cleanup(func() { guest.Close(); gw.Close(); p.Close() })
 	return &world{gw: gw, guest: guest}
+}
+
+// loopback opens the host's loopback to the guest, then applies mod.
+func loopback(mod func(*Config)) func(*Config) {
+	return func(c *Config) {
+		c.Policy.AllowHostLoopback = true
+		if mod != nil {
+			mod(c)
+		}
+	}
 }
 
 // hostListen listens on host loopback and returns the listener and the
@@ -94,7 +105,7 @@ func TestRelayCarries(t *testing.T) {
 	for _, network := range []string{"tcp4", "tcp6"} {
 		t.Run(network, func(t *testing.T) {
 			l, dst := hostListen(t, network)
-			w := newWorldLink(t, 0, nil, nil)
+			w := newWorldLink(t, 0, nil, loopback(nil))
 			if w.gw.relay == nil {
 				t.Fatal("the gateway has no relay on a TUN-like link")
 			}
@@ -193,7 +204,7 @@ func TestRelayBulk(t *testing.T) {
 		for _, network := range []string{"tcp4", "tcp6"} {
 			t.Run(fmt.Sprintf("mtu%d/%s", mtu, network), func(t *testing.T) {
 				l, dst := hostListen(t, network)
-				w := newWorldLink(t, mtu, nil, nil)
+				w := newWorldLink(t, mtu, nil, loopback(nil))
 				transfer(t, w, l, dst, 16<<20)
 				waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 })
 			})
@@ -264,7 +275,7 @@ func TestRelayLossy(t *testing.T) {
 			w := newWorldLink(t, 1500, func(e gvstack.LinkEndpoint) gvstack.LinkEndpoint {
 				lk = newLossy(e, 101, corrupt)
 				return lk
-			}, nil)
+			}, loopback(nil))
 			// Small: the relay keeps no out-of-order segments, so a
 			// guest without SACK resends the rest of its window after
 			// each loss, and at this loss rate that takes a while.
@@ -285,7 +296,7 @@ func TestRelayBackpressure(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
 	t.Run("host not reading", func(t *testing.T) {
 		l, dst := hostListen(t, "tcp4")
-		w := newWorldLink(t, 0, nil, nil)
+		w := newWorldLink(t, 0, nil, loopback(nil))
 		accepted := make(chan net.Conn, 1)
 		go func() {
 			c, err := l.Accept()
@@ -341,7 +352,7 @@ func TestRelayBackpressure(t *testing.T) {
 	})
 	t.Run("guest not reading", func(t *testing.T) {
 		l, dst := hostListen(t, "tcp4")
-		w := newWorldLink(t, 0, nil, nil)
+		w := newWorldLink(t, 0, nil, loopback(nil))
 		wrote := make(chan error, 1)
 		go func() {
 			c, err := l.Accept()
@@ -405,7 +416,7 @@ func oneFlow(r *relay) *rflow {
 // and a dial that fails reaches the guest as a refusal.
 func TestRelayResets(t *testing.T) {
 	l, dst := hostListen(t, "tcp4")
-	w := newWorldLink(t, 0, nil, nil)
+	w := newWorldLink(t, 0, nil, loopback(nil))
 	hostErr := make(chan error, 1)
 	go func() {
 		c, err := l.Accept()
@@ -450,7 +461,7 @@ func TestRelayMaxSYNs(t *testing.T) {
 	var once sync.Once
 	open := func() { once.Do(func() { close(release) }) }
 	defer open()
-	w := newWorldLink(t, 0, nil, func(c *Config) {
+	w := newWorldLink(t, 0, nil, loopback(func(c *Config) {
 		c.MaxSYNs = 2
 		c.Dial = func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
 			select {
@@ -461,7 +472,7 @@ func TestRelayMaxSYNs(t *testing.T) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr.String())
 		}
-	})
+	}))
 	type result struct {
 		c   net.Conn
 		err error
@@ -592,7 +603,7 @@ func (ethLike) MaxHeaderLength() uint16                 { return header.Ethernet
 func TestRelayWorkers(t *testing.T) {
 	l, dst := hostListen(t, "tcp4")
 	testnet.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
-	w := newWorldLink(t, 0, nil, nil)
+	w := newWorldLink(t, 0, nil, loopback(nil))
 	echo := func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		c.Write([]byte("x"))
@@ -640,7 +651,7 @@ func TestRelayWorkers(t *testing.T) {
 func TestRelayGarbage(t *testing.T) {
 	l, dst := hostListen(t, "tcp4")
 	testnet.Serve(t, l, func(c net.Conn) { io.Copy(io.Discard, c) })
-	w := newWorldLink(t, 0, nil, nil)
+	w := newWorldLink(t, 0, nil, loopback(nil))
 	port := netip.MustParseAddrPort(dst).Port()
 	r := w.gw.relay
 	rng := rand.New(rand.NewPCG(3, 4))
