@@ -118,7 +118,12 @@ type Config struct {
 	// Dial opens host connections. Default: a net.Dialer without TCP
 	// keep-alives (as slirp4netns and pasta: probing is the guest's
 	// business, end to end; and Go's keep-alive set-up is four system
-	// calls per connection). Network is "tcp" or "udp".
+	// calls per connection). Network is "tcp" or "udp". The TCP relay
+	// (see NoTCPRelay) opens its sockets itself when Dial is the
+	// default; with another Dial it takes a duplicate of the returned
+	// connection's descriptor, so the connection must be a
+	// syscall.Conn such as *net.TCPConn (others are refused with a
+	// reset to the guest and logged).
 	Dial func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error)
 	// NoTCPRelay carries the guest's TCP connections through a gVisor TCP
 	// endpoint each (gVisor's forwarder) instead of the relay (relay.go),
@@ -127,6 +132,8 @@ type Config struct {
 	NoTCPRelay bool
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
+
+	host *hostDialer // Dial's, when it is the default
 }
 
 // Addrs are the addresses of a sandbox network.
@@ -207,7 +214,8 @@ func (c *Config) fill() error {
 		pc.Close()
 	}
 	if c.Dial == nil {
-		c.Dial = hostDialer{out4: out4, out6: out6}.dial
+		c.host = &hostDialer{out4: out4, out6: out6}
+		c.Dial = c.host.dial
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -335,8 +343,13 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, addrs: addrs, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		open: make(map[io.Closer]struct{}), forwards: make(map[string]*forwarder)}
 	if !cfg.NoTCPRelay && relayUsable(link) {
-		g.relay = newRelay(g, link)
-		link = g.relay
+		r, err := newRelay(g, link)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("sandbox: TCP relay: %w", err)
+		}
+		g.relay = r
+		link = r
 	}
 	sc := stack.Config{
 		Link:        link,
@@ -355,9 +368,15 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	st, err := stack.New(sc)
 	if err != nil {
 		cancel()
+		if g.relay != nil {
+			g.relay.poll.close()
+		}
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	g.st = st
+	if g.relay != nil {
+		g.relay.start()
+	}
 	s := st.GVisor()
 	tf := tcp.NewForwarder(s, 0, cfg.MaxSYNs, g.handleTCP)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)

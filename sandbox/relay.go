@@ -2,13 +2,10 @@ package sandbox
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,10 +40,11 @@ import (
 // probes a zero window. Inbound IP fragments are left to gVisor: Linux
 // sets DF on TCP, so a guest's segments are never fragments.
 //
-// Per flow it costs one goroutine (the dial, then the host reads), no
-// goroutine per direction, and no TCP endpoint, timers or processor
-// hand-off in gVisor; a short connection costs about half the CPU of one
-// carried by gVisor's forwarder (docs/BENCHMARKS.md).
+// A flow costs no goroutine: its host socket is a raw descriptor in the
+// relay's epoll set (relayhost.go), connected, read and written where the
+// event that needs it is handled, and it has no TCP endpoint, timers or
+// processor hand-off in gVisor. A short connection costs about half the
+// CPU of one carried by gVisor's forwarder (docs/BENCHMARKS.md).
 
 const (
 	// relayWindow caps guest data accepted but not yet taken by the host
@@ -77,61 +75,29 @@ type relayKey struct{ guest, remote netip.AddrPort }
 // relay is the link endpoint wrapper described above.
 type relay struct {
 	nested.Endpoint
-	g       *Gateway
-	verify  bool // the link leaves inbound checksums to the stack
-	gso     bool // the link hands the kernel segments to split and sum
-	gsoMax  uint32
-	mss4    int // MSS the link's MTU allows
-	mss6    int
-	ipID    atomic.Uint32
-	syns    atomic.Int32 // handshakes in progress
-	mu      sync.Mutex
-	flows   map[relayKey]*rflow
-	closing bool
-	// work hands a flow to an idle worker goroutine; idle counts them.
-	work    chan func()
-	idle    atomic.Int32
-	workers atomic.Uint64 // started, ever
+	g        *Gateway
+	verify   bool // the link leaves inbound checksums to the stack
+	gso      bool // the link hands the kernel segments to split and sum
+	gsoMax   uint32
+	mss4     int // MSS the link's MTU allows
+	mss6     int
+	ipID     atomic.Uint32
+	syns     atomic.Int32 // handshakes in progress
+	poll     *hostPoll
+	dialWait time.Duration // a host connect's deadline
+	mu       sync.Mutex
+	flows    map[relayKey]*rflow
+	byID     map[uint64]*rflow // by the id their host socket's events carry
+	nextID   uint64
+	closing  bool
 }
 
-// relayIdleWorkers caps the worker goroutines kept waiting for a flow.
-// A worker's stack has grown in the dial of an earlier flow; a fresh
-// goroutine would grow its own from the minimum, copying every frame
-// twice (4 us of CPU per connection).
-const relayIdleWorkers = 32
-
-// spawn runs fn on an idle worker, or on a new one; false after Close.
-func (r *relay) spawn(fn func()) bool {
-	select {
-	case r.work <- fn:
-		return true
-	default:
+func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
+	p, err := newHostPoll()
+	if err != nil {
+		return nil, err
 	}
-	r.workers.Add(1)
-	return r.g.go_(func() { r.worker(fn) })
-}
-
-// worker runs fn, then waits for more while fewer than relayIdleWorkers
-// are idle, until the Gateway closes.
-func (r *relay) worker(fn func()) {
-	for {
-		fn()
-		if r.idle.Add(1) > relayIdleWorkers {
-			r.idle.Add(-1)
-			return
-		}
-		select {
-		case fn = <-r.work:
-			r.idle.Add(-1)
-		case <-r.g.ctx.Done():
-			r.idle.Add(-1)
-			return
-		}
-	}
-}
-
-func newRelay(g *Gateway, link gvstack.LinkEndpoint) *relay {
-	r := &relay{g: g, flows: make(map[relayKey]*rflow), work: make(chan func())}
+	r := &relay{g: g, poll: p, dialWait: dialTimeout, flows: make(map[relayKey]*rflow), byID: make(map[uint64]*rflow)}
 	r.Endpoint.Init(link, r)
 	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
 	if ge, ok := link.(gvstack.GSOEndpoint); ok && ge.SupportedGSO() == gvstack.HostGSOSupported {
@@ -140,7 +106,14 @@ func newRelay(g *Gateway, link gvstack.LinkEndpoint) *relay {
 	mtu := int(link.MTU())
 	r.mss4 = mtu - header.IPv4MinimumSize - header.TCPMinimumSize
 	r.mss6 = mtu - header.IPv6MinimumSize - header.TCPMinimumSize
-	return r
+	return r, nil
+}
+
+// start starts the goroutine that waits for the host sockets.
+func (r *relay) start() {
+	if !r.g.go_(func() { r.poll.run(r) }) {
+		r.poll.close()
+	}
 }
 
 // relayUsable reports whether the relay can serve link: it writes IP
@@ -158,8 +131,8 @@ func (r *relay) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvs
 	r.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
 
-// shut resets every flow's host side and stops the relay taking new ones;
-// the flows' goroutines end as their host connections close.
+// shut resets every flow's host side, stops the relay taking new ones and
+// ends the host poller.
 func (r *relay) shut() {
 	r.mu.Lock()
 	r.closing = true
@@ -173,6 +146,7 @@ func (r *relay) shut() {
 		f.finish(false)
 		f.mu.Unlock()
 	}
+	r.poll.close()
 }
 
 // live returns the number of flows the relay holds.
@@ -336,7 +310,7 @@ func (r *relay) open(s *seg) {
 		return
 	}
 	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
-		sndWnd: s.wnd, wake: make(chan struct{}, 1), rto: relayRTO}
+		sndWnd: s.wnd, rto: relayRTO, fd: -1, readSize: relayReadFirst, dialing: true}
 	f.mss = int(opts.MSS)
 	if f.mss == 0 {
 		f.mss = header.TCPDefaultMSS
@@ -354,20 +328,78 @@ func (r *relay) open(s *seg) {
 	}
 	f.iss = seqnum.Value(uint32(time.Now().UnixNano()>>6) ^ uint32(s.key.guest.Port())<<16 ^ uint32(s.key.remote.Port()))
 	f.sndUna, f.sndNxt = f.iss, f.iss
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	r.mu.Lock()
 	if r.closing || r.flows[s.key] != nil {
 		r.mu.Unlock()
 		g.dropFlow()
 		return
 	}
+	r.nextID++
+	f.id = r.nextID
 	r.flows[s.key] = f
+	r.byID[f.id] = f
 	r.mu.Unlock()
 	r.syns.Add(1)
-	if !r.spawn(func() { f.run(to) }) {
-		r.syns.Add(-1)
-		r.drop(f)
-		g.dropFlow()
+	// The dial's deadline, on the timer that later sends the SYN-ACK
+	// again.
+	f.rto = r.dialWait
+	f.armTimer()
+	f.rto = relayRTO
+	if g.cfg.host == nil {
+		// Config.Dial is the caller's: it may block, so it runs on
+		// a goroutine, and the flow takes its socket's descriptor.
+		if !g.go_(func() { f.dialConn(to) }) {
+			f.finish(false)
+		}
+		return
 	}
+	fd, done, err := g.cfg.host.socket(to)
+	if err != nil {
+		f.dialFailed(err)
+		return
+	}
+	f.fd = fd
+	if err := r.poll.add(fd, f.id); err != nil {
+		f.dialFailed(err)
+		return
+	}
+	if done {
+		f.connected()
+	}
+}
+
+// dialConn opens f's host connection with Config.Dial.
+func (f *rflow) dialConn(to netip.AddrPort) {
+	g := f.r.g
+	ctx, cancel := context.WithTimeout(g.ctx, f.r.dialWait)
+	hc, err := g.cfg.Dial(ctx, "tcp", to)
+	cancel()
+	fd := -1
+	if err == nil {
+		if fd, err = socketOf(hc); err != nil {
+			g.log.Warn("tcp relay: unusable connection from Config.Dial", "err", err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == stDone {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return
+	}
+	if err != nil {
+		f.dialFailed(err)
+		return
+	}
+	f.fd = fd
+	if err := f.r.poll.add(fd, f.id); err != nil {
+		f.dialFailed(err)
+		return
+	}
+	f.connected()
 }
 
 // drop forgets f.
@@ -376,6 +408,7 @@ func (r *relay) drop(f *rflow) {
 	if r.flows[f.key] == f {
 		delete(r.flows, f.key)
 	}
+	delete(r.byID, f.id)
 	r.mu.Unlock()
 }
 
@@ -486,19 +519,21 @@ type rflow struct {
 	irs     seqnum.Value // the guest's initial sequence number
 	iss     seqnum.Value // ours
 	mss     int
-	wake    chan struct{} // the host reader may read again, or must stop
+	id      uint64 // in relay.byID, once in the table
 
-	mu      sync.Mutex
-	state   rstate
-	hc      net.Conn
-	rc      syscall.RawConn // hc's, when it has one: non-blocking writes
-	guestWS uint8           // scale of the guest's windows
-	ourWS   uint8           // scale of ours
+	mu        sync.Mutex
+	state     rstate
+	fd        int   // the host socket (relayhost.go), or -1
+	dialing   bool  // its connect is in progress (counted in relay.syns)
+	readable  bool  // it may have data or a FIN to read
+	finQueued bool  // its last events said a FIN (or an error) is there to read
+	readSize  int   // the next read's size
+	guestWS   uint8 // scale of the guest's windows
+	ourWS     uint8 // scale of ours
 
 	// guest -> host
 	rcvNxt    seqnum.Value
 	pend      []byte       // accepted, not yet written to the host (its buffer was full)
-	draining  bool         // a goroutine is writing pend
 	guestFin  bool         // the guest's FIN is accepted
 	hostShut  bool         // CloseWrite done on the host socket
 	lastWnd   uint32       // the window last advertised, in bytes
@@ -527,44 +562,6 @@ type rflow struct {
 	timerAt        time.Time // when the armed timer is due
 	rto            time.Duration
 	retries        int
-}
-
-// run dials the host, completes the guest's handshake and then reads the
-// host's data until the flow ends. It runs on its own goroutine.
-func (f *rflow) run(to netip.AddrPort) {
-	g := f.r.g
-	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
-	hc, err := g.cfg.Dial(ctx, "tcp", to)
-	cancel()
-	f.r.syns.Add(-1)
-	f.mu.Lock()
-	if err != nil || f.state == stDone || !g.track(hc) {
-		if err != nil {
-			g.refused.Add(1)
-			g.log.Debug("tcp dial failed", "src", f.key.guest, "dst", f.key.remote, "to", to, "err", err)
-		}
-		if hc != nil {
-			hc.Close()
-		}
-		if f.state != stDone {
-			f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, 0, f.rcvNxt, 0, buffer.Buffer{}, nil)
-			f.state = stDone
-			f.r.drop(f)
-			g.dropFlow()
-		}
-		f.mu.Unlock()
-		return
-	}
-	f.hc = hc
-	if sc, ok := hc.(syscall.Conn); ok {
-		f.rc, _ = sc.SyscallConn()
-	}
-	g.tcpFlows.Add(1)
-	f.sndNxt, f.sndMax = f.iss+1, f.iss+1
-	f.sendSynAck()
-	f.armTimer()
-	f.mu.Unlock()
-	f.readHost()
 }
 
 // sendSynAck sends (or sends again) the SYN-ACK.
@@ -610,7 +607,7 @@ func (f *rflow) input(s *seg) {
 		return
 	}
 	if s.flags&header.TCPFlagSyn != 0 {
-		if f.state == stSynRcvd && f.hc != nil && s.flags&header.TCPFlagAck == 0 {
+		if f.state == stSynRcvd && !f.dialing && s.flags&header.TCPFlagAck == 0 {
 			f.sendSynAck() // the guest sent its SYN again
 		}
 		return // still dialling: the SYN-ACK comes when the dial ends
@@ -619,8 +616,8 @@ func (f *rflow) input(s *seg) {
 		return
 	}
 	if f.state == stSynRcvd {
-		if f.hc == nil || s.ack != f.iss+1 {
-			if f.hc != nil {
+		if f.dialing || s.ack != f.iss+1 {
+			if !f.dialing {
 				f.r.resetFor(s)
 			}
 			return
@@ -633,7 +630,7 @@ func (f *rflow) input(s *seg) {
 			// Host data that came before the guest's ACK goes now.
 			if f.state == stEstablished {
 				f.push()
-				f.kick()
+				f.pull()
 			}
 		}()
 	}
@@ -727,7 +724,7 @@ func (f *rflow) onAck(s *seg) {
 		f.restartTimer()
 	}
 	f.push()
-	f.kick()
+	f.pull()
 }
 
 func (f *rflow) setWindow(w uint32) {
@@ -735,7 +732,7 @@ func (f *rflow) setWindow(w uint32) {
 	f.sndWnd = w
 	if grew {
 		f.push()
-		f.kick()
+		f.pull()
 	}
 }
 
@@ -805,7 +802,7 @@ func (f *rflow) onData(s *seg) {
 	if fin {
 		f.rcvNxt++
 		f.guestFin = true
-		if !f.draining {
+		if len(f.pend) == 0 {
 			f.shutHost()
 		}
 	}
@@ -820,101 +817,6 @@ func capSlices(p [][]byte, n int) [][]byte {
 		n -= len(b)
 	}
 	return p
-}
-
-// toHost writes guest data to the host socket without blocking, keeping
-// what the socket does not take in pend for the drainer. It reports false
-// if the flow ended.
-func (f *rflow) toHost(p [][]byte, n int) bool {
-	if !f.draining && f.rc != nil {
-		var w int
-		var werr error
-		err := f.rc.Write(func(fd uintptr) bool {
-			if len(p) == 1 {
-				w, werr = unix.Write(int(fd), p[0])
-			} else {
-				w, werr = unix.Writev(int(fd), p)
-			}
-			return true // never wait here
-		})
-		if err == nil {
-			err = werr
-		}
-		if err != nil && !errors.Is(err, unix.EAGAIN) {
-			f.hostFailed(err)
-			return false
-		}
-		if w == n {
-			return true
-		}
-		w = max(w, 0)
-		for w > 0 { // drop what was written
-			if len(p[0]) > w {
-				p[0] = p[0][w:]
-				break
-			}
-			w -= len(p[0])
-			p = p[1:]
-		}
-	}
-	for _, b := range p {
-		f.pend = append(f.pend, b...)
-	}
-	if !f.draining {
-		f.draining = true
-		if !f.r.g.go_(f.drain) {
-			f.draining = false
-		}
-	}
-	return true
-}
-
-// drain writes pend to the host, blocking, until it is empty.
-func (f *rflow) drain() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for f.state != stDone && len(f.pend) > 0 {
-		p := f.pend
-		hc := f.hc
-		f.mu.Unlock()
-		n, err := hc.Write(p)
-		f.mu.Lock()
-		if f.state == stDone {
-			break
-		}
-		if err != nil {
-			f.hostFailed(err)
-			break
-		}
-		before := int(f.lastWnd)
-		f.pend = f.pend[n:]
-		if len(f.pend) == 0 {
-			f.pend = nil
-		}
-		// Tell the guest once the window has grown by a quarter, or
-		// from less than a segment.
-		if w := relayWindow - len(f.pend); w-before >= relayWindow/4 || (before < f.mss && w >= f.mss) {
-			f.ack()
-		}
-	}
-	f.draining = false
-	if f.state != stDone && f.guestFin {
-		f.shutHost()
-		f.maybeDone()
-	}
-}
-
-// shutHost passes the guest's FIN on.
-func (f *rflow) shutHost() {
-	if f.hostShut {
-		return
-	}
-	f.hostShut = true
-	if hc, ok := f.hc.(halfCloser); ok {
-		if err := hc.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
-			f.hostFailed(err)
-		}
-	}
 }
 
 // hostFailed ends the flow after a host socket error: a reset, or
@@ -937,89 +839,18 @@ func (f *rflow) finish(graceful bool) {
 		f.delack.Stop()
 		f.delackOn = false
 	}
+	f.endDial()
 	f.trim(f.qLen)
 	f.pend = nil
-	if f.hc != nil {
-		if graceful {
-			f.hc.Close()
-		} else {
-			abort(f.hc)
-		}
-		f.r.g.untrack(f.hc)
-	}
+	f.closeHost(graceful)
 	f.r.drop(f)
 	f.r.g.dropFlow()
-	f.kick()
 }
 
 // maybeDone ends the flow when both directions are closed.
 func (f *rflow) maybeDone() {
-	if f.state == stEstablished && f.guestFin && f.hostShut && !f.draining && f.finAcked {
+	if f.state == stEstablished && f.guestFin && f.hostShut && len(f.pend) == 0 && f.finAcked {
 		f.finish(true)
-	}
-}
-
-func (f *rflow) kick() {
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
-}
-
-// readHost reads the host's data and sends it to the guest as far as the
-// guest's window allows, until EOF, an error or the end of the flow.
-func (f *rflow) readHost() {
-	// Most flows carry little: start with small reads, whose buffers a
-	// flow holds until the guest acknowledges them.
-	readSize := relayReadFirst
-	for {
-		f.mu.Lock()
-		for f.state != stDone && !f.hostEOF && f.readRoom() <= 0 {
-			f.mu.Unlock()
-			<-f.wake
-			f.mu.Lock()
-		}
-		if f.state == stDone || f.hostEOF {
-			f.mu.Unlock()
-			break
-		}
-		size := min(f.readRoom(), readSize)
-		hc := f.hc
-		f.mu.Unlock()
-
-		v := buffer.NewViewSize(size)
-		n, err := hc.Read(v.AsSlice())
-		if n == size && size < relayReadMax {
-			readSize = relayReadMax // a bulk flow: read in large pieces
-		}
-
-		f.mu.Lock()
-		if f.state == stDone {
-			v.Release()
-			f.mu.Unlock()
-			break
-		}
-		if n > 0 {
-			v.CapLength(n)
-			f.q = append(f.q, v)
-			f.qLen += n
-		} else {
-			v.Release()
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				if n > 0 {
-					f.push()
-				}
-				f.hostFailed(err)
-				f.mu.Unlock()
-				break
-			}
-			f.hostEOF = true
-		}
-		f.push()
-		f.maybeDone()
-		f.mu.Unlock()
 	}
 }
 
@@ -1161,6 +992,10 @@ func (f *rflow) onTimer() {
 		return // stopped or re-armed since it fired
 	}
 	f.timerOn = false
+	if f.dialing {
+		f.dialFailed(fmt.Errorf("connect: no answer in %v", f.r.dialWait))
+		return
+	}
 	f.retries++
 	if f.retries > relayRetries {
 		f.r.g.log.Debug("tcp flow: guest stopped acknowledging", "src", f.key.guest, "dst", f.key.remote)

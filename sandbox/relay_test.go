@@ -20,6 +20,7 @@ import (
 	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -452,6 +453,94 @@ func TestRelayResets(t *testing.T) {
 	}
 }
 
+// TestRelayDialConn: with a Config.Dial of the caller's, the relay takes
+// the socket the dial returns and carries data over it; a connection with
+// no socket under it is refused with a reset and counted, and closed.
+func TestRelayDialConn(t *testing.T) {
+	l, dst := hostListen(t, "tcp4")
+	testnet.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
+	piped := make(chan net.Conn, 1)
+	w := newWorldLink(t, 0, nil, loopback(func(c *Config) {
+		c.Dial = func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
+			if addr.Port() == 9 {
+				a, b := net.Pipe()
+				piped <- b
+				return a, nil
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr.String())
+		}
+	}))
+	c, err := w.guest.Dial("tcp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := []byte("through a dialled socket")
+	c.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	c.Close()
+	waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 })
+
+	before := w.gw.Stats().Refused
+	if _, err := w.guest.Dial("tcp", "10.0.2.2:9"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial through a pipe: %v, want ECONNREFUSED", err)
+	}
+	b := <-piped
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := b.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the pipe's other end read %v, want EOF (closed by the relay)", err)
+	}
+	if s := w.gw.Stats(); s.Refused != before+1 || s.Live != 0 {
+		t.Errorf("stats %+v: want one more refused, none live", s)
+	}
+}
+
+// TestRelayDialTimeout: a host that never answers the connect (a
+// listener whose accept queue is full drops SYNs) gets the guest a reset
+// at the relay's dial deadline, not a hang; the flow is counted refused
+// and gone.
+func TestRelayDialTimeout(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	port := sa.(*unix.SockaddrInet4).Port
+	// Fill the accept queue (a backlog of 0 holds one connection).
+	for range 2 {
+		d := net.Dialer{Timeout: 300 * time.Millisecond}
+		if c, err := d.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			defer c.Close()
+		}
+	}
+	w := newWorldLink(t, 0, nil, loopback(nil))
+	w.gw.relay.dialWait = 500 * time.Millisecond
+	before := w.gw.Stats().Refused
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := w.guest.DialContext(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", port)); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial to a host that drops SYNs: %v, want ECONNREFUSED at the relay's deadline", err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
+		t.Errorf("refused after %v, want about 500ms", d)
+	}
+	if s := w.gw.Stats(); s.Refused != before+1 || s.Live != 0 || w.gw.relay.live() != 0 || w.gw.relay.syns.Load() != 0 {
+		t.Errorf("stats %+v, flows %d, handshakes %d: want one more refused, none live", s, w.gw.relay.live(), w.gw.relay.syns.Load())
+	}
+}
+
 // TestRelayMaxSYNs: handshakes beyond MaxSYNs (dials still in progress)
 // are refused at once and counted; the others complete.
 func TestRelayMaxSYNs(t *testing.T) {
@@ -598,49 +687,57 @@ type ethLike struct{ gvstack.LinkEndpoint }
 func (ethLike) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 func (ethLike) MaxHeaderLength() uint16                 { return header.EthernetMinimumSize }
 
-// TestRelayWorkers: flow goroutines are reused, and no more than
-// relayIdleWorkers wait idle after a burst.
-func TestRelayWorkers(t *testing.T) {
+// TestRelayNoGoroutinePerFlow: the relay's flows share one host poller;
+// a hundred open flows, each carrying data from its host socket, start no
+// goroutine of the gateway's.
+func TestRelayNoGoroutinePerFlow(t *testing.T) {
 	l, dst := hostListen(t, "tcp4")
-	testnet.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
+	// A server without a goroutine per connection either: it greets
+	// and keeps each connection until the test ends.
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("x"))
+			held = append(held, c)
+		}
+	}()
+	defer func() {
+		l.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	}()
 	w := newWorldLink(t, 0, nil, loopback(nil))
-	echo := func(c net.Conn) {
+	greet := func() net.Conn {
+		c, err := w.guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		c.Write([]byte("x"))
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 			t.Fatal(err)
 		}
+		return c
 	}
-	var conns []net.Conn
-	for range 2 * relayIdleWorkers {
-		c, err := w.guest.Dial("tcp", dst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		echo(c)
-		conns = append(conns, c)
+	defer greet().Close() // the gateway's lasting goroutines are up
+	before := runtime.NumGoroutine()
+	const flows = 100
+	for range flows {
+		c := greet()
+		defer c.Close()
 	}
-	for _, c := range conns {
-		c.Close()
+	if n := w.gw.relay.live(); n != 1+flows {
+		t.Fatalf("relay holds %d flows, want %d", n, 1+flows)
 	}
-	waitFor(t, "the burst's flows to end", func() bool { return w.gw.relay.live() == 0 })
-	waitFor(t, "workers to settle", func() bool { return w.gw.relay.idle.Load() == relayIdleWorkers })
-	before, started := runtime.NumGoroutine(), w.gw.relay.workers.Load()
-	for range 20 {
-		c, err := w.guest.Dial("tcp", dst)
-		if err != nil {
-			t.Fatal(err)
-		}
-		echo(c)
-		c.Close()
-	}
-	waitFor(t, "the flows to end", func() bool { return w.gw.relay.live() == 0 })
-	waitFor(t, "workers to settle", func() bool { return w.gw.relay.idle.Load() == relayIdleWorkers })
-	if after := runtime.NumGoroutine(); after > before+2 {
-		t.Errorf("goroutines %d -> %d over 20 sequential connections", before, after)
-	}
-	if n := w.gw.relay.workers.Load() - started; n != 0 {
-		t.Errorf("%d workers started for 20 sequential connections with %d idle: not reused", n, relayIdleWorkers)
+	if after := runtime.NumGoroutine(); after > before+flows/10 {
+		t.Errorf("goroutines %d -> %d with %d flows open", before, after, flows)
 	}
 }
 

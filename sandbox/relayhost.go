@@ -1,0 +1,392 @@
+package sandbox
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// The relay's host side: every flow's host socket is a raw non-blocking
+// descriptor in one epoll set of the relay's, registered edge-triggered
+// for input, output and the peer's FIN. One goroutine waits on the set,
+// and it does not block a thread in epoll_wait to do so: the set's own
+// descriptor goes into Go's network poller (an epoll descriptor is
+// readable while it has events), so the goroutine parks like any socket
+// reader and drains the set when woken. A flow therefore costs no
+// goroutine, no net.Conn and no registration with Go's poller; the
+// connect, reads and writes are the system calls pasta makes, called
+// where the event that needs them is handled (the guest's segment on the
+// link's reader, or the host's event on the poller).
+
+// hostPoll is the relay's epoll set and its goroutine.
+type hostPoll struct {
+	fd     int
+	ep     *os.File // fd, in Go's poller
+	rc     syscall.RawConn
+	closed atomic.Bool
+}
+
+const pollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+func newHostPoll() (*hostPoll, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	p := &hostPoll{fd: fd, ep: os.NewFile(uintptr(fd), "relay-epoll")}
+	if p.rc, err = p.ep.SyscallConn(); err != nil {
+		p.ep.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// add registers sock under id.
+func (p *hostPoll) add(sock int, id uint64) error {
+	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(p.fd, unix.EPOLL_CTL_ADD, sock, &ev))
+}
+
+// run hands each event to the flow registered under its id, until close.
+func (p *hostPoll) run(r *relay) {
+	var evs [128]unix.EpollEvent
+	err := p.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), evs[:], 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				r.g.log.Error("tcp relay: epoll_wait", "err", err)
+				return true
+			}
+			for i := range n {
+				r.hostEvent(uint64(uint32(evs[i].Fd))|uint64(uint32(evs[i].Pad))<<32, evs[i].Events)
+			}
+			if n < len(evs) {
+				return false // drained: park until the set is readable
+			}
+		}
+	})
+	if err != nil && !p.closed.Load() {
+		r.g.log.Error("tcp relay: host poller stopped", "err", err)
+	}
+}
+
+// close ends run (and closes the set) once every socket is out of it.
+func (p *hostPoll) close() {
+	p.closed.Store(true)
+	p.ep.Close()
+}
+
+// hostEvent handles events of the host socket of flow id.
+func (r *relay) hostEvent(id uint64, events uint32) {
+	r.mu.Lock()
+	f := r.byID[id]
+	r.mu.Unlock()
+	if f == nil {
+		return // ended since the event was queued
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == stDone || f.fd < 0 {
+		return
+	}
+	if f.dialing {
+		if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		errno, err := unix.GetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && errno != 0 {
+			err = syscall.Errno(errno)
+		}
+		if err == nil && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			err = syscall.ECONNREFUSED // no error left to read: say what the kernel usually does
+		}
+		if err != nil {
+			f.dialFailed(os.NewSyscallError("connect", err))
+			return
+		}
+		f.connected()
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		f.readable = true
+		f.finQueued = events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+		f.pull()
+	}
+	if f.state != stDone && len(f.pend) > 0 && events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		f.flush()
+	}
+}
+
+// local returns the address to bind for a connection to a, or none.
+func (d hostDialer) local(a netip.Addr) netip.Addr {
+	if a.IsLoopback() {
+		return netip.Addr{}
+	}
+	if a.Is4() {
+		return d.out4
+	}
+	return d.out6
+}
+
+func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
+	if a := ap.Addr(); a.Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// socket opens a non-blocking TCP socket to addr, from the outbound
+// address if one is set, and starts its connect; done reports that the
+// connect finished at once. It is what Dial does, without the goroutine
+// that waits: the caller waits for the socket to be writable.
+func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	family := unix.AF_INET6
+	if addr.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, false, os.NewSyscallError("socket", err)
+	}
+	// As Go's dialer: a relay passes on what it is given, at once.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if local := d.local(addr.Addr()); local.IsValid() {
+		// Best effort, as boundDialer: without it the bind picks the port.
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := unix.Bind(fd, sockaddrOf(netip.AddrPortFrom(local, 0))); err != nil {
+			unix.Close(fd)
+			return -1, false, fmt.Errorf("bind %v: %w", local, os.NewSyscallError("bind", err))
+		}
+	}
+	for {
+		err = unix.Connect(fd, sockaddrOf(addr))
+		switch err {
+		case nil:
+			return fd, true, nil
+		case unix.EINPROGRESS, unix.EALREADY:
+			return fd, false, nil
+		case unix.EINTR:
+			continue
+		}
+		unix.Close(fd)
+		return -1, false, os.NewSyscallError("connect", err)
+	}
+}
+
+// socketOf takes the descriptor of a connection Config.Dial returned: a
+// non-blocking duplicate, after which c is closed.
+func socketOf(c net.Conn) (int, error) {
+	defer c.Close()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("Config.Dial returned a %T; the TCP relay needs a socket (a syscall.Conn such as *net.TCPConn), or set NoTCPRelay", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	cerr := rc.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return fd, nil
+}
+
+// dialFailed refuses the guest's connection after a failed dial.
+func (f *rflow) dialFailed(err error) {
+	g := f.r.g
+	g.refused.Add(1)
+	g.log.Debug("tcp dial failed", "src", f.key.guest, "dst", f.key.remote, "err", err)
+	f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, 0, f.rcvNxt, 0, buffer.Buffer{}, nil)
+	f.finish(false)
+}
+
+// endDial stops counting f as a handshake in progress.
+func (f *rflow) endDial() {
+	if f.dialing {
+		f.dialing = false
+		f.r.syns.Add(-1)
+	}
+}
+
+// connected completes the guest's handshake once the host's is done.
+func (f *rflow) connected() {
+	f.endDial()
+	f.stopTimer() // the dial's deadline
+	f.r.g.tcpFlows.Add(1)
+	f.sndNxt, f.sndMax = f.iss+1, f.iss+1
+	f.sendSynAck()
+	f.armTimer()
+}
+
+// pull reads the host's data while the socket has some and the guest's
+// window leaves room, and sends it.
+func (f *rflow) pull() {
+	read := false
+	for f.readable && !f.hostEOF && f.state != stDone {
+		room := f.readRoom()
+		if room <= 0 {
+			break // resumed by the guest's ACKs (onAck)
+		}
+		size := min(room, f.readSize)
+		v := buffer.NewViewSize(size)
+		n, err := unix.Read(f.fd, v.AsSlice())
+		if n <= 0 {
+			v.Release()
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			f.readable = false
+		case err != nil:
+			if read {
+				f.push()
+			}
+			f.hostFailed(os.NewSyscallError("read", err))
+			return
+		case n == 0:
+			f.hostEOF = true
+		default:
+			read = true
+			v.CapLength(n)
+			f.q = append(f.q, v)
+			f.qLen += n
+			if n < size && !f.finQueued {
+				// The socket is empty, and had no FIN (or error) when
+				// its events were collected: its next data or FIN
+				// is a new event, so the read that would only say
+				// EAGAIN is saved.
+				f.readable = false
+			} else if n == size && f.readSize < relayReadMax {
+				f.readSize = relayReadMax // a bulk flow: read in large pieces
+			}
+		}
+	}
+	if read || f.hostEOF {
+		f.push()
+		f.maybeDone()
+	}
+}
+
+// toHost writes guest data to the host socket without blocking, keeping
+// what the socket does not take in pend until it is writable again. It
+// reports false if the flow ended.
+func (f *rflow) toHost(p [][]byte, n int) bool {
+	if len(f.pend) == 0 {
+		for n > 0 {
+			var w int
+			var err error
+			if len(p) == 1 {
+				w, err = unix.Write(f.fd, p[0])
+			} else {
+				w, err = unix.Writev(f.fd, p)
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EAGAIN {
+				break // the socket's EPOLLOUT edge calls flush
+			}
+			if err != nil {
+				f.hostFailed(os.NewSyscallError("write", err))
+				return false
+			}
+			n -= w
+			for w > 0 { // drop what was written
+				if len(p[0]) > w {
+					p[0] = p[0][w:]
+					break
+				}
+				w -= len(p[0])
+				p = p[1:]
+			}
+		}
+		if n == 0 {
+			return true
+		}
+	}
+	for _, b := range p {
+		f.pend = append(f.pend, b...)
+	}
+	return true
+}
+
+// flush writes pend to the host socket, without blocking, after the
+// socket became writable.
+func (f *rflow) flush() {
+	before := int(f.lastWnd)
+	for len(f.pend) > 0 {
+		w, err := unix.Write(f.fd, f.pend)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			f.hostFailed(os.NewSyscallError("write", err))
+			return
+		}
+		f.pend = f.pend[w:]
+	}
+	if len(f.pend) == 0 {
+		f.pend = nil
+	}
+	// Tell the guest once the window has grown by a quarter, or from
+	// less than a segment.
+	if w := relayWindow - len(f.pend); w-before >= relayWindow/4 || (before < f.mss && w >= f.mss) {
+		f.ack()
+	}
+	if len(f.pend) == 0 && f.guestFin {
+		f.shutHost()
+		f.maybeDone()
+	}
+}
+
+// shutHost passes the guest's FIN on.
+func (f *rflow) shutHost() {
+	if f.hostShut {
+		return
+	}
+	f.hostShut = true
+	if err := unix.Shutdown(f.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+		f.hostFailed(os.NewSyscallError("shutdown", err))
+	}
+}
+
+// closeHost closes the host socket: gracefully, or with a reset.
+func (f *rflow) closeHost(graceful bool) {
+	if f.fd < 0 {
+		return
+	}
+	if !graceful {
+		unix.SetsockoptLinger(f.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	unix.Close(f.fd) // and out of the epoll set
+	f.fd = -1
+}
