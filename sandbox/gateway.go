@@ -329,6 +329,20 @@ func NewGateway(cfg Config) (*Gateway, error) {
 		cfg.DNSUpstream = resolvConf("/etc/resolv.conf")
 	}
 	link := cfg.Link
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{cfg: cfg, addrs: addrs, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		open: make(map[io.Closer]struct{}), forwards: make(map[string]*forwarder)}
+	if !cfg.NoTCPRelay && relayUsable(link) {
+		// Next to the device, so that its readers find the relay's
+		// tun.InlineDispatcher.
+		r, err := newRelay(g, link)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("sandbox: TCP relay: %w", err)
+		}
+		g.relay = r
+		link = r
+	}
 	var solicit chan struct{}
 	if cfg.RouterAdvertisements && !cfg.NoIPv6 {
 		solicit = make(chan struct{}, 1)
@@ -338,18 +352,6 @@ func NewGateway(cfg Config) (*Gateway, error) {
 			default:
 			}
 		})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &Gateway{cfg: cfg, addrs: addrs, log: cfg.Logger, ctx: ctx, cancel: cancel,
-		open: make(map[io.Closer]struct{}), forwards: make(map[string]*forwarder)}
-	if !cfg.NoTCPRelay && relayUsable(link) {
-		r, err := newRelay(g, link)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("sandbox: TCP relay: %w", err)
-		}
-		g.relay = r
-		link = r
 	}
 	sc := stack.Config{
 		Link:        link,

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ustacknet/ustack/tun"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -125,9 +126,23 @@ func relayUsable(link gvstack.LinkEndpoint) bool {
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
 func (r *relay) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
-	if (proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber) && r.take(proto, pkt) {
-		return
+	if !r.DeliverInline(proto, pkt) {
+		r.Endpoint.DeliverNetworkPacket(proto, pkt)
 	}
+}
+
+var _ tun.InlineDispatcher = (*relay)(nil)
+
+// DeliverInline implements tun.InlineDispatcher: a TUN device's reader
+// hands the relay its segments itself, and only what the relay declines
+// goes through the device's hand-off to the stack. The relay never
+// enters the stack, and its system calls do not block.
+func (r *relay) DeliverInline(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) bool {
+	return (proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber) && r.take(proto, pkt)
+}
+
+// DeliverDeclined implements tun.InlineDispatcher.
+func (r *relay) DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	r.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
 
@@ -494,6 +509,12 @@ func (r *relay) write(f *rflow, flags header.TCPFlags, seq, ack seqnum.Value, wn
 	}
 	if flags&header.TCPFlagAck != 0 {
 		f.rcvAcked = ack
+		if f.delackOn && ack == f.rcvNxt {
+			// The delayed ACK rode on this segment: a timer left
+			// to fire would wake a thread for nothing.
+			f.delack.Stop()
+			f.delackOn = false
+		}
 	}
 	var l gvstack.PacketBufferList
 	l.PushBack(pkt)
@@ -792,13 +813,18 @@ func (f *rflow) onData(s *seg) {
 		n, fin = room, false // beyond the window offered
 		payload = capSlices(payload, n)
 	}
+	whole := true // all the segment's new data was taken
 	if n > 0 {
 		if !f.toHost(payload, n) {
 			return
 		}
 		f.rcvNxt = f.rcvNxt.Add(seqnum.Size(n))
-		f.ackDelay = !fin && n == s.n-int(s.seq.Size(seq))
+		whole = n == s.n-int(s.seq.Size(seq))
 	}
+	// The ACK of a FIN may wait too, for the host's FIN (as Linux's
+	// does in CLOSE_WAIT): a host that closes in turn saves the guest a
+	// segment. Not when ours has gone: nothing would carry it.
+	f.ackDelay = whole && (!fin || !f.hostEOF)
 	if fin {
 		f.rcvNxt++
 		f.guestFin = true
@@ -885,9 +911,16 @@ func (f *rflow) push() {
 			break
 		}
 		n := min(f.qLen-sent, avail, f.segMax())
-		f.sendData(sent, n, f.sndNxt)
+		// The host's FIN rides on its last data when both are in.
+		fin := f.hostEOF && !f.finSent && sent+n == f.qLen
+		f.sendData(sent, n, f.sndNxt, fin)
 		f.sndNxt = f.sndNxt.Add(seqnum.Size(n))
 		sent += n
+		if fin {
+			f.finSent, f.finOut = true, true
+			f.finSeq = f.sndNxt
+			f.sndNxt++
+		}
 	}
 	if f.hostEOF && !f.finSent && sent == f.qLen {
 		f.finSent, f.finOut = true, true
@@ -919,7 +952,7 @@ func (f *rflow) segMax() int {
 }
 
 // sendData sends n queued bytes from offset off (from sndUna) at seq.
-func (f *rflow) sendData(off, n int, seq seqnum.Value) {
+func (f *rflow) sendData(off, n int, seq seqnum.Value, fin bool) {
 	var b buffer.Buffer
 	for _, v := range f.q {
 		if n == 0 {
@@ -942,6 +975,9 @@ func (f *rflow) sendData(off, n int, seq seqnum.Value) {
 	if n == 0 {
 		flags |= header.TCPFlagPsh
 	}
+	if fin {
+		flags |= header.TCPFlagFin
+	}
 	f.ackNeeded = false
 	f.r.write(f, flags, seq, f.rcvNxt, f.window(), b, nil)
 }
@@ -951,7 +987,8 @@ func (f *rflow) sendData(off, n int, seq seqnum.Value) {
 func (f *rflow) retransmit() {
 	switch {
 	case f.qLen > 0:
-		f.sendData(0, min(f.qLen, f.segMax(), int(f.sndUna.Size(f.sndNxt))), f.sndUna)
+		n := min(f.qLen, f.segMax(), int(f.sndUna.Size(f.sndNxt)))
+		f.sendData(0, n, f.sndUna, f.finSent && !f.finAcked && n == f.qLen)
 	case f.finSent && !f.finAcked:
 		f.r.write(f, header.TCPFlagFin|header.TCPFlagAck, f.sndNxt-1, f.rcvNxt, f.window(), buffer.Buffer{}, nil)
 	}
@@ -1014,7 +1051,7 @@ func (f *rflow) onTimer() {
 		f.finSent = false
 		f.push()
 	case f.qLen > 0: // zero window: probe with one byte beyond it
-		f.sendData(0, 1, f.sndNxt)
+		f.sendData(0, 1, f.sndNxt, false)
 		f.sndNxt++
 		f.sndMax = f.sndNxt
 		f.armTimer()

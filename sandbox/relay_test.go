@@ -146,6 +146,121 @@ func TestRelayCarries(t *testing.T) {
 	}
 }
 
+// segRecorder records the TCP segments crossing a link, both ways.
+type segRecorder struct {
+	nested.Endpoint
+	mu   sync.Mutex
+	segs []recSeg
+}
+
+type recSeg struct {
+	toGuest  bool
+	flags    header.TCPFlags
+	seq, ack uint32
+	n        int
+}
+
+func newSegRecorder(link gvstack.LinkEndpoint) *segRecorder {
+	r := &segRecorder{}
+	r.Endpoint.Init(link, r)
+	return r
+}
+
+func (r *segRecorder) note(toGuest bool, pkt *gvstack.PacketBuffer) {
+	b := pkt.ToView().ToSlice()
+	if len(b) < header.IPv4MinimumSize || header.IPVersion(b) != header.IPv4Version {
+		return
+	}
+	ip := header.IPv4(b)
+	if ip.Protocol() != uint8(header.TCPProtocolNumber) {
+		return
+	}
+	t := header.TCP(ip.Payload())
+	r.mu.Lock()
+	r.segs = append(r.segs, recSeg{toGuest, t.Flags(), t.SequenceNumber(), t.AckNumber(), len(t.Payload())})
+	r.mu.Unlock()
+}
+
+func (r *segRecorder) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
+	r.note(false, pkt)
+	r.Endpoint.DeliverNetworkPacket(proto, pkt)
+}
+
+func (r *segRecorder) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
+	for _, p := range pkts.AsSlice() {
+		r.note(true, p)
+	}
+	return r.Endpoint.WritePackets(pkts)
+}
+
+// TestRelayCloseOrder: whichever side closes first, the guest's FIN is
+// acknowledged before the flow is dropped (a flow dropped first leaves
+// the guest resending its FIN, to be answered by a reset), each FIN is
+// sent once, and nothing is reset.
+func TestRelayCloseOrder(t *testing.T) {
+	for _, hostFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("hostFirst=%v", hostFirst), func(t *testing.T) {
+			l, dst := hostListen(t, "tcp4")
+			var rec *segRecorder
+			w := newWorldLink(t, 0, func(e gvstack.LinkEndpoint) gvstack.LinkEndpoint {
+				rec = newSegRecorder(e)
+				return rec
+			}, loopback(nil))
+			testnet.Serve(t, l, func(c net.Conn) {
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err != nil {
+					return
+				}
+				c.Write(b)
+				if !hostFirst {
+					io.Copy(io.Discard, c) // until the guest's FIN
+				}
+			})
+			c, err := w.guest.Dial("tcp", dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write([]byte("x"))
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			if hostFirst {
+				if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+					t.Fatalf("guest read after the host's close: %v, want EOF", err)
+				}
+			}
+			c.Close()
+			waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 })
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			var guestFins, relayFins int
+			var finSeq uint32
+			acked := false
+			for _, s := range rec.segs {
+				switch {
+				case s.flags&header.TCPFlagRst != 0:
+					t.Errorf("a reset (to guest: %v)", s.toGuest)
+				case s.flags&header.TCPFlagFin != 0 && !s.toGuest:
+					guestFins++
+					finSeq = s.seq + uint32(s.n)
+				case s.flags&header.TCPFlagFin != 0:
+					relayFins++
+				}
+				if s.toGuest && guestFins > 0 && s.ack == finSeq+1 {
+					acked = true
+				}
+			}
+			if guestFins != 1 || relayFins != 1 {
+				t.Errorf("FINs: %d from the guest, %d from the relay; want one each", guestFins, relayFins)
+			}
+			if !acked {
+				t.Errorf("the relay dropped the flow without acknowledging the guest's FIN; segments: %+v", rec.segs)
+			}
+		})
+	}
+}
+
 // transfer sends size random bytes each way at once between a guest
 // connection and the host side, and checks both by hash.
 func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {

@@ -63,7 +63,7 @@ func (p *hostPoll) run(r *relay) {
 	var evs [128]unix.EpollEvent
 	err := p.rc.Read(func(fd uintptr) bool {
 		for {
-			n, err := unix.EpollWait(int(fd), evs[:], 0)
+			n, err := rawEpollPoll(int(fd), evs[:])
 			if err == unix.EINTR {
 				continue
 			}
@@ -107,7 +107,7 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 		if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		errno, err := unix.GetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		errno, err := rawGetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		if err == nil && errno != 0 {
 			err = syscall.Errno(errno)
 		}
@@ -128,6 +128,7 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 	if f.state != stDone && len(f.pend) > 0 && events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.flush()
 	}
+	f.maybeDone()
 }
 
 // local returns the address to bind for a connection to a, or none.
@@ -163,7 +164,7 @@ func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
 		return -1, false, os.NewSyscallError("socket", err)
 	}
 	// As Go's dialer: a relay passes on what it is given, at once.
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if local := d.local(addr.Addr()); local.IsValid() {
 		// Best effort, as boundDialer: without it the bind picks the port.
 		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
@@ -173,7 +174,7 @@ func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
 		}
 	}
 	for {
-		err = unix.Connect(fd, sockaddrOf(addr))
+		err = rawConnect(fd, addr)
 		switch err {
 		case nil:
 			return fd, true, nil
@@ -244,7 +245,8 @@ func (f *rflow) connected() {
 }
 
 // pull reads the host's data while the socket has some and the guest's
-// window leaves room, and sends it.
+// window leaves room, and sends it. It does not end the flow: its callers
+// do, once they have sent what they owe the guest (an ACK of its FIN).
 func (f *rflow) pull() {
 	read := false
 	for f.readable && !f.hostEOF && f.state != stDone {
@@ -254,7 +256,7 @@ func (f *rflow) pull() {
 		}
 		size := min(room, f.readSize)
 		v := buffer.NewViewSize(size)
-		n, err := unix.Read(f.fd, v.AsSlice())
+		n, err := rawRead(f.fd, v.AsSlice())
 		if n <= 0 {
 			v.Release()
 		}
@@ -289,7 +291,6 @@ func (f *rflow) pull() {
 	}
 	if read || f.hostEOF {
 		f.push()
-		f.maybeDone()
 	}
 }
 
@@ -302,9 +303,9 @@ func (f *rflow) toHost(p [][]byte, n int) bool {
 			var w int
 			var err error
 			if len(p) == 1 {
-				w, err = unix.Write(f.fd, p[0])
+				w, err = rawWrite(f.fd, p[0])
 			} else {
-				w, err = unix.Writev(f.fd, p)
+				w, err = rawWritev(f.fd, p)
 			}
 			if err == unix.EINTR {
 				continue
@@ -341,7 +342,7 @@ func (f *rflow) toHost(p [][]byte, n int) bool {
 func (f *rflow) flush() {
 	before := int(f.lastWnd)
 	for len(f.pend) > 0 {
-		w, err := unix.Write(f.fd, f.pend)
+		w, err := rawWrite(f.fd, f.pend)
 		if err == unix.EINTR {
 			continue
 		}
@@ -374,7 +375,7 @@ func (f *rflow) shutHost() {
 		return
 	}
 	f.hostShut = true
-	if err := unix.Shutdown(f.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+	if err := rawShutdown(f.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 		f.hostFailed(os.NewSyscallError("shutdown", err))
 	}
 }
@@ -385,8 +386,8 @@ func (f *rflow) closeHost(graceful bool) {
 		return
 	}
 	if !graceful {
-		unix.SetsockoptLinger(f.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		rawSetLinger0(f.fd)
 	}
-	unix.Close(f.fd) // and out of the epoll set
+	rawClose(f.fd) // and out of the epoll set
 	f.fd = -1
 }

@@ -37,6 +37,7 @@ const maxHandoffBytes = 16 << 20
 // bench/fastpath udp).
 type handoff struct {
 	dispatcher stack.NetworkDispatcher
+	inline     InlineDispatcher // dispatcher, when it is one
 	workers    []handoffWorker
 	stop       chan struct{} // closed to stop the workers
 	stopOnce   sync.Once
@@ -55,12 +56,36 @@ type queuedPacket struct {
 	proto tcpip.NetworkProtocolNumber
 	pkt   *stack.PacketBuffer // holds a reference
 	link  bool                // DeliverLinkPacket rather than DeliverNetworkPacket
+	// declined by InlineDispatcher.DeliverInline: DeliverDeclined
+	// rather than DeliverNetworkPacket
+	declined bool
+}
+
+// InlineDispatcher is a stack.NetworkDispatcher that handles some packets
+// on the device's reader goroutine, before the hand-off: those it can
+// handle without entering the stack (the hand-off keeps readers out of
+// the stack's locks; see handoff), saving a goroutine switch each. A
+// device's readers offer every packet to DeliverInline first; a packet
+// it declines goes through the hand-off to DeliverDeclined instead of
+// DeliverNetworkPacket, so it is not examined twice.
+type InlineDispatcher interface {
+	stack.NetworkDispatcher
+	// DeliverInline handles pkt and reports true, or reports false
+	// and leaves pkt as it was. pkt is the caller's: it is valid only
+	// during the call (IncRef it to keep it). It must not call into the
+	// stack, nor block.
+	DeliverInline(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) bool
+	// DeliverDeclined delivers a packet DeliverInline declined, on the
+	// hand-off's worker.
+	DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer)
 }
 
 // startHandoff starts n workers delivering to dispatcher.
 func startHandoff(dispatcher stack.NetworkDispatcher, n int) *handoff {
+	inline, _ := dispatcher.(InlineDispatcher)
 	h := &handoff{
 		dispatcher: dispatcher,
+		inline:     inline,
 		workers:    make([]handoffWorker, max(n, 1)),
 		stop:       make(chan struct{}),
 	}
@@ -76,7 +101,10 @@ var _ stack.NetworkDispatcher = (*handoff)(nil)
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
 func (h *handoff) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	h.enqueue(queuedPacket{proto: proto, pkt: pkt})
+	if h.inline != nil && h.inline.DeliverInline(proto, pkt) {
+		return
+	}
+	h.enqueue(queuedPacket{proto: proto, pkt: pkt, declined: h.inline != nil})
 }
 
 // DeliverLinkPacket implements stack.NetworkDispatcher.
@@ -136,9 +164,12 @@ func (h *handoff) run(w *handoffWorker) {
 		batch, w.q, w.bytes = w.q, batch[:0], 0
 		w.mu.Unlock()
 		for i, p := range batch {
-			if p.link {
+			switch {
+			case p.link:
 				h.dispatcher.DeliverLinkPacket(p.proto, p.pkt)
-			} else {
+			case p.declined:
+				h.inline.DeliverDeclined(p.proto, p.pkt)
+			default:
 				h.dispatcher.DeliverNetworkPacket(p.proto, p.pkt)
 			}
 			p.pkt.DecRef()

@@ -204,3 +204,77 @@ func TestHandoffBoundsBytes(t *testing.T) {
 	close(bd.release)
 	h.wait()
 }
+
+// inlineDispatcher takes the packets whose payload byte is odd inline and
+// declines the others.
+type inlineDispatcher struct {
+	recordingDispatcher
+	inline   []byte // taken inline, in order
+	declined recordingDispatcher
+	bypassed int // packets that reached DeliverNetworkPacket
+}
+
+func (d *inlineDispatcher) DeliverInline(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) bool {
+	b := pkt.Data().AsRange().ToSlice()
+	if b[len(b)-1]%2 == 0 {
+		return false
+	}
+	d.mu.Lock()
+	d.inline = append(d.inline, b[len(b)-1])
+	d.mu.Unlock()
+	return true
+}
+
+func (d *inlineDispatcher) DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	d.declined.DeliverNetworkPacket(proto, pkt)
+}
+
+func (d *inlineDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+	d.mu.Lock()
+	d.bypassed++
+	d.mu.Unlock()
+}
+
+// TestHandoffInline: an InlineDispatcher gets each packet on the reader's
+// goroutine first (what it takes is handled before DeliverNetworkPacket
+// returns); what it declines reaches DeliverDeclined in order through the
+// worker, and nothing reaches DeliverNetworkPacket.
+func TestHandoffInline(t *testing.T) {
+	d := &inlineDispatcher{declined: recordingDispatcher{got: map[uint16][]byte{}}}
+	h := startHandoff(d, 2)
+	const n = 100
+	for i := range n {
+		pkt := rawPacket(netip.AddrPortFrom(kernel4.Addr(), 1000), netip.AddrPortFrom(stack4.Addr(), 80), 0, byte(i))
+		h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
+		pkt.DecRef()
+		d.mu.Lock()
+		taken := len(d.inline)
+		d.mu.Unlock()
+		if want := (i + 1) / 2; taken != want {
+			t.Fatalf("after packet %d: %d taken inline, want %d (synchronously)", i, taken, want)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.declined.mu.Lock()
+		got := d.declined.total
+		d.declined.mu.Unlock()
+		if got == n/2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d packets declined and delivered, want %d", got, n/2)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.stopWorkers()
+	h.wait()
+	for i, b := range d.declined.got[1000] {
+		if b != byte(2*i) {
+			t.Fatalf("declined packet %d carries %d, want %d", i, b, 2*i)
+		}
+	}
+	if d.bypassed != 0 {
+		t.Errorf("%d packets reached DeliverNetworkPacket, want 0", d.bypassed)
+	}
+}

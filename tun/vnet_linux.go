@@ -392,7 +392,11 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 	readv := func(fd uintptr) bool {
 		iov := uintptr(unsafe.Pointer(&iovs[0]))
 		if nowait {
-			r, _, e := unix.Syscall6(unix.SYS_PREADV2, fd, iov, uintptr(len(iovs)), ^uintptr(0), ^uintptr(0), unix.RWF_NOWAIT)
+			// Raw: it never blocks, and an ordinary system call
+			// wakes the runtime's monitor thread whenever every P
+			// was idle, which then polls every 20 us for a while:
+			// on a busy link, most reads (see sandbox/rawsys.go).
+			r, _, e := unix.RawSyscall6(unix.SYS_PREADV2, fd, iov, uintptr(len(iovs)), ^uintptr(0), ^uintptr(0), unix.RWF_NOWAIT)
 			if e != unix.EOPNOTSUPP && e != unix.ENOSYS && e != unix.EINVAL {
 				n, errno = int(r), e
 				return errno != unix.EAGAIN // false: wait in the poller, then call again
