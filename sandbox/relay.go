@@ -376,7 +376,8 @@ func (r *relay) open(s *seg) {
 		return
 	}
 	f.fd = fd
-	if err := r.poll.add(fd, f.id); err != nil {
+	f.outWatched = !done
+	if err := r.poll.ctl(unix.EPOLL_CTL_ADD, fd, f.id, !done); err != nil {
 		f.dialFailed(err)
 		return
 	}
@@ -410,7 +411,7 @@ func (f *rflow) dialConn(to netip.AddrPort) {
 		return
 	}
 	f.fd = fd
-	if err := f.r.poll.add(fd, f.id); err != nil {
+	if err := f.r.poll.ctl(unix.EPOLL_CTL_ADD, fd, f.id, false); err != nil {
 		f.dialFailed(err)
 		return
 	}
@@ -542,15 +543,16 @@ type rflow struct {
 	mss     int
 	id      uint64 // in relay.byID, once in the table
 
-	mu        sync.Mutex
-	state     rstate
-	fd        int   // the host socket (relayhost.go), or -1
-	dialing   bool  // its connect is in progress (counted in relay.syns)
-	readable  bool  // it may have data or a FIN to read
-	finQueued bool  // its last events said a FIN (or an error) is there to read
-	readSize  int   // the next read's size
-	guestWS   uint8 // scale of the guest's windows
-	ourWS     uint8 // scale of ours
+	mu         sync.Mutex
+	state      rstate
+	fd         int   // the host socket (relayhost.go), or -1
+	dialing    bool  // its connect is in progress (counted in relay.syns)
+	outWatched bool  // its EPOLLOUT edges are asked for (relayhost.go)
+	readable   bool  // it may have data or a FIN to read
+	finQueued  bool  // its last events said a FIN (or an error) is there to read
+	readSize   int   // the next read's size
+	guestWS    uint8 // scale of the guest's windows
+	ourWS      uint8 // scale of ours
 
 	// guest -> host
 	rcvNxt    seqnum.Value

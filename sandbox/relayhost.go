@@ -33,7 +33,11 @@ type hostPoll struct {
 	closed atomic.Bool
 }
 
-const pollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+// pollIn is what a connected socket is registered for; EPOLLOUT joins
+// it while a connect is in progress, and once a write found the socket
+// full (watchOut). A connected socket is writable at once, and an edge
+// for that would only wake the poller for nothing.
+const pollIn = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
 
 func newHostPoll() (*hostPoll, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -52,10 +56,28 @@ func newHostPoll() (*hostPoll, error) {
 	return p, nil
 }
 
-// add registers sock under id.
-func (p *hostPoll) add(sock int, id uint64) error {
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
-	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(p.fd, unix.EPOLL_CTL_ADD, sock, &ev))
+// ctl registers sock under id (op EPOLL_CTL_ADD), or changes its events
+// (EPOLL_CTL_MOD): pollIn, and EPOLLOUT if out.
+func (p *hostPoll) ctl(op, sock int, id uint64, out bool) error {
+	ev := unix.EpollEvent{Events: pollIn, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	if out {
+		ev.Events |= unix.EPOLLOUT
+	}
+	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(p.fd, op, sock, &ev))
+}
+
+// watchOut asks for f's socket's EPOLLOUT edges, after a write found it
+// full; it reports false if the flow ended.
+func (f *rflow) watchOut() bool {
+	if f.outWatched {
+		return true
+	}
+	if err := f.r.poll.ctl(unix.EPOLL_CTL_MOD, f.fd, f.id, true); err != nil {
+		f.hostFailed(err)
+		return false
+	}
+	f.outWatched = true
+	return true
 }
 
 // run hands each event to the flow registered under its id, until close.
@@ -153,6 +175,12 @@ func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
 // address if one is set, and starts its connect; done reports that the
 // connect finished at once. It is what Dial does, without the goroutine
 // that waits: the caller waits for the socket to be writable.
+//
+// To host loopback the handshake usually completes inside the connect
+// call, which still says EINPROGRESS (the SYN-ACK is processed as the call
+// releases the socket); a second connect tells, for the price of one
+// system call instead of a wake-up of the poller for the socket's
+// EPOLLOUT edge.
 func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	family := unix.AF_INET6
@@ -178,7 +206,19 @@ func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
 		switch err {
 		case nil:
 			return fd, true, nil
-		case unix.EINPROGRESS, unix.EALREADY:
+		case unix.EINPROGRESS:
+			// The second connect says 0 once the handshake is done,
+			// EALREADY while it is not, or why it failed.
+			switch err := rawConnect(fd, addr); err {
+			case nil, unix.EISCONN:
+				return fd, true, nil
+			case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
+				return fd, false, nil
+			default:
+				rawClose(fd)
+				return -1, false, os.NewSyscallError("connect", err)
+			}
+		case unix.EALREADY:
 			return fd, false, nil
 		case unix.EINTR:
 			continue
@@ -311,7 +351,11 @@ func (f *rflow) toHost(p [][]byte, n int) bool {
 				continue
 			}
 			if err == unix.EAGAIN {
-				break // the socket's EPOLLOUT edge calls flush
+				// The socket's EPOLLOUT edge calls flush.
+				if !f.watchOut() {
+					return false
+				}
+				break
 			}
 			if err != nil {
 				f.hostFailed(os.NewSyscallError("write", err))
