@@ -357,14 +357,10 @@ func (r *relay) open(s *seg) {
 	r.byID[f.id] = f
 	r.mu.Unlock()
 	r.syns.Add(1)
-	// The dial's deadline, on the timer that later sends the SYN-ACK
-	// again.
-	f.rto = r.dialWait
-	f.armTimer()
-	f.rto = relayRTO
 	if g.cfg.host == nil {
 		// Config.Dial is the caller's: it may block, so it runs on
 		// a goroutine, and the flow takes its socket's descriptor.
+		f.armDialDeadline()
 		if !g.go_(func() { f.dialConn(to) }) {
 			f.finish(false)
 		}
@@ -383,7 +379,17 @@ func (r *relay) open(s *seg) {
 	}
 	if done {
 		f.connected()
+	} else {
+		f.armDialDeadline()
 	}
+}
+
+// armDialDeadline arms the dial's deadline, on the timer that later sends
+// the SYN-ACK again.
+func (f *rflow) armDialDeadline() {
+	f.rto = f.r.dialWait
+	f.armTimer()
+	f.rto = relayRTO
 }
 
 // dialConn opens f's host connection with Config.Dial.
