@@ -2,8 +2,9 @@
 // stack, as slirp4netns and pasta do. The Gateway side runs in the host's
 // namespace: it owns the stack on the sandbox's TUN device, carries the
 // guest's TCP connections over host sockets through a relay that
-// translates segments to socket calls (relay.go; on a TAP device, gVisor
-// terminates them instead), terminates its UDP flows in the stack,
+// translates segments to socket calls on one epoll loop (relay.go,
+// relayhost.go; on a TAP device, gVisor terminates them instead),
+// terminates its UDP flows in the stack,
 // answers DNS at the DNS address, and forwards host ports into the guest. The process side creates the TUN device and serves it: Run
 // (run_linux.go) makes new namespaces for a command, Attach
 // (attach_linux.go) serves a namespace that already exists (and, left

@@ -15,15 +15,17 @@ import (
 
 // The relay's host side: every flow's host socket is a raw non-blocking
 // descriptor in one epoll set of the relay's, registered edge-triggered
-// for input, output and the peer's FIN. One goroutine waits on the set,
+// for input and the peer's FIN (and for output while a connect is in
+// progress or a write found the socket full). One goroutine waits on the set,
 // and it does not block a thread in epoll_wait to do so: the set's own
 // descriptor goes into Go's network poller (an epoll descriptor is
 // readable while it has events), so the goroutine parks like any socket
 // reader and drains the set when woken. A flow therefore costs no
 // goroutine, no net.Conn and no registration with Go's poller; the
-// connect, reads and writes are the system calls pasta makes, called
-// where the event that needs them is handled (the guest's segment on the
-// link's reader, or the host's event on the poller).
+// connect, reads and writes are the system calls pasta makes (raw ones:
+// rawsys.go), called where the event that needs them is handled (the
+// guest's segment on the link's reader, or the host's event on the
+// poller).
 
 // hostPoll is the relay's epoll set and its goroutine.
 type hostPoll struct {
@@ -106,7 +108,8 @@ func (p *hostPoll) run(r *relay) {
 	}
 }
 
-// close ends run (and closes the set) once every socket is out of it.
+// close ends run and closes the set. The relay ends every flow first
+// (shut), so that no socket is added to a closed set.
 func (p *hostPoll) close() {
 	p.closed.Store(true)
 	p.ep.Close()
