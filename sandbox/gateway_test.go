@@ -30,7 +30,7 @@ type world struct {
 	guest *stack.Stack
 }
 
-func newWorld(t *testing.T, mod func(*Config)) *world {
+func newWorld(t testing.TB, mod func(*Config)) *world {
 	t.Helper()
 	return newWorldLink(t, 0, nil, mod)
 }

@@ -32,7 +32,7 @@ import (
 // newWorldLink is a Gateway with a guest stack on the other end of a pipe
 // of the given MTU (0: the default), with wrap (if not nil) around the
 // gateway's end.
-func newWorldLink(t *testing.T, mtu int, wrap func(gvstack.LinkEndpoint) gvstack.LinkEndpoint, mod func(*Config)) *world {
+func newWorldLink(t testing.TB, mtu int, wrap func(gvstack.LinkEndpoint) gvstack.LinkEndpoint, mod func(*Config)) *world {
 	t.Helper()
 	p, err := tun.NewPipe(mtu)
 	if err != nil {
@@ -75,7 +75,7 @@ func loopback(mod func(*Config)) func(*Config) {
 
 // hostListen listens on host loopback and returns the listener and the
 // address the guest dials for it.
-func hostListen(t *testing.T, network string) (net.Listener, string) {
+func hostListen(t testing.TB, network string) (net.Listener, string) {
 	t.Helper()
 	l, err := net.Listen(network, map[string]string{"tcp4": "127.0.0.1:0", "tcp6": "[::1]:0"}[network])
 	if err != nil {
@@ -907,5 +907,42 @@ func TestRelayGarbage(t *testing.T) {
 	w.gw.Close()
 	if n := r.live(); n != 0 {
 		t.Errorf("%d flows after Close", n)
+	}
+}
+
+// BenchmarkGatewayConn: one guest connection through the gateway to a
+// host loopback server per op (connect, 1-byte echo, the host closes,
+// the guest closes), through the relay and through gVisor's forwarder
+// (NoTCPRelay) in the same run. The guest is a gVisor stack on a pipe, so
+// its share of each op is the same in both.
+func BenchmarkGatewayConn(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		noRelay bool
+	}{{"relay", false}, {"gvisor", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			l, dst := hostListen(b, "tcp4")
+			testnet.Serve(b, l, func(c net.Conn) {
+				buf := make([]byte, 1)
+				if _, err := io.ReadFull(c, buf); err == nil {
+					c.Write(buf)
+				}
+			})
+			w := newWorldLink(b, 0, nil, loopback(func(c *Config) { c.NoTCPRelay = tc.noRelay }))
+			buf := make([]byte, 1)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := w.guest.Dial("tcp", dst)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Write(buf)
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
 	}
 }
