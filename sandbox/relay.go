@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,7 @@ type relay struct {
 	ipID     atomic.Uint32
 	syns     atomic.Int32 // handshakes in progress
 	poll     *hostPoll
+	isnSeed  maphash.Seed
 	dialWait time.Duration // a host connect's deadline
 	mu       sync.Mutex
 	flows    map[relayKey]*rflow
@@ -98,7 +100,7 @@ func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &relay{g: g, poll: p, dialWait: dialTimeout, flows: make(map[relayKey]*rflow), byID: make(map[uint64]*rflow)}
+	r := &relay{g: g, poll: p, dialWait: dialTimeout, isnSeed: maphash.MakeSeed(), flows: make(map[relayKey]*rflow), byID: make(map[uint64]*rflow)}
 	r.Endpoint.Init(link, r)
 	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
 	if ge, ok := link.(gvstack.GSOEndpoint); ok && ge.SupportedGSO() == gvstack.HostGSOSupported {
@@ -341,7 +343,7 @@ func (r *relay) open(s *seg) {
 	if opts.WS >= 0 {
 		f.guestWS, f.ourWS = uint8(min(opts.WS, header.MaxWndScale)), relayWS
 	}
-	f.iss = seqnum.Value(uint32(time.Now().UnixNano()>>6) ^ uint32(s.key.guest.Port())<<16 ^ uint32(s.key.remote.Port()))
+	f.iss = r.isn(s.key)
 	f.sndUna, f.sndNxt = f.iss, f.iss
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -422,6 +424,15 @@ func (f *rflow) dialConn(to netip.AddrPort) {
 		return
 	}
 	f.connected()
+}
+
+// isn returns the initial sequence number for a flow, as RFC 6528 asks:
+// a clock ticking every 4 us plus a keyed hash of the connection's
+// addresses and ports, so that it is neither guessable from outside nor
+// the same for a tuple used again soon after.
+func (r *relay) isn(k relayKey) seqnum.Value {
+	h := maphash.Comparable(r.isnSeed, k)
+	return seqnum.Value(uint32(time.Now().UnixNano()/4000) + uint32(h))
 }
 
 // drop forgets f.
