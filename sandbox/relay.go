@@ -894,7 +894,7 @@ func (f *rflow) finish(graceful bool) {
 
 // maybeDone ends the flow when both directions are closed.
 func (f *rflow) maybeDone() {
-	if f.state == stEstablished && f.guestFin && f.hostShut && len(f.pend) == 0 && f.finAcked {
+	if f.state == stEstablished && f.guestFin && (f.hostShut || f.hostEOF) && len(f.pend) == 0 && f.finAcked {
 		f.finish(true)
 	}
 }

@@ -416,9 +416,12 @@ func (f *rflow) flush() {
 	}
 }
 
-// shutHost passes the guest's FIN on.
+// shutHost passes the guest's FIN on, once pend is written. When the
+// host has sent its FIN too, the close that ends the flow (maybeDone)
+// sends ours, one system call fewer; its socket has nothing left to read,
+// so the close is a FIN and not a reset.
 func (f *rflow) shutHost() {
-	if f.hostShut {
+	if f.hostShut || f.hostEOF {
 		return
 	}
 	f.hostShut = true
