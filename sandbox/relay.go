@@ -868,8 +868,8 @@ func capSlices(p [][]byte, n int) [][]byte {
 // anything else, becomes a reset to the guest.
 func (f *rflow) hostFailed(err error) {
 	f.r.g.log.Debug("tcp flow: host error", "src", f.key.guest, "dst", f.key.remote, "err", err)
+	f.finish(false) // first: a guest that hears the reset finds the flow gone
 	f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, f.rcvNxt, 0, buffer.Buffer{}, nil)
-	f.finish(false)
 }
 
 // finish ends the flow: gracefully (both FINs done) or by resetting the
@@ -1055,8 +1055,8 @@ func (f *rflow) onTimer() {
 	f.retries++
 	if f.retries > relayRetries {
 		f.r.g.log.Debug("tcp flow: guest stopped acknowledging", "src", f.key.guest, "dst", f.key.remote)
+		f.finish(false) // first: a guest that hears the reset finds the flow gone
 		f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, f.rcvNxt, 0, buffer.Buffer{}, nil)
-		f.finish(false)
 		return
 	}
 	f.rto = min(2*f.rto, relayMaxRTO)

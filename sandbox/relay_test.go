@@ -564,6 +564,8 @@ func TestRelayResets(t *testing.T) {
 	if _, err := w.guest.Dial("tcp", dst2); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("dial to a closed host port: %v, want ECONNREFUSED", err)
 	}
+	// The reset goes out just before the flow is dropped.
+	waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 && w.gw.Stats().Live == 0 })
 	if s := w.gw.Stats(); s.Refused != before+1 || s.Live != 0 {
 		t.Errorf("stats %+v: want one more refused, none live", s)
 	}
@@ -610,6 +612,8 @@ func TestRelayDialConn(t *testing.T) {
 	if _, err := b.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("the pipe's other end read %v, want EOF (closed by the relay)", err)
 	}
+	// The reset goes out just before the flow is dropped.
+	waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 && w.gw.Stats().Live == 0 })
 	if s := w.gw.Stats(); s.Refused != before+1 || s.Live != 0 {
 		t.Errorf("stats %+v: want one more refused, none live", s)
 	}
@@ -652,7 +656,9 @@ func TestRelayDialTimeout(t *testing.T) {
 	if d := time.Since(start); d < 400*time.Millisecond || d > 5*time.Second {
 		t.Errorf("refused after %v, want about 500ms", d)
 	}
-	if s := w.gw.Stats(); s.Refused != before+1 || s.Live != 0 || w.gw.relay.live() != 0 || w.gw.relay.syns.Load() != 0 {
+	// The reset goes out just before the flow is dropped.
+	waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 && w.gw.Stats().Live == 0 })
+	if s := w.gw.Stats(); s.Refused != before+1 || s.Live != 0 || w.gw.relay.syns.Load() != 0 {
 		t.Errorf("stats %+v, flows %d, handshakes %d: want one more refused, none live", s, w.gw.relay.live(), w.gw.relay.syns.Load())
 	}
 }

@@ -265,8 +265,8 @@ func (f *rflow) dialFailed(err error) {
 	g := f.r.g
 	g.refused.Add(1)
 	g.log.Debug("tcp dial failed", "src", f.key.guest, "dst", f.key.remote, "err", err)
+	f.finish(false) // first: a guest that hears the reset finds the flow gone
 	f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, 0, f.rcvNxt, 0, buffer.Buffer{}, nil)
-	f.finish(false)
 }
 
 // endDial stops counting f as a handshake in progress.
