@@ -3,8 +3,7 @@
 // namespace: it owns the stack on the sandbox's TUN device, carries the
 // guest's TCP connections over host sockets through a relay that
 // translates segments to socket calls on one epoll loop (relay.go,
-// relayhost.go; on a TAP device, gVisor terminates them instead),
-// terminates its UDP flows in the stack,
+// relayhost.go), terminates its UDP flows in the stack,
 // answers DNS at the DNS address, and forwards host ports into the guest. The process side creates the TUN device and serves it: Run
 // (run_linux.go) makes new namespaces for a command, Attach
 // (attach_linux.go) serves a namespace that already exists (and, left
@@ -129,7 +128,8 @@ type Config struct {
 	// NoTCPRelay carries the guest's TCP connections through a gVisor TCP
 	// endpoint each (gVisor's forwarder) instead of the relay (relay.go),
 	// which translates segments to host sockets directly. The relay
-	// serves TUN devices only; a TAP device always uses gVisor.
+	// serves TUN (IP) and TAP (Ethernet) links; on another kind of link
+	// gVisor carries the connections whatever this says.
 	NoTCPRelay bool
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
@@ -300,7 +300,7 @@ type Gateway struct {
 	addrs Addrs
 	st    *stack.Stack
 	log   *slog.Logger
-	relay *relay // nil when the link needs gVisor's (TAP) or NoTCPRelay
+	relay *relay // nil with NoTCPRelay, or on a link the relay cannot serve
 
 	tcpFlows, udpFlows, dnsQueries, denied, refused, inbound atomic.Uint64
 	live                                                     atomic.Int64

@@ -33,7 +33,10 @@ import (
 // guest's SYNs and every later segment of the flows it owns; everything
 // else (UDP, ICMP, the connections the gateway opens into the guest for
 // -p forwards, segments of no flow) goes on to gVisor, which answers a
-// stray segment with a reset as before.
+// stray segment with a reset as before. On an Ethernet link (a TAP
+// device, as rootlesskit makes) the relay takes the frames sent to its
+// MAC address and answers to the MAC the guest's SYN came from; gVisor
+// answers the guest's ARP and neighbour solicitations as before.
 //
 // What the relay offers the guest: its MSS from the link's MTU, window
 // scaling when the guest offers it, no timestamps and no SACK (the link
@@ -78,8 +81,11 @@ type relayKey struct{ guest, remote netip.AddrPort }
 type relay struct {
 	nested.Endpoint
 	g        *Gateway
-	verify   bool // the link leaves inbound checksums to the stack
-	gso      bool // the link hands the kernel segments to split and sum
+	verify   bool              // the link leaves inbound checksums to the stack
+	eth      bool              // the link is Ethernet (a TAP device): frames need a header
+	hdrLen   int               // the link's header
+	mac      tcpip.LinkAddress // ours on an Ethernet link
+	gso      bool              // the link hands the kernel segments to split and sum
 	gsoMax   uint32
 	mss4     int // MSS the link's MTU allows
 	mss6     int
@@ -103,6 +109,9 @@ func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
 	r := &relay{g: g, poll: p, dialWait: dialTimeout, isnSeed: maphash.MakeSeed(), flows: make(map[relayKey]*rflow), byID: make(map[uint64]*rflow)}
 	r.Endpoint.Init(link, r)
 	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
+	r.eth = link.ARPHardwareType() == header.ARPHardwareEther
+	r.hdrLen = int(link.MaxHeaderLength())
+	r.mac = link.LinkAddress()
 	if ge, ok := link.(gvstack.GSOEndpoint); ok && ge.SupportedGSO() == gvstack.HostGSOSupported {
 		r.gso, r.gsoMax = true, ge.GSOMaxSize()
 	}
@@ -119,11 +128,18 @@ func (r *relay) start() {
 	}
 }
 
-// relayUsable reports whether the relay can serve link: it writes IP
-// packets straight to the link, so the link must not need a link header
-// (a TAP device's Ethernet goes through gVisor's ARP and neighbour table).
+// relayUsable reports whether the relay can serve link: an IP link (a TUN
+// device), or Ethernet (a TAP device), whose frames the relay addresses
+// to the MAC address the guest's SYN came from. gVisor keeps answering
+// the guest's ARP and neighbour solicitations for the gateway.
 func relayUsable(link gvstack.LinkEndpoint) bool {
-	return link.ARPHardwareType() == header.ARPHardwareNone && link.MaxHeaderLength() == 0
+	switch link.ARPHardwareType() {
+	case header.ARPHardwareNone:
+		return link.MaxHeaderLength() == 0
+	case header.ARPHardwareEther:
+		return link.MaxHeaderLength() == header.EthernetMinimumSize && len(link.LinkAddress()) == header.EthernetAddressSize
+	}
+	return false
 }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
@@ -140,6 +156,11 @@ var _ tun.InlineDispatcher = (*relay)(nil)
 // goes through the device's hand-off to the stack. The relay never
 // enters the stack, and its system calls do not block.
 func (r *relay) DeliverInline(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) bool {
+	if r.eth {
+		ok := (proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber) && r.take(proto, pkt)
+		println("take", ok, r.live())
+		return ok
+	}
 	return (proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber) && r.take(proto, pkt)
 }
 
@@ -177,7 +198,8 @@ func (r *relay) live() int {
 type seg struct {
 	key     relayKey
 	v6      bool
-	src     tcpip.Address // key's addresses, as gVisor's header code takes them
+	mac     tcpip.LinkAddress // the guest's, on an Ethernet link
+	src     tcpip.Address     // key's addresses, as gVisor's header code takes them
 	dst     tcpip.Address
 	seq     seqnum.Value
 	ack     seqnum.Value
@@ -193,6 +215,22 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	var s seg
 	var ipLen, total int
 	var src, dst tcpip.Address
+	linkLen := 0 // the link header's bytes in front of the data, consumed
+	if r.eth {
+		// Frames to our MAC only: gVisor's business otherwise (a
+		// promiscuous NIC sees the others too). The header is read
+		// before any PullUp of the data: reading it may rearrange the
+		// packet's views, and with them the slices PullUp returned.
+		if pkt.PktType != tcpip.PacketHost {
+			return false
+		}
+		eh := pkt.LinkHeader().Slice()
+		if len(eh) < header.EthernetMinimumSize {
+			return false
+		}
+		s.mac = header.Ethernet(eh).SourceAddress()
+		linkLen = len(eh)
+	}
 	if proto == header.IPv4ProtocolNumber {
 		b, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
 		if !ok {
@@ -255,18 +293,13 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	if pkt.Data().Size() > total {
 		pkt.Data().CapLength(total) // link padding
 	}
-	if r.verify {
-		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(total-ipLen))
-		xsum = checksum.Combine(xsum, pkt.Data().ChecksumAtOffset(ipLen+tcpLen))
-		if t.CalculateChecksum(xsum) != 0xffff {
-			return true // corrupt: dropped, as gVisor would
-		}
-	}
 	s.opts = t.Options()
 	if s.n > 0 {
 		var a [4][]byte
 		s.payload = a[:0]
-		off, left := ipLen+tcpLen, s.n
+		// The views hold the consumed link header too, in front of
+		// the IP header.
+		off, left := linkLen+ipLen+tcpLen, s.n
 		views, voff := pkt.AsViewList()
 		for v := views.Front(); v != nil && left > 0; v = v.Next() {
 			p := v.AsSlice()
@@ -283,6 +316,18 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 			p = p[:min(len(p), left)]
 			left -= len(p)
 			s.payload = append(s.payload, p)
+		}
+	}
+	if r.verify {
+		// Over the payload slices (PacketData.ChecksumAtOffset counts
+		// its offset from the start of the views, link header and all).
+		var c checksum.Checksumer
+		for _, p := range s.payload {
+			c.Add(p)
+		}
+		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(total-ipLen))
+		if t.CalculateChecksum(checksum.Combine(xsum, c.Checksum())) != 0xffff {
+			return true // corrupt: dropped, as gVisor would
 		}
 	}
 	if f == nil {
@@ -326,7 +371,7 @@ func (r *relay) open(s *seg) {
 		r.resetFor(s)
 		return
 	}
-	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
+	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst, guestMAC: s.mac, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
 		sndWnd: s.wnd, rto: relayRTO, fd: -1, readSize: relayReadFirst, dialing: true}
 	f.mss = int(opts.MSS)
 	if f.mss == 0 {
@@ -447,7 +492,7 @@ func (r *relay) drop(f *rflow) {
 
 // resetFor answers a segment of no flow with a reset (RFC 9293 3.10.7.1).
 func (r *relay) resetFor(s *seg) {
-	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst}
+	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst, guestMAC: s.mac}
 	if s.flags&header.TCPFlagAck != 0 {
 		r.write(f, header.TCPFlagRst, s.ack, 0, 0, buffer.Buffer{}, nil)
 		return
@@ -471,7 +516,7 @@ func (r *relay) write(f *rflow, flags header.TCPFlags, seq, ack seqnum.Value, wn
 	}
 	tcpLen := header.TCPMinimumSize + len(opts)
 	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
-		ReserveHeaderBytes: ipLen + tcpLen,
+		ReserveHeaderBytes: r.hdrLen + ipLen + tcpLen,
 		Payload:            payload,
 	})
 	defer pkt.DecRef()
@@ -525,6 +570,12 @@ func (r *relay) write(f *rflow, flags header.TCPFlags, seq, ack seqnum.Value, wn
 		ip.SetChecksum(^ip.CalculateChecksum())
 		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
 	}
+	if r.eth {
+		pkt.EgressRoute.LocalLinkAddress = r.mac
+		pkt.EgressRoute.RemoteLinkAddress = f.guestMAC
+		pkt.EgressRoute.NetProto = pkt.NetworkProtocolNumber
+		r.Endpoint.AddHeader(pkt)
+	}
 	if flags&header.TCPFlagAck != 0 {
 		f.rcvAcked = ack
 		if f.delackOn && ack == f.rcvNxt {
@@ -550,15 +601,16 @@ const (
 // rflow is one relayed connection. Its fields are guarded by mu, except
 // the immutable ones at the top.
 type rflow struct {
-	r       *relay
-	key     relayKey
-	v6      bool
-	guestA  tcpip.Address // key's addresses, for the headers it writes
-	remoteA tcpip.Address
-	irs     seqnum.Value // the guest's initial sequence number
-	iss     seqnum.Value // ours
-	mss     int
-	id      uint64 // in relay.byID, once in the table
+	r        *relay
+	key      relayKey
+	v6       bool
+	guestA   tcpip.Address // key's addresses, for the headers it writes
+	remoteA  tcpip.Address
+	guestMAC tcpip.LinkAddress // on an Ethernet link
+	irs      seqnum.Value      // the guest's initial sequence number
+	iss      seqnum.Value      // ours
+	mss      int
+	id       uint64 // in relay.byID, once in the table
 
 	mu         sync.Mutex
 	state      rstate

@@ -26,6 +26,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -785,8 +787,9 @@ func TestRelayCloseWithFlows(t *testing.T) {
 	}
 }
 
-// TestRelayOffForTAP: the relay stays out of links with a link header.
-func TestRelayOffForTAP(t *testing.T) {
+// TestRelayUsable: the relay takes TUN-like links and Ethernet links with
+// a MAC address, not other links with a header; NoTCPRelay keeps it out.
+func TestRelayUsable(t *testing.T) {
 	p, err := tun.NewPipe(0)
 	if err != nil {
 		t.Fatal(err)
@@ -796,7 +799,10 @@ func TestRelayOffForTAP(t *testing.T) {
 		t.Error("a TUN-like pipe end is not usable by the relay")
 	}
 	if relayUsable(ethLike{p.A()}) {
-		t.Error("an Ethernet link is usable by the relay")
+		t.Error("a link with a 14-byte header and no MAC address is usable by the relay")
+	}
+	if !relayUsable(ethernet.New(channel.New(1, 1500, "\x02\x00\x00\x00\x00\x01"))) {
+		t.Error("an Ethernet link is not usable by the relay")
 	}
 	w := newWorldLink(t, 0, nil, func(c *Config) { c.NoTCPRelay = true })
 	if w.gw.relay != nil {
@@ -808,6 +814,76 @@ type ethLike struct{ gvstack.LinkEndpoint }
 
 func (ethLike) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
 func (ethLike) MaxHeaderLength() uint16                 { return header.EthernetMinimumSize }
+
+// newEthWorld is newWorldLink over Ethernet, as on a TAP device
+// (rootlesskit): each stack's link is gVisor's ethernet endpoint over a
+// channel endpoint with a MAC address, and the frames cross between the
+// channels whole.
+func newEthWorld(t testing.TB, mod func(*Config)) *world {
+	t.Helper()
+	a := channel.New(1024, 1514, "\x02\x00\x00\x00\x00\x02")
+	b := channel.New(1024, 1514, "\x02\x00\x00\x00\x01\x00")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	cross := func(from, to *channel.Endpoint) {
+		defer wg.Done()
+		for {
+			pkt := from.ReadContext(ctx)
+			if pkt == nil {
+				return
+			}
+			in := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: pkt.ToBuffer()})
+			to.InjectInbound(0, in) // the ethernet endpoint reads the type
+			in.DecRef()
+			pkt.DecRef()
+		}
+	}
+	wg.Add(2)
+	go cross(a, b)
+	go cross(b, a)
+	stop := func() { cancel(); wg.Wait(); a.Close(); b.Close() }
+	cfg := Config{Link: ethernet.New(a), DNSUpstream: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	gw, err := NewGateway(cfg)
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	addrs := gw.Addrs()
+	guest, err := stack.New(stack.Config{Link: ethernet.New(b), Addrs: []netip.Prefix{addrs.Guest, addrs.Guest6}})
+	if err != nil {
+		gw.Close()
+		stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { guest.Close(); gw.Close(); stop() })
+	return &world{gw: gw, guest: guest}
+}
+
+// TestRelayEthernet: on an Ethernet link the relay carries the guest's
+// connections (gVisor answers its ARP for the gateway), both families,
+// with data intact both ways, and closes them cleanly.
+func TestRelayEthernet(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			l, dst := hostListen(t, network)
+			w := newEthWorld(t, loopback(nil))
+			if w.gw.relay == nil || !w.gw.relay.eth {
+				t.Fatal("no Ethernet relay on an Ethernet link")
+			}
+			transfer(t, w, l, dst, 4<<20)
+			if n := w.gw.st.GVisor().Stats().TCP.CurrentEstablished.Value(); n != 0 {
+				t.Errorf("gVisor has %d established TCP endpoints, want 0 (the relay's flows)", n)
+			}
+			waitFor(t, "the flow to end", func() bool { return w.gw.relay.live() == 0 && w.gw.Stats().Live == 0 })
+			if s := w.gw.Stats(); s.TCPFlows != 1 {
+				t.Errorf("TCPFlows = %d, want 1", s.TCPFlows)
+			}
+		})
+	}
+}
 
 // TestRelayNoGoroutinePerFlow: the relay's flows share one host poller;
 // a hundred open flows, each carrying data from its host socket, start no
