@@ -231,28 +231,37 @@ type hostDialer struct{ out4, out6 netip.Addr }
 var (
 	netDialer = net.Dialer{KeepAlive: -1}
 	// boundDialer binds the source address but leaves the port to
-	// connect (IP_BIND_ADDRESS_NO_PORT), so that a bound source does not
-	// reserve a port for every destination at once.
+	// connect (bindNoPort).
 	boundDialer = net.Dialer{KeepAlive: -1, Control: func(network, address string, c syscall.RawConn) error {
 		return c.Control(func(fd uintptr) {
 			if strings.HasPrefix(network, "tcp") {
-				// Best effort: without it the bind picks the port.
-				unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+				bindNoPort(int(fd))
 			}
 		})
 	}}
 )
 
+// local returns the address to bind for a connection to a, or none.
+func (d hostDialer) local(a netip.Addr) netip.Addr {
+	if a.IsLoopback() {
+		return netip.Addr{}
+	}
+	if a.Is4() {
+		return d.out4
+	}
+	return d.out6
+}
+
+// bindNoPort asks a TCP socket's bind to leave the port to connect, so
+// that a bound source does not reserve a port for every destination at
+// once. Best effort: without it the bind picks the port.
+func bindNoPort(fd int) {
+	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+}
+
 // dial is Config.Dial's default.
 func (d hostDialer) dial(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
-	var local netip.Addr
-	if a := addr.Addr().Unmap(); !a.IsLoopback() {
-		if a.Is4() {
-			local = d.out4
-		} else {
-			local = d.out6
-		}
-	}
+	local := d.local(addr.Addr().Unmap())
 	if !local.IsValid() {
 		// Not Dialer.DialTCP/DialUDP: they always bind, to the wildcard
 		// address when given none, which for TCP picks the port at bind

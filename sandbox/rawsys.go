@@ -17,13 +17,8 @@ import (
 // the relay's CPU. A raw call keeps its P, as gVisor's link writes do.
 
 func errnoErr(e unix.Errno) error {
-	switch e {
-	case 0:
+	if e == 0 {
 		return nil
-	case unix.EAGAIN:
-		return unix.EAGAIN
-	case unix.EINTR:
-		return unix.EINTR
 	}
 	return e
 }

@@ -113,14 +113,7 @@ func TestRelayCarries(t *testing.T) {
 			if w.gw.relay == nil {
 				t.Fatal("the gateway has no relay on a TUN-like link")
 			}
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				io.Copy(c, c)
-			}()
+			testnet.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
 			c, err := w.guest.Dial("tcp", dst)
 			if err != nil {
 				t.Fatal(err)

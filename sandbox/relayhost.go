@@ -156,17 +156,6 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 	f.maybeDone()
 }
 
-// local returns the address to bind for a connection to a, or none.
-func (d hostDialer) local(a netip.Addr) netip.Addr {
-	if a.IsLoopback() {
-		return netip.Addr{}
-	}
-	if a.Is4() {
-		return d.out4
-	}
-	return d.out6
-}
-
 func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
 	if a := ap.Addr(); a.Is4() {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
@@ -197,8 +186,7 @@ func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
 	// As Go's dialer: a relay passes on what it is given, at once.
 	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if local := d.local(addr.Addr()); local.IsValid() {
-		// Best effort, as boundDialer: without it the bind picks the port.
-		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		bindNoPort(fd)
 		if err := unix.Bind(fd, sockaddrOf(netip.AddrPortFrom(local, 0))); err != nil {
 			unix.Close(fd)
 			return -1, false, fmt.Errorf("bind %v: %w", local, os.NewSyscallError("bind", err))
