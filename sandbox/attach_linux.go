@@ -290,6 +290,7 @@ func openGuestDevice(nsf *os.File, cc childConfig) (*tun.Device, error) {
 		return nil, fmt.Errorf("sandbox: creating the interface: %w", err)
 	}
 	routes := func() error {
+		noSLAAC(dev.Name(), cc.Addrs)
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return fmt.Errorf("sandbox: netlink: %w", err)
@@ -307,6 +308,22 @@ func openGuestDevice(nsf *os.File, cc childConfig) (*tun.Device, error) {
 		return nil, err
 	}
 	return dev, nil
+}
+
+// noSLAAC turns address autoconfiguration off on the guest's link name
+// when addrs (what ustack assigned there) include an IPv6 address, in the
+// calling thread's network namespace. The gateway's router advertisements
+// still give the route and the MTU, but the guest keeps the one address
+// the sandbox documents, instead of gaining a second one from the prefix
+// some time after its command started, tentative at first. Best effort:
+// where /proc/sys is read-only the guest just gets both.
+func noSLAAC(name string, addrs []netip.Prefix) {
+	for _, p := range addrs {
+		if p.Addr().Is6() {
+			os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/autoconf", []byte("0"), 0)
+			return
+		}
+	}
 }
 
 // addDefaultRoutes adds a default route via each gateway on link name.

@@ -353,6 +353,7 @@ func Init(args []string) int {
 		}
 		return fail("sandbox: creating the sandbox's interface: %v", err)
 	}
+	noSLAAC(dev.Name(), cc.Addrs)
 	if err := addDefaultRoutes(h, dev.Name(), cc.Gateway); err != nil {
 		return fail("%v", err)
 	}

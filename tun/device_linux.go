@@ -58,6 +58,12 @@ type Device struct {
 // Open creates a TUN device as cfg describes, configures it and returns it.
 // On failure nothing is left behind: no device and no descriptor.
 //
+// With Config.Up, Open returns only once the device is usable in both
+// families: no IPv6 address of it, the link-local one the kernel adds
+// included, is still tentative (duplicate address detection). It waits
+// for the kernel's address events, at most ReadyTimeout, and fails with
+// an error matching ErrNotReady past that.
+//
 // Errors name what failed and, for the common causes, what to do; errors.Is
 // matches their errno (unix.EPERM, unix.EBUSY, ...) and the classes
 // os.ErrNotExist (no /dev/net/tun), os.ErrPermission (missing
@@ -78,6 +84,7 @@ func Open(cfg Config) (*Device, error) {
 		name    string
 		offload bool
 		h       *netlink.Handle
+		watch   *addrWatch // set when Up: Open waits for the addresses
 	)
 	create := func() (err error) {
 		flags := uint16(unix.IFF_TUN)
@@ -91,17 +98,39 @@ func Open(cfg Config) (*Device, error) {
 			closeFDs(fds)
 			return fmt.Errorf("tun: netlink socket: %w", err)
 		}
+		if c.Up {
+			if watch, err = newAddrWatch(); err != nil {
+				h.Close()
+				closeFDs(fds)
+				return err
+			}
+		}
 		return nil
 	}
 	if err := inNamespace(c.NetNS, create); err != nil {
 		return nil, err
 	}
 	defer h.Close()
+	if watch != nil {
+		defer watch.close()
+	}
 
 	d := &Device{name: name, mtu: c.MTU, fds: fds, offload: offload, gone: make(chan struct{})}
 	if err := d.configure(h, c); err != nil {
 		closeFDs(fds) // deletes the device with its addresses and routes
 		return nil, err
+	}
+	if watch != nil {
+		link, err := h.LinkByName(name)
+		if err == nil {
+			err = watch.waitReady(h, link, ReadyTimeout)
+		} else {
+			err = configError("find link", name, err)
+		}
+		if err != nil {
+			closeFDs(fds)
+			return nil, err
+		}
 	}
 	if err := d.newEndpoint(); err != nil {
 		closeFDs(fds)
