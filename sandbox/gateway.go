@@ -131,10 +131,17 @@ type Config struct {
 	// serves TUN (IP) and TAP (Ethernet) links; on another kind of link
 	// gVisor carries the connections whatever this says.
 	NoTCPRelay bool
+	// TCPIdleTimeout resets a relayed TCP connection (both sides) when
+	// neither side has sent anything for this long. Default 0: never, as
+	// a kernel does not; a dead host peer is still noticed by keepalive
+	// on the host socket, and a dead guest by the relay's retransmission
+	// timeout or, when a side has closed, by the FIN timeout (relay.go).
+	TCPIdleTimeout time.Duration
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
 
-	host *hostDialer // Dial's, when it is the default
+	host   *hostDialer  // Dial's, when it is the default
+	timing *relayTiming // the relay's timers; nil: the defaults (tests scale them)
 }
 
 // Addrs are the addresses of a sandbox network.
@@ -187,6 +194,9 @@ func (c *Config) fill() error {
 	}
 	if c.MaxSYNs < 1 {
 		return fmt.Errorf("sandbox: MaxSYNs %d: want at least 1", c.MaxSYNs)
+	}
+	if c.TCPIdleTimeout < 0 {
+		return fmt.Errorf("sandbox: TCPIdleTimeout %v: want 0 (off) or a positive duration", c.TCPIdleTimeout)
 	}
 	if c.TimeWait == 0 {
 		c.TimeWait = DefaultTimeWait

@@ -65,15 +65,43 @@ const (
 	relayReadFirst = 4 << 10
 	relayReadMax   = 64 << 10
 	relayRTO       = 200 * time.Millisecond // Linux's minimum RTO
+	// relayMinMSS floors the guest's MSS option, as Linux's
+	// tcp_min_snd_mss does: an MSS of 1 would cost a segment per byte.
+	relayMinMSS = 48
 	// relayDelAck is how long an ACK for a small segment may wait for
 	// data to ride on. Linux waits 40 ms at least; a host answer on this
 	// path comes within a fraction of a millisecond.
 	relayDelAck = time.Millisecond
 	relayMaxRTO = 30 * time.Second
-	// relayRetries is how many times a segment is sent again before the
-	// flow is reset (about a minute and a half with the back-off above).
+	// relayRetries is how many times a segment is sent again, with no
+	// answer from the guest, before the flow is reset (about a minute
+	// and a half with the back-off above). Any acceptable ACK starts the
+	// count again: a guest that answers the probes of its zero window
+	// keeps the flow as long as it likes (RFC 1122 4.2.2.17).
 	relayRetries = 9
+	// relaySynTimeout ends a flow whose guest has not completed its
+	// handshake this long after its SYN.
+	relaySynTimeout = 10 * time.Second
+	// relayFinTimeout ends a flow with one side closed (a FIN sent or
+	// taken) when nothing has moved either way for this long.
+	relayFinTimeout = 60 * time.Second
+	// The host socket's keepalive, which notices a host peer that died
+	// without a word while the flow is idle: a first probe after
+	// relayKeepIdle of silence, then relayKeepCount more relayKeepIntvl
+	// apart (about 15 minutes in all).
+	relayKeepIdle  = 600 // seconds
+	relayKeepIntvl = 60
+	relayKeepCount = 5
 )
+
+// relayTiming holds the relay's timer settings; tests scale them down.
+type relayTiming struct {
+	rto, maxRTO, synTimeout, finTimeout, idleTimeout time.Duration
+}
+
+func defaultTiming(idle time.Duration) relayTiming {
+	return relayTiming{rto: relayRTO, maxRTO: relayMaxRTO, synTimeout: relaySynTimeout, finTimeout: relayFinTimeout, idleTimeout: idle}
+}
 
 type relayKey struct{ guest, remote netip.AddrPort }
 
@@ -94,11 +122,19 @@ type relay struct {
 	poll     *hostPoll
 	isnSeed  maphash.Seed
 	dialWait time.Duration // a host connect's deadline
-	mu       sync.Mutex
-	flows    map[relayKey]*rflow
-	byID     map[uint64]*rflow // by the id their host socket's events carry
-	nextID   uint64
-	closing  bool
+	tm       relayTiming
+	guestNet [2]netip.Prefix // the guest's networks: SYNs from elsewhere are not the relay's
+	failed   atomic.Bool     // the host poller stopped: new flows are refused
+	refusals refusalLog
+
+	// LOCK ORDERING: rflow.mu > relay.mu. A flow's lock may be held
+	// while taking the relay's (drop, open); never the other way round.
+
+	mu      sync.Mutex // guards the fields below
+	flows   map[relayKey]*rflow
+	byID    map[uint64]*rflow // by the id their host socket's events carry
+	nextID  uint64
+	closing bool
 }
 
 func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
@@ -107,6 +143,15 @@ func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
 		return nil, err
 	}
 	r := &relay{g: g, poll: p, dialWait: dialTimeout, isnSeed: maphash.MakeSeed(), flows: make(map[relayKey]*rflow), byID: make(map[uint64]*rflow)}
+	r.tm = defaultTiming(g.cfg.TCPIdleTimeout)
+	if g.cfg.timing != nil {
+		r.tm = *g.cfg.timing
+	}
+	r.refusals.log = g.log
+	r.guestNet[0] = g.addrs.Guest.Masked()
+	if g.addrs.Guest6.IsValid() {
+		r.guestNet[1] = g.addrs.Guest6.Masked()
+	}
 	r.Endpoint.Init(link, r)
 	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
 	r.eth = link.ARPHardwareType() == header.ARPHardwareEther
@@ -156,11 +201,6 @@ var _ tun.InlineDispatcher = (*relay)(nil)
 // goes through the device's hand-off to the stack. The relay never
 // enters the stack, and its system calls do not block.
 func (r *relay) DeliverInline(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) bool {
-	if r.eth {
-		ok := (proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber) && r.take(proto, pkt)
-		println("take", ok, r.live())
-		return ok
-	}
 	return (proto == header.IPv4ProtocolNumber || proto == header.IPv6ProtocolNumber) && r.take(proto, pkt)
 }
 
@@ -184,6 +224,7 @@ func (r *relay) shut() {
 		f.finish(false)
 		f.mu.Unlock()
 	}
+	r.refusals.stop()
 	r.poll.close()
 }
 
@@ -231,6 +272,7 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 		s.mac = header.Ethernet(eh).SourceAddress()
 		linkLen = len(eh)
 	}
+	frag := false // the first fragment of a datagram: its TCP header is here, its data is not
 	if proto == header.IPv4ProtocolNumber {
 		b, ok := pkt.Data().PullUp(header.IPv4MinimumSize)
 		if !ok {
@@ -238,14 +280,17 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 		}
 		ip := header.IPv4(b)
 		ipLen, total = int(ip.HeaderLength()), int(ip.TotalLength())
-		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.More() || ip.FragmentOffset() != 0 ||
+		if ip.Protocol() != uint8(header.TCPProtocolNumber) || ip.FragmentOffset() != 0 ||
 			ipLen < header.IPv4MinimumSize || total > pkt.Data().Size() || total < ipLen+header.TCPMinimumSize {
+			// Later fragments carry no ports: gVisor holds them
+			// until its reassembly times out, with no reply.
 			return false
 		}
 		if b, ok = pkt.Data().PullUp(ipLen); !ok || !header.IPv4(b).IsChecksumValid() {
 			return false
 		}
 		ip = header.IPv4(b)
+		frag = ip.More()
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
 	} else {
 		b, ok := pkt.Data().PullUp(header.IPv6MinimumSize)
@@ -253,10 +298,16 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 			return false
 		}
 		ip := header.IPv6(b)
-		ipLen, total = header.IPv6MinimumSize, header.IPv6MinimumSize+int(ip.PayloadLength())
-		if ip.NextHeader() != uint8(header.TCPProtocolNumber) || total > pkt.Data().Size() || total < ipLen+header.TCPMinimumSize {
+		total = header.IPv6MinimumSize + int(ip.PayloadLength())
+		if total > pkt.Data().Size() {
 			return false
 		}
+		if ipLen, frag, ok = ipv6TCP(pkt, ip.NextHeader(), total); !ok || total < ipLen+header.TCPMinimumSize {
+			return false
+		}
+		// PullUp may have moved the views: read the addresses again.
+		b, _ = pkt.Data().PullUp(header.IPv6MinimumSize)
+		ip = header.IPv6(b)
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
 		s.v6 = true
 	}
@@ -276,6 +327,16 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	if !srcA.IsGlobalUnicast() && !srcA.IsPrivate() || !dstA.IsValid() || dstA.IsMulticast() {
 		return false
 	}
+	if !r.fromGuest(srcA) {
+		// Spoofed, or from an address the guest was never given:
+		// no flow, and not gVisor's either.
+		if t.Flags()&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) == header.TCPFlagSyn {
+			r.g.denied.Add(1)
+			r.refusals.note(refuseSource, srcA, dstA)
+			return true
+		}
+		return false
+	}
 	s.src, s.dst = src, dst
 	s.key = relayKey{netip.AddrPortFrom(srcA, t.SourcePort()), netip.AddrPortFrom(dstA, t.DestinationPort())}
 	s.seq, s.ack = seqnum.Value(t.SequenceNumber()), seqnum.Value(t.AckNumber())
@@ -289,6 +350,13 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	r.mu.Unlock()
 	if f == nil && (!syn || closing) {
 		return false // gVisor's: a -p flow, or none (gVisor resets it)
+	}
+	if frag {
+		// A fragmented segment of the relay's (Linux sets DF on TCP,
+		// so a guest hardly ever sends one): dropped, as a lost
+		// segment that the guest sends again, rather than left to
+		// gVisor, which would reset a connection it does not know.
+		return true
 	}
 	if pkt.Data().Size() > total {
 		pkt.Data().CapLength(total) // link padding
@@ -336,15 +404,6 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if syn && f.state != stSynRcvd && s.seq != f.irs {
-		// A new connection on the tuple of one the guest has given up
-		// on: end the old one, then take the new one.
-		f.finish(false)
-		f.mu.Unlock()
-		r.open(&s)
-		f.mu.Lock()
-		return true
-	}
 	f.input(&s)
 	return true
 }
@@ -360,19 +419,28 @@ func (r *relay) open(s *seg) {
 		r.resetFor(s)
 		return
 	}
-	if r.syns.Load() >= int32(g.cfg.MaxSYNs) {
-		g.refused.Add(1)
-		g.log.Warn("tcp flow refused: too many handshakes in progress", "src", s.key.guest, "dst", s.key.remote, "max", g.cfg.MaxSYNs)
+	refuse := func(why refuseReason) {
+		if why != refuseFlows { // takeFlow counts its own
+			g.refused.Add(1)
+		}
+		r.refusals.note(why, s.key.guest.Addr(), s.key.remote.Addr())
 		r.resetFor(s)
+	}
+	if r.failed.Load() {
+		refuse(refusePoller)
+		return
+	}
+	if r.syns.Load() >= int32(g.cfg.MaxSYNs) {
+		refuse(refuseSYNs)
 		return
 	}
 	if !g.takeFlow() {
-		g.log.Warn("tcp flow refused: too many flows", "src", s.key.guest, "dst", s.key.remote, "max", g.cfg.MaxFlows)
-		r.resetFor(s)
+		refuse(refuseFlows)
 		return
 	}
 	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst, guestMAC: s.mac, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
-		sndWnd: s.wnd, rto: relayRTO, fd: -1, readSize: relayReadFirst, dialing: true}
+		sndWnd: s.wnd, rto: r.tm.rto, fd: -1, readSize: relayReadFirst, dialing: true, synCounted: true}
+	f.born = time.Now()
 	f.mss = int(opts.MSS)
 	if f.mss == 0 {
 		f.mss = header.TCPDefaultMSS
@@ -384,12 +452,13 @@ func (r *relay) open(s *seg) {
 	if s.v6 {
 		lim = r.mss6
 	}
-	f.mss = min(f.mss, lim)
+	f.mss = max(min(f.mss, lim), relayMinMSS)
 	if opts.WS >= 0 {
 		f.guestWS, f.ourWS = uint8(min(opts.WS, header.MaxWndScale)), relayWS
 	}
 	f.iss = r.isn(s.key)
 	f.sndUna, f.sndNxt = f.iss, f.iss
+	f.wl1, f.wl2 = s.seq, f.iss
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r.mu.Lock()
@@ -436,7 +505,7 @@ func (r *relay) open(s *seg) {
 func (f *rflow) armDialDeadline() {
 	f.rto = f.r.dialWait
 	f.armTimer()
-	f.rto = relayRTO
+	f.rto = f.r.tm.rto
 }
 
 // dialConn opens f's host connection with Config.Dial.
@@ -612,16 +681,22 @@ type rflow struct {
 	mss      int
 	id       uint64 // in relay.byID, once in the table
 
-	mu         sync.Mutex
+	mu         sync.Mutex // guards the fields below
 	state      rstate
-	fd         int   // the host socket (relayhost.go), or -1
-	dialing    bool  // its connect is in progress (counted in relay.syns)
-	outWatched bool  // its EPOLLOUT edges are asked for (relayhost.go)
-	readable   bool  // it may have data or a FIN to read
-	finQueued  bool  // its last events said a FIN (or an error) is there to read
-	readSize   int   // the next read's size
-	guestWS    uint8 // scale of the guest's windows
-	ourWS      uint8 // scale of ours
+	fd         int       // the host socket (relayhost.go), or -1
+	dialing    bool      // its connect is in progress
+	synCounted bool      // counted in relay.syns: the guest's handshake is not complete
+	born       time.Time // the guest's SYN came
+	lastActive time.Time // a segment last moved, either way (kept while idle timing is on; see active)
+	idle       *time.Timer
+	idleOn     bool
+	idleAt     time.Time // when the armed idle timer is due
+	outWatched bool      // its EPOLLOUT edges are asked for (relayhost.go)
+	readable   bool      // it may have data or a FIN to read
+	finQueued  bool      // its last events said a FIN (or an error) is there to read
+	readSize   int       // the next read's size
+	guestWS    uint8     // scale of the guest's windows
+	ourWS      uint8     // scale of ours
 
 	// guest -> host
 	rcvNxt    seqnum.Value
@@ -641,6 +716,7 @@ type rflow struct {
 	finSeq         seqnum.Value   // our FIN's, once finOut
 	finOut         bool           // the FIN has been sent at least once
 	sndWnd         uint32         // the guest's window, in bytes
+	wl1, wl2       seqnum.Value   // the sequence and ACK numbers of the segment sndWnd came from
 	q              []*buffer.View // bytes from sndUna on, sent or not
 	qLen           int
 	hostEOF        bool // the host sent its FIN (read returned EOF)
@@ -666,6 +742,7 @@ func (f *rflow) sendSynAck() {
 	}
 	// The window of a SYN is never scaled (RFC 7323 2.2).
 	wnd := uint16(min(relayWindow-len(f.pend), 0xffff))
+	f.lastWnd = uint32(wnd)
 	f.r.write(f, header.TCPFlagSyn|header.TCPFlagAck, f.iss, f.rcvNxt, wnd, buffer.Buffer{}, opts[:n])
 }
 
@@ -691,18 +768,31 @@ func (f *rflow) input(s *seg) {
 		return
 	}
 	if s.flags&header.TCPFlagRst != 0 {
-		// Accept a reset in the window (RFC 5961 asks for an exact
-		// match; on a private link to one guest the window is enough).
-		if s.seq == f.rcvNxt || (f.state == stEstablished && f.rcvNxt.LessThanEq(s.seq) && s.seq.LessThan(f.rcvNxt.Add(seqnum.Size(relayWindow)))) {
+		// RFC 5961 3.2: a reset ends the flow only at exactly the
+		// next sequence number; elsewhere in the window it draws a
+		// challenge ACK, which a guest that really reset answers
+		// with a reset that fits. Outside the window it is ignored.
+		switch {
+		case s.seq == f.rcvNxt:
 			f.finish(false)
+		case f.state == stEstablished && f.rcvNxt.LessThan(s.seq) && s.seq.LessThan(f.rcvNxt.Add(seqnum.Size(max(f.lastWnd, 1)))):
+			f.ack()
 		}
 		return
 	}
 	if s.flags&header.TCPFlagSyn != 0 {
-		if f.state == stSynRcvd && !f.dialing && s.flags&header.TCPFlagAck == 0 {
-			f.sendSynAck() // the guest sent its SYN again
+		if f.state == stSynRcvd {
+			if !f.dialing && s.flags&header.TCPFlagAck == 0 && s.seq == f.irs {
+				f.sendSynAck() // the guest sent its SYN again
+			}
+			return // still dialling: the SYN-ACK comes when the dial ends
 		}
-		return // still dialling: the SYN-ACK comes when the dial ends
+		// RFC 5961 4.2: a SYN on a synchronized connection draws a
+		// challenge ACK. A guest that lost the connection answers
+		// with a reset (at rcvNxt, which ends the flow) and sends its
+		// SYN again; an off-path SYN changes nothing.
+		f.ack()
+		return
 	}
 	if s.flags&header.TCPFlagAck == 0 {
 		return
@@ -715,8 +805,10 @@ func (f *rflow) input(s *seg) {
 			return
 		}
 		f.state = stEstablished
+		f.endSyn()
 		f.sndUna = f.iss + 1
-		f.retries, f.rto = 0, relayRTO
+		f.wl1, f.wl2 = s.seq, s.ack
+		f.retries, f.rto = 0, f.r.tm.rto
 		f.stopTimer()
 		defer func() {
 			// Host data that came before the guest's ACK goes now.
@@ -726,7 +818,15 @@ func (f *rflow) input(s *seg) {
 			}
 		}()
 	}
-	f.onData(s) // first, so that data sent below carries the new ACK
+	if f.sndMax.LessThan(s.ack) {
+		// It acknowledges what was never sent: RFC 9293 3.10.7.4 has
+		// the segment dropped and answered with an ACK (RFC 5961 5.2).
+		f.ack()
+		return
+	}
+	if !f.onData(s) { // first, so that data sent below carries the new ACK
+		return // unacceptable: answered with an ACK, and dropped
+	}
 	if f.state == stDone {
 		return
 	}
@@ -746,6 +846,7 @@ func (f *rflow) input(s *seg) {
 		}
 	}
 	f.maybeDone()
+	f.active()
 }
 
 func (f *rflow) armDelAck() {
@@ -770,12 +871,23 @@ func (f *rflow) onDelAck() {
 }
 
 // onAck handles the acknowledgement and window of s.
+// The caller has dropped segments whose ACK is beyond sndMax.
 func (f *rflow) onAck(s *seg) {
+	if s.ack.LessThan(f.sndUna) {
+		return // an old ACK (RFC 9293 3.10.7.4: ignored)
+	}
 	wnd := s.wnd << f.guestWS
-	if s.ack.LessThanEq(f.sndUna) || f.sndMax.LessThan(s.ack) {
-		// A duplicate ACK. The window may differ: a guest that buffers
-		// the segments after a hole shrinks it as it goes.
-		if s.ack == f.sndUna && s.n == 0 && f.sndUna != f.sndNxt && s.flags&header.TCPFlagFin == 0 {
+	// The window comes only from a segment no older than the one it
+	// last came from (SND.WL1 and SND.WL2): a reordered old ACK does
+	// not move it.
+	fresh := f.wl1.LessThan(s.seq) || (f.wl1 == s.seq && f.wl2.LessThanEq(s.ack))
+	// An acceptable ACK: the guest is there. A guest that keeps its
+	// window closed while it answers our probes keeps the flow.
+	f.retries = 0
+	if s.ack == f.sndUna {
+		// A duplicate ACK as RFC 5681 counts them: no data, no FIN,
+		// the same window, and data outstanding.
+		if s.n == 0 && f.sndUna != f.sndNxt && s.flags&header.TCPFlagFin == 0 && wnd == f.sndWnd {
 			f.dupAcks++
 			if f.dupAcks == 3 && !f.recovering {
 				// Fast retransmit, and recovery until everything
@@ -784,7 +896,8 @@ func (f *rflow) onAck(s *seg) {
 				f.retransmit()
 			}
 		}
-		if !f.sndMax.LessThan(s.ack) {
+		if fresh {
+			f.wl1, f.wl2 = s.seq, s.ack
 			f.setWindow(wnd)
 		}
 		return
@@ -801,7 +914,7 @@ func (f *rflow) onAck(s *seg) {
 	}
 	f.sndUna = s.ack
 	f.trim(acked)
-	f.dupAcks, f.retries, f.rto = 0, 0, relayRTO
+	f.dupAcks, f.rto = 0, f.r.tm.rto
 	if f.recovering {
 		if s.ack.LessThan(f.recover) {
 			f.retransmit() // a partial ACK: the next hole
@@ -809,7 +922,10 @@ func (f *rflow) onAck(s *seg) {
 			f.recovering = false
 		}
 	}
-	f.setWindow(wnd)
+	if fresh {
+		f.wl1, f.wl2 = s.seq, s.ack
+		f.setWindow(wnd)
+	}
 	if f.sndUna == f.sndNxt {
 		f.stopTimer()
 	} else {
@@ -844,11 +960,21 @@ func (f *rflow) trim(n int) {
 	}
 }
 
-// onData takes the payload and FIN of s.
-func (f *rflow) onData(s *seg) {
+// onData takes the payload and FIN of s. It reports false for a segment
+// that is not acceptable (RFC 9293 3.10.7.4), which it has answered with
+// an ACK: the caller drops it, ACK field and all.
+func (f *rflow) onData(s *seg) bool {
 	fin := s.flags&header.TCPFlagFin != 0
 	if s.n == 0 && !fin {
-		return
+		// A bare segment is acceptable at rcvNxt, or inside a window
+		// that is open. Otherwise it gets an ACK: keepalive probes
+		// (one below rcvNxt) are such segments, and their senders
+		// count on the answer.
+		if s.seq != f.rcvNxt && !(f.rcvNxt.LessThan(s.seq) && s.seq.LessThan(f.rcvNxt.Add(seqnum.Size(f.lastWnd)))) {
+			f.ack()
+			return false
+		}
+		return true
 	}
 	f.ackNeeded = true // whatever happens next, the guest hears where we are
 	f.ackDelay = false
@@ -858,7 +984,7 @@ func (f *rflow) onData(s *seg) {
 		skip := int(seq.Size(f.rcvNxt))
 		if skip > n || (skip == n && !fin) || (skip == n && f.guestFin) {
 			f.ack() // a duplicate: tell the guest where we are
-			return
+			return false
 		}
 		n -= skip
 		seq = f.rcvNxt
@@ -877,7 +1003,7 @@ func (f *rflow) onData(s *seg) {
 		// waiting to go: a guest counts only bare ACKs as duplicates,
 		// and three of them make it send the missing segment.
 		f.ack()
-		return
+		return true
 	}
 	room := relayWindow - len(f.pend)
 	if n > room {
@@ -887,7 +1013,7 @@ func (f *rflow) onData(s *seg) {
 	whole := true // all the segment's new data was taken
 	if n > 0 {
 		if !f.toHost(payload, n) {
-			return
+			return true // the flow ended
 		}
 		f.rcvNxt = f.rcvNxt.Add(seqnum.Size(n))
 		whole = n == s.n-int(s.seq.Size(seq))
@@ -903,6 +1029,7 @@ func (f *rflow) onData(s *seg) {
 			f.shutHost()
 		}
 	}
+	return true
 }
 
 func capSlices(p [][]byte, n int) [][]byte {
@@ -936,7 +1063,12 @@ func (f *rflow) finish(graceful bool) {
 		f.delack.Stop()
 		f.delackOn = false
 	}
+	if f.idleOn {
+		f.idle.Stop()
+		f.idleOn = false
+	}
 	f.endDial()
+	f.endSyn()
 	f.trim(f.qLen)
 	f.pend = nil
 	f.closeHost(graceful)
@@ -1069,13 +1201,84 @@ func (f *rflow) armTimer() {
 	if f.timerOn {
 		return
 	}
-	f.timerOn = true
-	f.timerAt = time.Now().Add(f.rto)
-	if f.timer == nil {
-		f.timer = time.AfterFunc(f.rto, f.onTimer)
-	} else {
-		f.timer.Reset(f.rto)
+	d := f.rto
+	if f.state == stSynRcvd && !f.dialing {
+		// No later than the handshake's deadline.
+		d = min(d, max(0, f.r.tm.synTimeout-time.Since(f.born)))
 	}
+	f.timerOn = true
+	f.timerAt = time.Now().Add(d)
+	if f.timer == nil {
+		f.timer = time.AfterFunc(d, f.onTimer)
+	} else {
+		f.timer.Reset(d)
+	}
+}
+
+// endSyn stops counting f in relay.syns: its handshake is complete, or
+// it ended.
+func (f *rflow) endSyn() {
+	if f.synCounted {
+		f.synCounted = false
+		f.r.syns.Add(-1)
+	}
+}
+
+// idlePeriod is how long f may go without a segment either way: the FIN
+// timeout once a side has closed, else the idle timeout (0: none).
+func (f *rflow) idlePeriod() time.Duration {
+	if f.guestFin || f.hostEOF || f.hostShut {
+		return f.r.tm.finTimeout
+	}
+	return f.r.tm.idleTimeout
+}
+
+// active notes that a segment moved, and keeps the idle timer armed for
+// f's period. A flow with no period (established, no idle timeout) pays
+// nothing here.
+func (f *rflow) active() {
+	if f.state != stEstablished {
+		return
+	}
+	d := f.idlePeriod()
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	f.lastActive = now
+	due := now.Add(d)
+	if f.idleOn && !due.Before(f.idleAt) {
+		return // it fires in time and looks at lastActive then
+	}
+	f.idleOn, f.idleAt = true, due
+	if f.idle == nil {
+		f.idle = time.AfterFunc(d, f.onIdle)
+	} else {
+		f.idle.Reset(d)
+	}
+}
+
+// onIdle ends f, with resets both ways, if nothing has moved for its
+// period; else it waits for the rest of it.
+func (f *rflow) onIdle() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == stDone || !f.idleOn || time.Now().Before(f.idleAt) {
+		return // stopped or re-armed since it fired
+	}
+	d := f.idlePeriod()
+	if left := d - time.Since(f.lastActive); d > 0 && left > 0 {
+		f.idleAt = time.Now().Add(left)
+		f.idle.Reset(left)
+		return
+	}
+	f.idleOn = false
+	if d <= 0 {
+		return
+	}
+	f.r.g.log.Debug("tcp flow: idle timeout", "src", f.key.guest, "dst", f.key.remote, "after", d)
+	f.finish(false) // first: a guest that hears the reset finds the flow gone
+	f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, f.rcvNxt, 0, buffer.Buffer{}, nil)
 }
 
 func (f *rflow) restartTimer() {
@@ -1105,13 +1308,18 @@ func (f *rflow) onTimer() {
 		return
 	}
 	f.retries++
-	if f.retries > relayRetries {
-		f.r.g.log.Debug("tcp flow: guest stopped acknowledging", "src", f.key.guest, "dst", f.key.remote)
+	synLate := f.state == stSynRcvd && time.Since(f.born) >= f.r.tm.synTimeout
+	if f.retries > relayRetries || synLate {
+		why := "tcp flow: guest stopped acknowledging"
+		if synLate {
+			why = "tcp flow: guest did not complete its handshake"
+		}
+		f.r.g.log.Debug(why, "src", f.key.guest, "dst", f.key.remote)
 		f.finish(false) // first: a guest that hears the reset finds the flow gone
 		f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, f.sndNxt, f.rcvNxt, 0, buffer.Buffer{}, nil)
 		return
 	}
-	f.rto = min(2*f.rto, relayMaxRTO)
+	f.rto = min(2*f.rto, f.r.tm.maxRTO)
 	f.recovering = false
 	switch {
 	case f.state == stSynRcvd:
@@ -1121,10 +1329,12 @@ func (f *rflow) onTimer() {
 		f.sndNxt = f.sndUna
 		f.finSent = false
 		f.push()
-	case f.qLen > 0: // zero window: probe with one byte beyond it
-		f.sendData(0, 1, f.sndNxt, false)
-		f.sndNxt++
-		f.sndMax = f.sndNxt
+	case f.qLen > 0:
+		// The guest's window is zero: probe it with a segment one
+		// below what it has acknowledged, which draws an ACK with its
+		// window, as Linux's window probes do. No byte is sent beyond
+		// the window, and nothing that was sent is forgotten.
+		f.r.write(f, header.TCPFlagAck, f.sndUna-1, f.rcvNxt, f.window(), buffer.Buffer{}, nil)
 		f.armTimer()
 	}
 }

@@ -92,7 +92,7 @@ func (p *hostPoll) run(r *relay) {
 				continue
 			}
 			if err != nil {
-				r.g.log.Error("tcp relay: epoll_wait", "err", err)
+				r.fail(os.NewSyscallError("epoll_wait", err))
 				return true
 			}
 			for i := range n {
@@ -104,7 +104,31 @@ func (p *hostPoll) run(r *relay) {
 		}
 	})
 	if err != nil && !p.closed.Load() {
-		r.g.log.Error("tcp relay: host poller stopped", "err", err)
+		r.fail(err)
+	}
+}
+
+// fail is the end of the host poller other than by close: the relay's
+// flows can no longer hear their host sockets. It logs once, resets every
+// flow both ways, and from then on the relay refuses new flows with a
+// reset (open).
+func (r *relay) fail(err error) {
+	if r.failed.Swap(true) {
+		return
+	}
+	r.g.log.Error("tcp relay: the host poller stopped; new TCP flows are refused", "err", err)
+	r.mu.Lock()
+	fs := make([]*rflow, 0, len(r.flows))
+	for _, f := range r.flows {
+		fs = append(fs, f)
+	}
+	r.mu.Unlock()
+	for _, f := range fs {
+		f.mu.Lock()
+		if f.state != stDone {
+			f.hostFailed(err)
+		}
+		f.mu.Unlock()
 	}
 }
 
@@ -154,6 +178,7 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 		f.flush()
 	}
 	f.maybeDone()
+	f.active()
 }
 
 func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
@@ -185,6 +210,7 @@ func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
 	}
 	// As Go's dialer: a relay passes on what it is given, at once.
 	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	keepAlive(fd)
 	if local := d.local(addr.Addr()); local.IsValid() {
 		bindNoPort(fd)
 		if err := unix.Bind(fd, sockaddrOf(netip.AddrPortFrom(local, 0))); err != nil {
@@ -245,7 +271,19 @@ func socketOf(c net.Conn) (int, error) {
 		unix.Close(fd)
 		return -1, os.NewSyscallError("fcntl", err)
 	}
+	keepAlive(fd)
 	return fd, nil
+}
+
+// keepAlive turns on keepalive on a host socket (relayKeepIdle and the
+// rest): a host peer that dies without a word while the flow is idle
+// then fails the socket, and the guest hears a reset, instead of the flow
+// and its descriptor being held for good.
+func keepAlive(fd int) {
+	rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, relayKeepIdle)
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, relayKeepIntvl)
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, relayKeepCount)
 }
 
 // dialFailed refuses the guest's connection after a failed dial.
@@ -257,13 +295,9 @@ func (f *rflow) dialFailed(err error) {
 	f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, 0, f.rcvNxt, 0, buffer.Buffer{}, nil)
 }
 
-// endDial stops counting f as a handshake in progress.
-func (f *rflow) endDial() {
-	if f.dialing {
-		f.dialing = false
-		f.r.syns.Add(-1)
-	}
-}
+// endDial notes that f's connect is over. The flow stays in relay.syns
+// until the guest completes its handshake too (endSyn).
+func (f *rflow) endDial() { f.dialing = false }
 
 // connected completes the guest's handshake once the host's is done.
 func (f *rflow) connected() {
