@@ -65,9 +65,6 @@ const (
 	relayReadFirst = 4 << 10
 	relayReadMax   = 64 << 10
 	relayRTO       = 200 * time.Millisecond // Linux's minimum RTO
-	// relayMinMSS floors the guest's MSS option, as Linux's
-	// tcp_min_snd_mss does: an MSS of 1 would cost a segment per byte.
-	relayMinMSS = 48
 	// relayDelAck is how long an ACK for a small segment may wait for
 	// data to ride on. Linux waits 40 ms at least; a host answer on this
 	// path comes within a fraction of a millisecond.
@@ -441,6 +438,8 @@ func (r *relay) open(s *seg) {
 	f := &rflow{r: r, key: s.key, v6: s.v6, guestA: s.src, remoteA: s.dst, guestMAC: s.mac, irs: s.seq, rcvNxt: s.seq + 1, state: stSynRcvd,
 		sndWnd: s.wnd, rto: r.tm.rto, fd: -1, readSize: relayReadFirst, dialing: true, synCounted: true}
 	f.born = time.Now()
+	// ParseSynOptions floors the MSS at 48, as Linux's tcp_min_snd_mss
+	// does: an MSS of 1 would cost a segment per byte.
 	f.mss = int(opts.MSS)
 	if f.mss == 0 {
 		f.mss = header.TCPDefaultMSS
@@ -452,7 +451,7 @@ func (r *relay) open(s *seg) {
 	if s.v6 {
 		lim = r.mss6
 	}
-	f.mss = max(min(f.mss, lim), relayMinMSS)
+	f.mss = min(f.mss, lim)
 	if opts.WS >= 0 {
 		f.guestWS, f.ourWS = uint8(min(opts.WS, header.MaxWndScale)), relayWS
 	}

@@ -363,8 +363,9 @@ func TestRelayChallengeACK(t *testing.T) {
 	}
 }
 
-// The guest's MSS option is floored at relayMinMSS: an MSS of 1 does not
-// make the relay send a segment per byte.
+// The guest's MSS option is floored at 48 (gVisor's option parser does
+// it, as Linux's tcp_min_snd_mss): an MSS of 1 does not make the relay
+// send a segment per byte.
 func TestRelayMSSFloor(t *testing.T) {
 	w := newRawWorld(t, nil, nil)
 	opts := make([]byte, 4)
@@ -373,22 +374,22 @@ func TestRelayMSSFloor(t *testing.T) {
 	msg := bytes.Repeat([]byte("m"), 1000)
 	hc.Write(msg)
 	d := w.recv()
-	if n := len(d.Payload()); n != relayMinMSS {
-		t.Errorf("first data segment with MSS 1: %d bytes, want %d", n, relayMinMSS)
+	if n := len(d.Payload()); n != header.TCPMinimumSendMSS {
+		t.Errorf("first data segment with MSS 1: %d bytes, want %d", n, header.TCPMinimumSendMSS)
 	}
 }
 
 // The window is taken only from segments no older than the one it last
-// came from: a reordered old ACK that says zero does not close it.
+// came from (SND.WL1): after an out-of-order segment opened it, a bare
+// ACK from before that segment, delivered late, does not close it.
 func TestRelayWindowUpdateRule(t *testing.T) {
 	w := newRawWorld(t, nil, nil)
 	hc := w.handshake(40009, nil)
-	w.send(header.TCPFlagAck|header.TCPFlagPsh, w.seq, w.ack, 65535, nil, []byte("ab"))
-	w.seq += 2
+	w.send(header.TCPFlagAck|header.TCPFlagPsh, w.seq+10, w.ack, 65535, nil, []byte("later")) // out of order, in the window
 	if a := w.recv(); a.AckNumber() != w.seq {
-		t.Fatalf("ACK of the data: %d, want %d", a.AckNumber(), w.seq)
+		t.Fatalf("ACK of an out-of-order segment: %d, want %d", a.AckNumber(), w.seq)
 	}
-	w.send(header.TCPFlagAck, w.seq-3, w.ack, 0, nil, nil) // old, reordered (and out of the window: it draws an ACK)
+	w.send(header.TCPFlagAck, w.seq, w.ack, 0, nil, nil) // sent before it, arriving after
 	hc.Write([]byte("data"))
 	for {
 		d := w.recv()
@@ -399,7 +400,7 @@ func TestRelayWindowUpdateRule(t *testing.T) {
 			return
 		}
 		if d.SequenceNumber() == w.ack-1 {
-			t.Fatal("the relay probes a zero window: an old segment closed it")
+			t.Fatal("the relay probes a zero window: an older segment closed it")
 		}
 	}
 }
