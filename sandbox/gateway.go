@@ -137,6 +137,13 @@ type Config struct {
 	// on the host socket, and a dead guest by the relay's retransmission
 	// timeout or, when a side has closed, by the FIN timeout (relay.go).
 	TCPIdleTimeout time.Duration
+	// RelayBuffer bounds, in bytes, the data the TCP relay holds in user
+	// space for all its connections together (relaybudget.go): host data
+	// the guest has not yet acknowledged, and guest data a full host
+	// socket has not yet taken. Connections that find it spent wait, with
+	// their windows closed. Default DefaultRelayBuffer (16 MiB); at least
+	// 64 KiB.
+	RelayBuffer int
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -194,6 +201,12 @@ func (c *Config) fill() error {
 	}
 	if c.MaxSYNs < 1 {
 		return fmt.Errorf("sandbox: MaxSYNs %d: want at least 1", c.MaxSYNs)
+	}
+	if c.RelayBuffer == 0 {
+		c.RelayBuffer = DefaultRelayBuffer
+	}
+	if c.RelayBuffer < relayReadMax {
+		return fmt.Errorf("sandbox: RelayBuffer %d: want at least %d bytes (64 KiB)", c.RelayBuffer, relayReadMax)
 	}
 	if c.TCPIdleTimeout < 0 {
 		return fmt.Errorf("sandbox: TCPIdleTimeout %v: want 0 (off) or a positive duration", c.TCPIdleTimeout)

@@ -123,6 +123,7 @@ type relay struct {
 	guestNet [2]netip.Prefix // the guest's networks: SYNs from elsewhere are not the relay's
 	failed   atomic.Bool     // the host poller stopped: new flows are refused
 	refusals refusalLog
+	budget   relayBudget
 
 	// LOCK ORDERING: rflow.mu > relay.mu. A flow's lock may be held
 	// while taking the relay's (drop, open); never the other way round.
@@ -145,6 +146,7 @@ func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
 		r.tm = *g.cfg.timing
 	}
 	r.refusals.log = g.log
+	r.budget = relayBudget{r: r, limit: g.cfg.RelayBuffer}
 	r.guestNet[0] = g.addrs.Guest.Masked()
 	if g.addrs.Guest6.IsValid() {
 		r.guestNet[1] = g.addrs.Guest6.Masked()
@@ -699,7 +701,7 @@ type rflow struct {
 
 	// guest -> host
 	rcvNxt    seqnum.Value
-	pend      []byte       // accepted, not yet written to the host (its buffer was full)
+	pend      buffer.Buffer // accepted, not yet written to the host (its buffer was full); from the relay's budget
 	guestFin  bool         // the guest's FIN is accepted
 	hostShut  bool         // CloseWrite done on the host socket
 	lastWnd   uint32       // the window last advertised, in bytes
@@ -716,7 +718,7 @@ type rflow struct {
 	finOut         bool           // the FIN has been sent at least once
 	sndWnd         uint32         // the guest's window, in bytes
 	wl1, wl2       seqnum.Value   // the sequence and ACK numbers of the segment sndWnd came from
-	q              []*buffer.View // bytes from sndUna on, sent or not
+	q              []*buffer.View // bytes from sndUna on, sent or not; from the relay's budget
 	qLen           int
 	hostEOF        bool // the host sent its FIN (read returned EOF)
 	finSent        bool
@@ -729,6 +731,7 @@ type rflow struct {
 	timerAt        time.Time // when the armed timer is due
 	rto            time.Duration
 	retries        int
+	budgetWait     bool // in relay.budget's waiting list
 }
 
 // sendSynAck sends (or sends again) the SYN-ACK.
@@ -740,19 +743,27 @@ func (f *rflow) sendSynAck() {
 		n += header.EncodeWSOption(int(f.ourWS), opts[n:])
 	}
 	// The window of a SYN is never scaled (RFC 7323 2.2).
-	wnd := uint16(min(relayWindow-len(f.pend), 0xffff))
+	wnd := uint16(min(f.rcvRoom(), 0xffff))
 	f.lastWnd = uint32(wnd)
 	f.r.write(f, header.TCPFlagSyn|header.TCPFlagAck, f.iss, f.rcvNxt, wnd, buffer.Buffer{}, opts[:n])
 }
 
 // window returns the window to advertise, scaled, and notes it.
 func (f *rflow) window() uint16 {
-	w := uint32(relayWindow - len(f.pend))
+	w := uint32(f.rcvRoom())
 	if f.ourWS == 0 {
 		w = min(w, 0xffff)
 	}
 	f.lastWnd = w >> f.ourWS << f.ourWS
 	return uint16(w >> f.ourWS)
+}
+
+// rcvRoom is the window to offer: what pend may still take, within the
+// relay's budget. The host socket takes more at once, as a rule, but a
+// window the relay could not hold when it does not would have the guest
+// send segments that are then dropped.
+func (f *rflow) rcvRoom() int {
+	return max(0, min(relayWindow-int(f.pend.Size()), f.r.budget.avail()))
 }
 
 // ack sends a bare ACK.
@@ -945,6 +956,7 @@ func (f *rflow) setWindow(w uint32) {
 
 // trim drops n acknowledged bytes from the front of the send queue.
 func (f *rflow) trim(n int) {
+	f.r.budget.give(n)
 	f.qLen -= n
 	for n > 0 && len(f.q) > 0 {
 		v := f.q[0]
@@ -1004,15 +1016,21 @@ func (f *rflow) onData(s *seg) bool {
 		f.ack()
 		return true
 	}
-	room := relayWindow - len(f.pend)
+	room := relayWindow - int(f.pend.Size())
 	if n > room {
 		n, fin = room, false // beyond the window offered
 		payload = capSlices(payload, n)
 	}
 	whole := true // all the segment's new data was taken
 	if n > 0 {
-		if !f.toHost(payload, n) {
+		took, ok := f.toHost(payload, n)
+		if !ok {
 			return true // the flow ended
+		}
+		if took < n {
+			// The host socket is full and the budget spent: the
+			// rest is not acknowledged, and comes again.
+			n, fin = took, false
 		}
 		f.rcvNxt = f.rcvNxt.Add(seqnum.Size(n))
 		whole = n == s.n-int(s.seq.Size(seq))
@@ -1024,7 +1042,7 @@ func (f *rflow) onData(s *seg) bool {
 	if fin {
 		f.rcvNxt++
 		f.guestFin = true
-		if len(f.pend) == 0 {
+		if f.pend.Size() == 0 {
 			f.shutHost()
 		}
 	}
@@ -1069,7 +1087,8 @@ func (f *rflow) finish(graceful bool) {
 	f.endDial()
 	f.endSyn()
 	f.trim(f.qLen)
-	f.pend = nil
+	f.r.budget.give(int(f.pend.Size()))
+	f.pend.Release()
 	f.closeHost(graceful)
 	f.r.drop(f)
 	f.r.g.dropFlow()
@@ -1077,7 +1096,7 @@ func (f *rflow) finish(graceful bool) {
 
 // maybeDone ends the flow when both directions are closed.
 func (f *rflow) maybeDone() {
-	if f.state == stEstablished && f.guestFin && (f.hostShut || f.hostEOF) && len(f.pend) == 0 && f.finAcked {
+	if f.state == stEstablished && f.guestFin && (f.hostShut || f.hostEOF) && f.pend.Size() == 0 && f.finAcked {
 		f.finish(true)
 	}
 }

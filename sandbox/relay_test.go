@@ -274,14 +274,13 @@ func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {
 			return
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
 		wrote := make(chan struct{})
 		go func() {
 			defer close(wrote)
-			c.Write(down)
+			writeProgress(c, down)
 			c.(*net.TCPConn).CloseWrite()
 		}()
-		b, _ := io.ReadAll(c)
+		b, _ := readProgress(c)
 		<-wrote
 		hostGot <- b
 	}()
@@ -290,15 +289,14 @@ func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
 	wrote := make(chan struct{})
 	go func() {
 		defer close(wrote)
-		c.Write(up)
+		writeProgress(c, up)
 		c.(*stack.TCPConn).CloseWrite()
 	}()
 	defer func() { <-wrote }() // before c.Close, which would cut the upload short
-	got, err := io.ReadAll(c)
+	got, err := readProgress(c)
 	if err != nil {
 		t.Fatalf("guest read after %d bytes: %v", len(got), err)
 	}
@@ -309,6 +307,43 @@ func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {
 	if sha256.Sum256(hg) != sha256.Sum256(up) {
 		t.Errorf("upload: %d bytes, hash differs (want %d)", len(hg), size)
 	}
+}
+
+// stallBound is how long a transfer may make no progress at all before
+// a test gives up on it: a bound on a stall, not on the transfer's
+// duration, which a loaded machine (and the race detector) stretches.
+const stallBound = 30 * time.Second
+
+// readProgress reads c to its end, failing only if a read waits
+// stallBound for a byte.
+func readProgress(c net.Conn) ([]byte, error) {
+	var out []byte
+	b := make([]byte, 256<<10)
+	for {
+		c.SetReadDeadline(time.Now().Add(stallBound))
+		n, err := c.Read(b)
+		out = append(out, b[:n]...)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+}
+
+// writeProgress writes p to c in pieces, failing only if a piece waits
+// stallBound.
+func writeProgress(c net.Conn, p []byte) error {
+	for len(p) > 0 {
+		n := min(len(p), 256<<10)
+		c.SetWriteDeadline(time.Now().Add(stallBound))
+		if _, err := c.Write(p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+	}
+	return nil
 }
 
 func TestRelayBulk(t *testing.T) {
@@ -423,27 +458,24 @@ func TestRelayBackpressure(t *testing.T) {
 		defer c.Close()
 		wrote := make(chan error, 1)
 		go func() {
-			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			_, err := c.Write(data)
+			err := writeProgress(c, data)
 			c.(*stack.TCPConn).CloseWrite()
 			wrote <- err
 		}()
 		hc := <-accepted
 		defer hc.Close()
-		// The guest stalls: the host's buffers, then the relay's, fill.
+		// The guest stalls: the host's buffers, then the relay's, fill,
+		// until the relay's window is closed.
 		var pend int
-		waitFor(t, "the relay to stop taking data", func() bool {
+		waitFor(t, "the relay's window to close", func() bool {
 			f := oneFlow(w.gw.relay)
 			if f == nil {
 				return false
 			}
 			f.mu.Lock()
-			n := len(f.pend)
-			f.mu.Unlock()
-			stalled := n == pend && n > 0
-			pend = n
-			time.Sleep(50 * time.Millisecond)
-			return stalled
+			defer f.mu.Unlock()
+			pend = int(f.pend.Size())
+			return pend > 0 && f.lastWnd == 0 // the window it last offered is zero
 		})
 		if pend > relayWindow {
 			t.Errorf("relay holds %d bytes for a stalled host, more than its window %d", pend, relayWindow)
@@ -453,8 +485,7 @@ func TestRelayBackpressure(t *testing.T) {
 			t.Fatalf("the guest's write ended while the host read nothing: %v", err)
 		default:
 		}
-		hc.SetReadDeadline(time.Now().Add(30 * time.Second))
-		got, err := io.ReadAll(hc)
+		got, err := readProgress(hc)
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("host read %d bytes (want %d), equal %v, %v", len(got), len(data), bytes.Equal(got, data), err)
 		}
@@ -473,9 +504,7 @@ func TestRelayBackpressure(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			_, err = c.Write(data)
-			wrote <- err
+			wrote <- writeProgress(c, data)
 		}()
 		c, err := w.guest.Dial("tcp", dst)
 		if err != nil {
@@ -489,19 +518,17 @@ func TestRelayBackpressure(t *testing.T) {
 				return false
 			}
 			f.mu.Lock()
-			n := f.qLen
-			f.mu.Unlock()
-			stalled := n == held && n > 0
-			held = n
-			time.Sleep(50 * time.Millisecond)
-			return stalled
+			defer f.mu.Unlock()
+			held = f.qLen
+			// The guest's window is closed and the relay has read
+			// all it may ahead of it.
+			return f.sndWnd == 0 && f.qLen > 0 && f.readRoom() <= 0
 		})
 		if held > relaySendMax {
 			t.Errorf("relay holds %d bytes for a stalled guest, more than %d", held, relaySendMax)
 		}
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		got := make([]byte, len(data))
-		if n, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, data) {
+		got, err := readProgress(c)
+		if n := len(got); err != nil || !bytes.Equal(got, data) {
 			if f := oneFlow(w.gw.relay); f != nil {
 				f.mu.Lock()
 				t.Logf("read %d; flow: state %d una %d nxt %d max %d wnd %d qLen %d hostEOF %v finSent %v timerOn %v", n, f.state, f.iss.Size(f.sndUna), f.iss.Size(f.sndNxt), f.iss.Size(f.sndMax), f.sndWnd, f.qLen, f.hostEOF, f.finSent, f.timerOn)
@@ -1043,4 +1070,120 @@ func TestRelayISN(t *testing.T) {
 	if hi-lo < 1<<30 {
 		t.Errorf("100 tuples' ISNs span %d, want them spread over the sequence space", hi-lo)
 	}
+}
+
+// TestRelayBudget: many flows to hosts that do not read, and from hosts
+// to a guest that does not read, hold no more in user space than
+// Config.RelayBuffer, all together; once the readers read, every byte
+// arrives intact (the waiting flows are woken), and the budget is whole
+// again when the flows end.
+func TestRelayBudget(t *testing.T) {
+	const (
+		flows  = 12
+		size   = 1 << 20
+		budget = 256 << 10
+	)
+	l, dst := hostListen(t, "tcp4")
+	w := newWorldLink(t, 0, nil, loopback(func(c *Config) { c.RelayBuffer = budget }))
+	r := w.gw.relay
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	// Each guest connection says its index first; even ones then
+	// upload to a host that does not read yet, odd ones download to a
+	// guest that does not read yet.
+	guests := make([]net.Conn, flows)
+	hcs := make([]net.Conn, flows)
+	wrote := make(chan error, flows)
+	for i := range guests {
+		c, err := w.guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		guests[i] = c
+		c.Write([]byte{byte(i)})
+		l.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+		hc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hc.Close()
+		var id [1]byte
+		hc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(hc, id[:]); err != nil || int(id[0]) != i {
+			t.Fatalf("host conn %d says %d, %v", i, id[0], err)
+		}
+		hcs[i] = hc
+		from := c
+		if i%2 == 1 {
+			from = hc
+		}
+		go func() {
+			from.SetWriteDeadline(time.Now().Add(60 * time.Second))
+			_, err := from.Write(data)
+			if tc, ok := from.(*stack.TCPConn); ok {
+				tc.CloseWrite()
+			} else {
+				from.(*net.TCPConn).CloseWrite()
+			}
+			wrote <- err
+		}()
+	}
+	held := func() (used, sum int) {
+		r.budget.mu.Lock()
+		used = r.budget.used
+		r.budget.mu.Unlock()
+		r.mu.Lock()
+		fs := make([]*rflow, 0, len(r.flows))
+		for _, f := range r.flows {
+			fs = append(fs, f)
+		}
+		r.mu.Unlock()
+		for _, f := range fs {
+			f.mu.Lock()
+			sum += f.qLen + int(f.pend.Size())
+			f.mu.Unlock()
+		}
+		return used, sum
+	}
+	waitFor(t, "the budget to be spent", func() bool {
+		used, sum := held()
+		if used > budget || sum > budget {
+			t.Fatalf("the relay holds %d bytes (budget accounts %d), over its budget of %d", sum, used, budget)
+		}
+		return used > budget-relayReadMax
+	})
+	// Everyone reads now; every byte arrives.
+	var wg sync.WaitGroup
+	for i := range guests {
+		reader, what := hcs[i], "host"
+		if i%2 == 1 {
+			reader, what = guests[i], "guest"
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reader.SetReadDeadline(time.Now().Add(60 * time.Second))
+			got, err := io.ReadAll(reader)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("%s %d read %d of %d bytes, equal %v, %v", what, i, len(got), len(data), bytes.Equal(got, data), err)
+			}
+		}()
+	}
+	wg.Wait()
+	for range flows {
+		if err := <-wrote; err != nil {
+			t.Error(err)
+		}
+	}
+	for i := range guests {
+		guests[i].Close()
+		hcs[i].Close()
+	}
+	waitFor(t, "the flows to end and the budget to be whole", func() bool {
+		used, _ := held()
+		return r.live() == 0 && used == 0
+	})
 }

@@ -174,7 +174,7 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 		f.finQueued = events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 		f.pull()
 	}
-	if f.state != stDone && len(f.pend) > 0 && events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+	if f.state != stDone && f.pend.Size() > 0 && events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.flush()
 	}
 	f.maybeDone()
@@ -310,8 +310,9 @@ func (f *rflow) connected() {
 }
 
 // pull reads the host's data while the socket has some and the guest's
-// window leaves room, and sends it. It does not end the flow: its callers
-// do, once they have sent what they owe the guest (an ACK of its FIN).
+// window and the relay's budget leave room, and sends it. It does not end
+// the flow: its callers do, once they have sent what they owe the guest
+// (an ACK of its FIN).
 func (f *rflow) pull() {
 	read := false
 	for f.readable && !f.hostEOF && f.state != stDone {
@@ -319,9 +320,13 @@ func (f *rflow) pull() {
 		if room <= 0 {
 			break // resumed by the guest's ACKs (onAck)
 		}
-		size := min(room, f.readSize)
+		size := f.r.budget.take(f, min(room, f.readSize))
+		if size == 0 {
+			break // resumed by a wake (relayBudget)
+		}
 		v := buffer.NewViewSize(size)
 		n, err := rawRead(f.fd, v.AsSlice())
+		f.r.budget.give(size - max(n, 0))
 		if n <= 0 {
 			v.Release()
 		}
@@ -340,7 +345,15 @@ func (f *rflow) pull() {
 			f.hostEOF = true
 		default:
 			read = true
-			v.CapLength(n)
+			if n <= size/2 && size > relayReadFirst {
+				// A short read into a large view: keep only what
+				// it holds, so the memory matches the budget.
+				w := buffer.NewViewWithData(v.AsSlice()[:n])
+				v.Release()
+				v = w
+			} else {
+				v.CapLength(n)
+			}
 			f.q = append(f.q, v)
 			f.qLen += n
 			if n < size && !f.finQueued {
@@ -359,11 +372,26 @@ func (f *rflow) pull() {
 	}
 }
 
+// resume goes on after a wait for the relay's budget: it reads what the
+// host has, and tells the guest of a window that has opened.
+func (f *rflow) resume() {
+	before := f.lastWnd
+	f.pull()
+	if f.state == stEstablished {
+		if w := uint32(f.rcvRoom()); w > before && (before < uint32(f.mss) || w-before >= uint32(f.mss)) {
+			f.ack()
+		}
+	}
+	f.maybeDone()
+}
+
 // toHost writes guest data to the host socket without blocking, keeping
-// what the socket does not take in pend until it is writable again. It
-// reports false if the flow ended.
-func (f *rflow) toHost(p [][]byte, n int) bool {
-	if len(f.pend) == 0 {
+// what the socket does not take in pend, as far as the relay's budget
+// allows, until it is writable again. It returns how many of the n bytes
+// it took (written or kept), and false if the flow ended.
+func (f *rflow) toHost(p [][]byte, n int) (int, bool) {
+	total := n
+	if f.pend.Size() == 0 {
 		for n > 0 {
 			var w int
 			var err error
@@ -378,13 +406,13 @@ func (f *rflow) toHost(p [][]byte, n int) bool {
 			if err == unix.EAGAIN {
 				// The socket's EPOLLOUT edge calls flush.
 				if !f.watchOut() {
-					return false
+					return 0, false
 				}
 				break
 			}
 			if err != nil {
 				f.hostFailed(os.NewSyscallError("write", err))
-				return false
+				return 0, false
 			}
 			n -= w
 			for w > 0 { // drop what was written
@@ -397,21 +425,35 @@ func (f *rflow) toHost(p [][]byte, n int) bool {
 			}
 		}
 		if n == 0 {
-			return true
+			return total, true
 		}
 	}
+	kept := f.r.budget.take(f, n)
+	left := kept
 	for _, b := range p {
-		f.pend = append(f.pend, b...)
+		if left == 0 {
+			break
+		}
+		b = b[:min(len(b), left)]
+		f.pend.Append(buffer.NewViewWithData(b))
+		left -= len(b)
 	}
-	return true
+	return total - n + kept, true
 }
 
 // flush writes pend to the host socket, without blocking, after the
-// socket became writable.
+// socket became writable, and gives what it wrote back to the budget.
 func (f *rflow) flush() {
 	before := int(f.lastWnd)
-	for len(f.pend) > 0 {
-		w, err := rawWrite(f.fd, f.pend)
+	var iov [16][]byte
+	for f.pend.Size() > 0 {
+		p := iov[:0]
+		f.pend.SubApply(0, int(f.pend.Size()), func(v *buffer.View) {
+			if len(p) < len(iov) {
+				p = append(p, v.AsSlice())
+			}
+		})
+		w, err := rawWritev(f.fd, p)
 		if err == unix.EINTR {
 			continue
 		}
@@ -422,17 +464,15 @@ func (f *rflow) flush() {
 			f.hostFailed(os.NewSyscallError("write", err))
 			return
 		}
-		f.pend = f.pend[w:]
-	}
-	if len(f.pend) == 0 {
-		f.pend = nil
+		f.pend.TrimFront(int64(w))
+		f.r.budget.give(w)
 	}
 	// Tell the guest once the window has grown by a quarter, or from
 	// less than a segment.
-	if w := relayWindow - len(f.pend); w-before >= relayWindow/4 || (before < f.mss && w >= f.mss) {
+	if w := f.rcvRoom(); w-before >= relayWindow/4 || (before < f.mss && w >= f.mss) {
 		f.ack()
 	}
-	if len(f.pend) == 0 && f.guestFin {
+	if f.pend.Size() == 0 && f.guestFin {
 		f.shutHost()
 		f.maybeDone()
 	}
