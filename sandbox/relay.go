@@ -702,12 +702,12 @@ type rflow struct {
 	// guest -> host
 	rcvNxt    seqnum.Value
 	pend      buffer.Buffer // accepted, not yet written to the host (its buffer was full); from the relay's budget
-	guestFin  bool         // the guest's FIN is accepted
-	hostShut  bool         // CloseWrite done on the host socket
-	lastWnd   uint32       // the window last advertised, in bytes
-	ackNeeded bool         // the guest has not heard of rcvNxt yet
-	ackDelay  bool         // and may wait for relayDelAck (see input)
-	rcvAcked  seqnum.Value // the ACK number last sent
+	guestFin  bool          // the guest's FIN is accepted
+	hostShut  bool          // CloseWrite done on the host socket
+	lastWnd   uint32        // the window last advertised, in bytes
+	ackNeeded bool          // the guest has not heard of rcvNxt yet
+	ackDelay  bool          // and may wait for relayDelAck (see input)
+	rcvAcked  seqnum.Value  // the ACK number last sent
 	delack    *time.Timer
 	delackOn  bool
 
