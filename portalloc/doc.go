@@ -29,6 +29,20 @@
 // adds a small random increment, and the secrets are re-keyed periodically
 // (PoolConfig.RekeyInterval).
 //
+// # Per-destination ports
+//
+// With PoolConfig.PerDestination a port is held per remote endpoint, as
+// Linux, gVisor's own picker and every peer allow, since a connection is
+// a 4-tuple: Allocate with a Request.Remote holds a port toward that
+// endpoint only, so one port can serve a connection to each destination,
+// and ReleaseTo gives it back. The sequential cursor is shared: it skips
+// a port only when that port is held toward this destination, reserved,
+// excluded, or held for every destination. Reserve and Allocate without
+// a Remote (listeners, explicit binds) hold a port for every destination
+// and cannot take a port that connections hold. Exhaustion is per
+// destination and its error names the destination. Snapshots report the
+// ports in use, the connections and the destinations.
+//
 // # Cost
 //
 // Each pool tracks all 65535 ports in a three-level bitmap of about 8.4
