@@ -455,11 +455,17 @@ func syscallOf(err error) error {
 }
 
 func (st *Stack) release(proto portalloc.Protocol, port uint16) {
+	st.releaseTo(proto, port, netip.AddrPort{})
+}
+
+// releaseTo releases a port held toward remote, or for every destination
+// if remote is the zero AddrPort.
+func (st *Stack) releaseTo(proto portalloc.Protocol, port uint16, remote netip.AddrPort) {
 	if port == 0 {
 		return
 	}
-	if err := st.alloc.Pool(proto).Release(port); err != nil {
-		st.log.Error("releasing port", "proto", proto, "port", port, "err", err)
+	if err := st.alloc.Pool(proto).ReleaseTo(port, remote); err != nil {
+		st.log.Error("releasing port", "proto", proto, "port", port, "remote", remote, "err", err)
 	}
 }
 

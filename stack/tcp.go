@@ -37,6 +37,10 @@ type TCPConn struct {
 	laddr   netip.AddrPort
 	raddr   netip.AddrPort
 	port    uint16 // pool port to release, 0 if none (accepted conns)
+	// portTo is the remote endpoint port is held toward on a
+	// per-destination pool; the zero AddrPort if it is held for every
+	// destination.
+	portTo netip.AddrPort
 
 	rd, wd  *deadline
 	readMu  sync.Mutex // serialises Read
@@ -184,7 +188,7 @@ func (c *TCPConn) abandon() {
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		c.ep.Close()
-		c.st.reap.add(c.ep, c.wq, c.port)
+		c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
 	})
 }
 
@@ -342,7 +346,7 @@ func (c *TCPConn) closeLocked() {
 	c.rd.stop()
 	c.wd.stop()
 	c.ep.Close()
-	c.st.reap.add(c.ep, c.wq, c.port)
+	c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
 }
 
 // CloseRead shuts down the reading side.
@@ -465,7 +469,7 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 	l := &TCPListener{st: st, ep: ep, wq: &wq, network: network, port: port, closed: make(chan struct{})}
 	if terr := ep.Listen(backlog); terr != nil {
 		ep.Close()
-		st.reap.add(ep, &wq, port)
+		st.reap.add(ep, &wq, port, netip.AddrPort{})
 		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
 	}
 	if a, terr := ep.GetLocalAddress(); terr == nil {
@@ -551,7 +555,7 @@ func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
 func (l *TCPListener) closeLocked() {
 	close(l.closed)
 	l.ep.Close()
-	l.st.reap.add(l.ep, l.wq, l.port)
+	l.st.reap.add(l.ep, l.wq, l.port, netip.AddrPort{})
 }
 
 // Addr returns the listening address as a *net.TCPAddr.
