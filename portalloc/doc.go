@@ -31,7 +31,7 @@
 //
 // # Per-destination ports
 //
-// With PoolConfig.PerDestination a port is held per remote endpoint, as
+// With PoolConfig.Sharing PerDestination a port is held per remote endpoint, as
 // Linux, gVisor's own picker and every peer allow, since a connection is
 // a 4-tuple: Allocate with a Request.Remote holds a port toward that
 // endpoint only, so one port can serve a connection to each destination,

@@ -32,7 +32,7 @@ type ExhaustedError struct {
 	InUse    int // ports held in the pool, in and out of the range
 	Excluded int // ports of the range excluded from automatic allocation
 	Vetoed   int // free ports the caller's veto refused in this call
-	// Destination is the remote endpoint a PerDestination pool had no
+	// Destination is the remote endpoint a per-destination pool had no
 	// port for (ports are exhausted toward it only), and HeldToward the
 	// number of ports held toward it. Destination is the zero AddrPort
 	// when the pool had no port for every destination.

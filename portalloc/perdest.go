@@ -2,15 +2,17 @@ package portalloc
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"net/netip"
+	"strings"
 )
 
-// Per-destination ports (PoolConfig.PerDestination).
+// Per-destination ports (PoolConfig.Sharing PerDestination).
 //
 // A connection is a 4-tuple, so one local port can serve many connections
 // at once as long as their remote endpoints differ, as Linux, gVisor's own
-// picker and every peer allow. A pool with PerDestination hands a port out
+// picker and every peer allow. A per-destination pool hands a port out
 // per remote endpoint (address and port): Allocate with a valid
 // Request.Remote holds the port toward that destination only, and ReleaseTo
 // gives it back. Reserve, and Allocate without a Remote, still hold a port
@@ -458,7 +460,7 @@ func (p *Pool) exhaustedTowardLocked(dst netip.AddrPort, d *destPorts, vetoed in
 }
 
 // ReleaseTo returns port, held toward remote by an Allocate whose Request
-// had that Remote. On a pool without PerDestination, or with an invalid
+// had that Remote. On an Exclusive pool, or with an invalid
 // remote, it is Release(port): the port was held for every destination.
 // Releasing a port that is not held toward remote fails with an error
 // matching ErrNotHeld and changes nothing.
@@ -512,7 +514,7 @@ func (p *Pool) heldExclusiveLocked(port uint16) bool {
 
 // Connections returns the number of per-destination holds (connections)
 // and the number of destinations they go to. Both are zero on a pool
-// without PerDestination.
+// that is not per-destination.
 func (p *Pool) Connections() (conns, dests int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -589,4 +591,65 @@ func (pd *perDest) recountDest(d *destPorts, first, last int) {
 			d.countable += bits.OnesCount64(m)
 		}
 	}
+}
+
+// Sharing says how a pool holds the ports it allocates toward a remote
+// endpoint (PoolConfig.Sharing).
+type Sharing uint8
+
+const (
+	// SharingDefault leaves the choice to whoever builds the pool:
+	// Exclusive for NewPool, PerDestination for TCP in package stack.
+	SharingDefault Sharing = iota
+	// Exclusive holds every port for every destination: one connection
+	// per port.
+	Exclusive
+	// PerDestination holds a port per remote endpoint (address and port),
+	// as Linux does for TCP connect: one connection per port and
+	// destination.
+	PerDestination
+)
+
+func (s Sharing) String() string {
+	switch s {
+	case SharingDefault:
+		return "default"
+	case Exclusive:
+		return "exclusive"
+	case PerDestination:
+		return "per-destination"
+	}
+	return fmt.Sprintf("sharing(%d)", uint8(s))
+}
+
+// ParseSharing parses "exclusive" or "per-destination", in any case.
+func ParseSharing(s string) (Sharing, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "exclusive":
+		return Exclusive, nil
+	case "per-destination":
+		return PerDestination, nil
+	}
+	return 0, fmt.Errorf("portalloc: unknown port sharing %q; want exclusive or per-destination", s)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Sharing) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Sharing) UnmarshalText(b []byte) error {
+	v, err := ParseSharing(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// Sharing returns the pool's sharing: Exclusive or PerDestination.
+func (p *Pool) Sharing() Sharing {
+	if p.pd != nil {
+		return PerDestination
+	}
+	return Exclusive
 }

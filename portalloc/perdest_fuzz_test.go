@@ -208,11 +208,11 @@ func runFuzzPerDest(t *testing.T, data []byte) {
 	m := &destModel{base: base, first: base + min(a, b), last: base + max(a, b)}
 	m.cursor = m.first
 	p, err := NewPool(TCP, PoolConfig{
-		Range:          Range{uint16(m.first), uint16(m.last)},
-		Policy:         policy,
-		Rand:           rand.NewPCG(uint64(len(data)), 2),
-		RekeyInterval:  -1,
-		PerDestination: true,
+		Range:         Range{uint16(m.first), uint16(m.last)},
+		Policy:        policy,
+		Rand:          rand.NewPCG(uint64(len(data)), 2),
+		RekeyInterval: -1,
+		Sharing:       PerDestination,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ var (
 
 func newDestPool(t testing.TB, r Range) *Pool {
 	t.Helper()
-	p, err := NewPool(TCP, PoolConfig{Range: r, PerDestination: true, Rand: rand.NewPCG(1, 2)})
+	p, err := NewPool(TCP, PoolConfig{Range: r, Sharing: PerDestination, Rand: rand.NewPCG(1, 2)})
 	if err != nil {
 		t.Fatalf("NewPool: %v", err)
 	}
@@ -362,5 +362,48 @@ func BenchmarkPerDestMemory(b *testing.B) {
 			}
 			b.ReportMetric(perConn, "B/conn")
 		})
+	}
+}
+
+func TestSharingConfig(t *testing.T) {
+	for _, tc := range []struct {
+		sharing Sharing
+		want    Sharing
+		wantErr string
+	}{
+		{SharingDefault, Exclusive, ""},
+		{Exclusive, Exclusive, ""},
+		{PerDestination, PerDestination, ""},
+		{Sharing(9), 0, "portalloc: tcp pool: PoolConfig.Sharing 9 is unknown; want exclusive or per-destination"},
+	} {
+		t.Run(tc.sharing.String(), func(t *testing.T) {
+			p, err := NewPool(TCP, PoolConfig{Sharing: tc.sharing})
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("NewPool = %v; want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Sharing(); got != tc.want {
+				t.Errorf("Sharing() = %v; want %v", got, tc.want)
+			}
+		})
+	}
+	for _, s := range []string{"exclusive", "Per-Destination"} {
+		v, err := ParseSharing(s)
+		if err != nil {
+			t.Fatalf("ParseSharing(%q): %v", s, err)
+		}
+		b, _ := v.MarshalText()
+		var back Sharing
+		if err := back.UnmarshalText(b); err != nil || back != v {
+			t.Errorf("round trip of %q: %v, %v", s, back, err)
+		}
+	}
+	if _, err := ParseSharing("shared"); err == nil || !strings.Contains(err.Error(), `"shared"; want exclusive or per-destination`) {
+		t.Errorf("ParseSharing(shared) = %v", err)
 	}
 }

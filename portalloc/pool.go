@@ -33,23 +33,25 @@ type PoolConfig struct {
 	// Now returns the current time, for re-keying. Nil means the system's
 	// monotonic clock.
 	Now func() time.Time
-	// PerDestination holds a port per remote endpoint instead of for every
-	// destination: an Allocate whose Request has a valid Remote may hand
-	// out a port that connections to other destinations hold, and
-	// ReleaseTo gives it back. Reserve, and Allocate without a Remote,
-	// still hold a port for every destination (listeners, explicit
-	// binds). Exhaustion is then per destination. It adds 264 KiB to the
-	// pool (a count of connections per port and a second bitmap), plus
-	// about 0.2 KiB per destination and 0.5 KiB per group of 4096 ports
-	// with a port held toward it. Default false. See perdest.go.
-	PerDestination bool
+	// Sharing says whether an allocation with a Request.Remote holds its
+	// port for every destination (Exclusive) or toward that remote
+	// endpoint only (PerDestination): then a port may serve connections
+	// to other destinations at once, and ReleaseTo gives it back.
+	// Reserve, and Allocate without a Remote, always hold a port for
+	// every destination (listeners, explicit binds); exhaustion is per
+	// destination. PerDestination adds 264 KiB to the pool (a count of
+	// connections per port and a second bitmap), plus about 0.2 KiB per
+	// destination and 0.5 KiB per group of 4096 ports with a port held
+	// toward it; see perdest.go. Zero (SharingDefault) means Exclusive
+	// for a pool; package stack makes it PerDestination for TCP.
+	Sharing Sharing
 }
 
 // Request describes one allocation. The zero Request is valid.
 type Request struct {
 	// Local and Remote identify the connection for the Hash policy, which
 	// keys its counters on (Local, Remote address, Remote port). On a
-	// PerDestination pool a valid Remote also makes the port held toward
+	// per-destination pool a valid Remote also makes the port held toward
 	// that remote endpoint only (release it with ReleaseTo); without
 	// one the port is held for every destination.
 	Local  netip.Addr
@@ -86,23 +88,23 @@ type Snapshot struct {
 	// Cursor is the port the Sequential policy tries next.
 	Cursor uint16 `json:"cursor"`
 	// InUse is the number of held ports; Ports lists them in order. On a
-	// PerDestination pool a port counts once however many connections
+	// per-destination pool a port counts once however many connections
 	// hold it.
 	InUse int      `json:"in_use"`
 	Ports []uint16 `json:"ports"`
 	// Free is the number of ports of the range that can be allocated now
 	// for every destination (with no connection on them).
 	Free int `json:"free"`
-	// PerDestination reports PoolConfig.PerDestination. Connections is the
-	// number of (port, destination) holds and Destinations the number of
-	// remote endpoints they go to; Shared is the number of ports held by
-	// connections, and FreeToNew the number of ports of the range that a
-	// connection to a destination with none yet could take.
-	PerDestination bool `json:"per_destination"`
-	Connections    int  `json:"connections"`
-	Destinations   int  `json:"destinations"`
-	Shared         int  `json:"shared"`
-	FreeToNew      int  `json:"free_to_new"`
+	// PerDestination reports a per-destination pool. On one, Connections is the number of (port,
+	// destination) holds and Destinations the number of remote endpoints
+	// they go to; Shared is the number of ports held by connections, and
+	// FreeToNew the number of ports of the range that a connection to a
+	// destination with none yet could take.
+	PerDestination bool `json:"per_destination,omitempty"`
+	Connections    int  `json:"connections,omitempty"`
+	Destinations   int  `json:"destinations,omitempty"`
+	Shared         int  `json:"shared,omitempty"`
+	FreeToNew      int  `json:"free_to_new,omitempty"`
 	// Excluded lists the excluded ports as ranges.
 	Excluded []Range `json:"excluded"`
 	Stats    Stats   `json:"stats"`
@@ -146,8 +148,8 @@ type Pool struct {
 	keyedAt       time.Time        // when the key was drawn
 	now           func() time.Time // PoolConfig.Now; nil means the real clock
 
-	// pd is the per-destination state, nil without
-	// PoolConfig.PerDestination. With it, bm also has the ports that
+	// pd is the per-destination state, nil unless PoolConfig.Sharing is
+	// PerDestination. With it, bm also has the ports that
 	// connections hold set (perdest.go).
 	pd *perDest
 }
@@ -185,8 +187,12 @@ func NewPool(proto Protocol, cfg PoolConfig) (*Pool, error) {
 		p.rekeyInterval = time.Minute
 	}
 	p.bm.init()
-	if cfg.PerDestination {
+	switch cfg.Sharing {
+	case SharingDefault, Exclusive:
+	case PerDestination:
 		p.pd = newPerDest()
+	default:
+		return nil, fmt.Errorf("portalloc: %s pool: PoolConfig.Sharing %d is unknown; want exclusive or per-destination", proto, cfg.Sharing)
 	}
 	p.setRangeLocked(cfg.Range)
 	p.policy = cfg.Policy
@@ -201,7 +207,7 @@ func (p *Pool) Protocol() Protocol { return p.proto }
 // an *ExhaustedError (matching ErrExhausted and syscall.EADDRNOTAVAIL);
 // this is decided in constant time when the range is full.
 //
-// On a PerDestination pool, a request with a valid Remote takes a port
+// On a per-destination pool, a request with a valid Remote takes a port
 // that is not held toward that remote endpoint (nor reserved, excluded or
 // allocated without a Remote), and holds it toward that endpoint only;
 // its exhaustion error names the destination.
@@ -518,7 +524,7 @@ func (p *Pool) Release(port uint16) error {
 }
 
 // Held reports whether port is held: for every destination, or on a
-// PerDestination pool by at least one connection.
+// per-destination pool by at least one connection.
 func (p *Pool) Held(port uint16) bool {
 	if port == 0 {
 		return false
@@ -653,7 +659,7 @@ func (p *Pool) Stats() Stats {
 	return p.stats
 }
 
-// InUse returns the number of held ports (on a PerDestination pool, a
+// InUse returns the number of held ports (on a per-destination pool, a
 // port held by connections counts once).
 func (p *Pool) InUse() int {
 	p.mu.Lock()

@@ -184,11 +184,17 @@ func (r *reaper) sweep() int {
 }
 
 // reclaimTimeWait aborts every closed endpoint that is in TIME_WAIT and
-// releases its port, for TIME_WAIT reuse. It returns how many it freed.
-func (r *reaper) reclaimTimeWait() int {
+// releases its port, for TIME_WAIT reuse, and returns how many it freed.
+// With a valid remote (a dial on a per-destination pool), it leaves alone
+// the endpoints whose ports are held toward other destinations: freeing
+// them would not give that dial a port.
+func (r *reaper) reclaimTimeWait(remote netip.AddrPort) int {
 	r.mu.Lock()
 	var tw []*lingering
 	for l := range r.pending {
+		if remote.IsValid() && l.remote.IsValid() && l.remote != remote {
+			continue
+		}
 		if tcp.EndpointState(l.ep.State()) == tcp.StateTimeWait {
 			tw = append(tw, l)
 		}

@@ -11,6 +11,14 @@
 // once after a reset or when the peer closed first, after TIME_WAIT when
 // we closed first. A UDP port goes back when its socket closes.
 //
+// A TCP dial's port is held per destination (portalloc.PerDestination, the
+// default for TCP; Config.Ports.TCP.Sharing): like Linux's connect(), the
+// stack uses one source port for connections to different remote
+// endpoints, so it holds as many connections as the range has ports for
+// each destination, not in all. Listeners, explicit binds and UDP sockets
+// hold their ports for every destination (UDP can opt in for connected
+// sockets with Config.Ports.UDP.Sharing).
+//
 // A TCP dial that finds the range full fails at once with EADDRNOTAVAIL if
 // every port belongs to a live connection; if some belong to connections
 // that are closing (FIN exchange under way, or TIME_WAIT with
@@ -83,7 +91,11 @@ func New(cfg Config) (*Stack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	alloc, err := portalloc.New(cfg.Ports)
+	ports := cfg.Ports
+	if ports.TCP.Sharing == portalloc.SharingDefault {
+		ports.TCP.Sharing = portalloc.PerDestination
+	}
+	alloc, err := portalloc.New(ports)
 	if err != nil {
 		return nil, fmt.Errorf("ustack: Config.Ports: %w", err)
 	}
@@ -377,7 +389,7 @@ func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local n
 		closing, changed := st.reap.closing()
 		n := st.reap.sweep()
 		if st.reuse {
-			n += st.reap.reclaimTimeWait()
+			n += st.reap.reclaimTimeWait(remote)
 		}
 		if n == 0 {
 			if closing == 0 {
@@ -399,11 +411,23 @@ func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local n
 	}
 	if bindErr != nil {
 		if err == nil {
-			pool.Release(port)
+			pool.ReleaseTo(port, remote)
 		}
 		return 0, translate(bindErr)
 	}
 	return port, err
+}
+
+// tupleInUse reports whether gVisor has an endpoint registered for the
+// connection from local to remote.
+func (st *Stack) tupleInUse(proto tcpip.TransportProtocolNumber, local, remote netip.AddrPort) bool {
+	id := gvstack.TransportEndpointID{
+		LocalPort:     local.Port(),
+		LocalAddress:  tcpAddr(local.Addr()),
+		RemotePort:    remote.Port(),
+		RemoteAddress: tcpAddr(remote.Addr()),
+	}
+	return st.s.FindTransportEndpoint(netProtoOf(remote.Addr()), proto, id, nicID) != nil
 }
 
 // closingWait bounds how long a dial waits for a closing connection's port
