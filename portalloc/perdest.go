@@ -50,6 +50,8 @@ type destPorts struct {
 	groups     [numGroups]*destGroup
 	fullGroups uint16 // bit g set when groups[g] has every port held
 	n          int    // ports held toward the destination
+	// gen counts the times the destination went idle (idleLocked).
+	gen uint64
 	// countable is the number of held ports that are in the range and
 	// not excluded: those that the pool's excl-free count includes, so
 	// that free ports toward the destination are perDest.free - countable.
@@ -108,8 +110,11 @@ type perDest struct {
 	// dests finds a destination by the 64-bit key of its destID (keyOf);
 	// destinations whose keys collide are chained through next.
 	dests map[uint64]*destPorts
-	// ndests counts the destinations in dests.
-	ndests int
+	// ndests counts the destinations with a port held; dests also keeps
+	// up to idleKeep idle ones, listed in the ring idle.
+	ndests   int
+	idle     [idleKeep]idleRef
+	idleNext int
 	// cache holds recently used destinations by a hash of their key, so
 	// that a few busy destinations are found without the map.
 	cache [256]*destPorts
@@ -133,6 +138,16 @@ type perDest struct {
 }
 
 const maxSpare = 64
+
+// idleKeep is how many destinations without a connection a pool keeps
+// for reuse.
+const idleKeep = 256
+
+// idleRef is an entry of the idle ring: d went idle for the gen-th time.
+type idleRef struct {
+	d   *destPorts
+	gen uint64
+}
 
 func newPerDest() *perDest {
 	pd := &perDest{
@@ -183,11 +198,13 @@ func cacheSlot(key uint64) int { return int(key * 0x9e3779b97f4a7c15 >> (64 - 8)
 func (pd *perDest) lookup(dst netip.AddrPort) (*destPorts, uint64) {
 	k := keyOf(dst)
 	slot := cacheSlot(k)
-	if d := pd.cache[slot]; d != nil && d.key == k && d.dst == dst {
+	// IPv4 keys are exact (keyOf), so only IPv6 needs the comparison.
+	exact := k>>63 == 1
+	if d := pd.cache[slot]; d != nil && d.key == k && (exact || d.dst == dst) {
 		return d, k
 	}
 	d := pd.dests[k]
-	for d != nil && d.dst != dst {
+	for d != nil && !exact && d.dst != dst {
 		d = d.next
 	}
 	if d != nil {
@@ -201,7 +218,6 @@ func (pd *perDest) insert(d *destPorts) {
 	k := d.key
 	d.next = pd.dests[k]
 	pd.dests[k] = d
-	pd.ndests++
 	pd.cache[cacheSlot(k)] = d
 }
 
@@ -226,7 +242,26 @@ func (pd *perDest) remove(d *destPorts) {
 			}
 		}
 	}
-	pd.ndests--
+}
+
+// idleLocked notes that d holds no port any more. It stays in dests, so
+// that a destination whose only connection comes and goes costs no map
+// update, until idleKeep later destinations have gone idle; then it is
+// dropped and recycled if it is still idle. The idle destinations kept
+// are thus bounded by a constant.
+func (pd *perDest) idleLocked(d *destPorts) {
+	d.gen++
+	slot := &pd.idle[pd.idleNext]
+	pd.idleNext = (pd.idleNext + 1) % idleKeep
+	if old := slot.d; old != nil && old.n == 0 && old.gen == slot.gen {
+		pd.remove(old)
+		if len(pd.spareDests) < maxSpare {
+			gen := old.gen
+			*old = destPorts{gen: gen + 1} // entries still in the ring must not match
+			pd.spareDests = append(pd.spareDests, old)
+		}
+	}
+	*slot = idleRef{d, d.gen}
 }
 
 // holdLocked marks port held toward d (whose key is dst).
@@ -251,6 +286,9 @@ func (p *Pool) holdTowardLocked(d *destPorts, port int) {
 		if g.full == ^uint64(0) {
 			d.fullGroups |= 1 << gi
 		}
+	}
+	if d.n == 0 {
+		pd.ndests++
 	}
 	d.n++
 	d.countable++ // allocated ports are in the range and not excluded
@@ -277,7 +315,8 @@ func (p *Pool) unholdTowardLocked(d *destPorts, port int) {
 	if g.n == 0 {
 		d.groups[gi] = nil
 		if len(pd.spareGroups) < maxSpare {
-			*g = destGroup{}
+			// Its words and full are all clear already (n is 0), so it
+			// can be reused as it is.
 			pd.spareGroups = append(pd.spareGroups, g)
 		}
 	}
@@ -296,11 +335,8 @@ func (p *Pool) unholdTowardLocked(d *destPorts, port int) {
 		}
 	}
 	if d.n == 0 {
-		pd.remove(d)
-		if len(pd.spareDests) < maxSpare {
-			*d = destPorts{}
-			pd.spareDests = append(pd.spareDests, d)
-		}
+		pd.ndests--
+		pd.idleLocked(d)
 	}
 }
 

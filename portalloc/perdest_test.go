@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -291,12 +292,17 @@ func benchDests(n int) []netip.AddrPort {
 // spread over dests destinations through the IANA range, as the sequential
 // cursor leaves them.
 //
-// The first sub-benchmark is the baseline: an empty pool without
-// PerDestination, Allocate(Request{}) then Release.
+// The first sub-benchmark is the baseline: an empty exclusive pool,
+// Allocate(Request{}) then Release.
+//
+// Besides ns/op, each reports cpu-ns/op: the benchmark thread's own CPU
+// time per operation, which time-slicing on a loaded machine does not
+// inflate.
 func BenchmarkPerDestAllocRelease(b *testing.B) {
 	b.Run("baseline-exclusive", func(b *testing.B) {
 		p := newTestPool(b, IANA, Sequential)
 		b.ReportAllocs()
+		defer threadCPU(b)()
 		for range b.N {
 			port, err := p.Allocate(Request{})
 			if err != nil {
@@ -324,6 +330,7 @@ func BenchmarkPerDestAllocRelease(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
+			defer threadCPU(b)()
 			for i := range b.N {
 				req := reqs[i%len(reqs)]
 				port, err := p.Allocate(req)
@@ -336,6 +343,26 @@ func BenchmarkPerDestAllocRelease(b *testing.B) {
 			}
 		})
 	}
+}
+
+// threadCPU locks the goroutine to its thread and returns a function that
+// reports the thread's CPU time per operation as cpu-ns/op.
+func threadCPU(b *testing.B) func() {
+	runtime.LockOSThread()
+	start := threadCPUTime()
+	return func() {
+		b.ReportMetric(float64((threadCPUTime()-start).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		runtime.UnlockOSThread()
+	}
+}
+
+func threadCPUTime() time.Duration {
+	var ru syscall.Rusage
+	const rusageThread = 1 // RUSAGE_THREAD
+	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkPerDestMemory reports the live heap per held connection of a
@@ -405,5 +432,55 @@ func TestSharingConfig(t *testing.T) {
 	}
 	if _, err := ParseSharing("shared"); err == nil || !strings.Contains(err.Error(), `"shared"; want exclusive or per-destination`) {
 		t.Errorf("ParseSharing(shared) = %v", err)
+	}
+}
+
+// TestPerDestinationIdleDestinations: destinations whose connections have
+// all gone stay for reuse up to a bound, then are dropped; a dropped or
+// recycled destination starts afresh.
+func TestPerDestinationIdleDestinations(t *testing.T) {
+	p := newDestPool(t, Range{40000, 40003})
+	dsts := benchDests(3 * idleKeep)
+	// One connection each, released at once: every destination goes idle.
+	for i, dst := range dsts {
+		port, err := p.Allocate(Request{Remote: dst})
+		if err != nil {
+			t.Fatalf("Allocate #%d: %v", i, err)
+		}
+		if want := uint16(40000 + i%4); port != want {
+			t.Fatalf("Allocate #%d toward %v = %d; want %d", i, dst, port, want)
+		}
+		if err := p.ReleaseTo(port, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mapped := 0
+	for _, head := range p.pd.dests {
+		for d := head; d != nil; d = d.next {
+			mapped++
+			if d.n != 0 || d.countable != 0 {
+				t.Errorf("idle destination %v holds %d ports (%d countable)", d.dst, d.n, d.countable)
+			}
+		}
+	}
+	if mapped > idleKeep {
+		t.Errorf("%d destinations kept; want at most %d", mapped, idleKeep)
+	}
+	if c, d := p.Connections(); c != 0 || d != 0 {
+		t.Errorf("Connections() = %d, %d; want 0, 0", c, d)
+	}
+	// Fill every destination, dropped ones included, to the whole range.
+	for _, dst := range []netip.AddrPort{dsts[0], dsts[len(dsts)-1]} {
+		for i := range 4 {
+			if _, err := p.Allocate(Request{Remote: dst}); err != nil {
+				t.Fatalf("Allocate #%d toward %v: %v", i, dst, err)
+			}
+		}
+		if _, err := p.Allocate(Request{Remote: dst}); !errors.Is(err, ErrExhausted) {
+			t.Fatalf("fifth Allocate toward %v = %v; want exhaustion", dst, err)
+		}
+	}
+	if c, d := p.Connections(); c != 8 || d != 2 {
+		t.Errorf("Connections() = %d, %d; want 8, 2", c, d)
 	}
 }
