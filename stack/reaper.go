@@ -44,7 +44,7 @@ type lingering struct {
 
 // sweepInterval bounds how long a port can stay held after its endpoint
 // closed without a notification.
-const sweepInterval = 500 * time.Millisecond
+var sweepInterval = 500 * time.Millisecond // a variable for tests
 
 func newReaper(st *Stack) *reaper {
 	r := &reaper{
@@ -75,7 +75,7 @@ func (r *reaper) add(ep tcpip.Endpoint, wq *waiter.Queue, port uint16, remote ne
 			// gVisor notifies with the queue's lock held: the entry
 			// cannot be unregistered from here, and need not be (a
 			// later call finds l no longer pending).
-			r.finishLocked(l, false)
+			r.finishOnce(l, false)
 			return
 		}
 		r.mu.Lock()
@@ -120,12 +120,12 @@ func (r *reaper) run() {
 }
 
 // finish releases l's port once, and stops listening to its endpoint.
-func (r *reaper) finish(l *lingering) bool { return r.finishLocked(l, true) }
+func (r *reaper) finish(l *lingering) bool { return r.finishOnce(l, true) }
 
-// finishLocked releases l's port once. The name says that it may run with
-// l's waiter queue locked (in gVisor's notification): then unregister is
-// false, since unregistering would take that lock again.
-func (r *reaper) finishLocked(l *lingering, unregister bool) bool {
+// finishOnce releases l's port once and reports whether this call did.
+// In gVisor's notification l's waiter queue is locked, so unregister is
+// false there: unregistering would take that lock again.
+func (r *reaper) finishOnce(l *lingering, unregister bool) bool {
 	r.mu.Lock()
 	_, ok := r.pending[l]
 	delete(r.pending, l)
@@ -202,12 +202,21 @@ func (r *reaper) reclaimTimeWait(remote netip.AddrPort) int {
 	r.mu.Unlock()
 	n := 0
 	for _, l := range tw {
+		// Abort notifies, and the entry may release the port from
+		// there before finish gets to it: count it either way.
 		l.ep.Abort()
-		if r.finish(l) {
+		if r.finish(l) || !r.isPending(l) {
 			n++
 		}
 	}
 	return n
+}
+
+func (r *reaper) isPending(l *lingering) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.pending[l]
+	return ok
 }
 
 // stop ends the goroutine and releases every port still held; the gVisor
