@@ -43,6 +43,13 @@
 // destination and its error names the destination. Snapshots report the
 // ports in use, the connections and the destinations.
 //
+// A per-destination allocate+release takes about twice the CPU time of
+// an exclusive one (70-90 ns against 35-40 ns in the benchmarks), at any
+// number of held connections. The pool grows by 264 KiB (a second bitmap
+// and a count of connections per port), and each destination with
+// connections costs about 0.2 KiB plus 0.5 KiB per group of 4096 ports
+// in which it holds one; up to 256 idle destinations are kept for reuse.
+//
 // # Cost
 //
 // Each pool tracks all 65535 ports in a three-level bitmap of about 8.4
