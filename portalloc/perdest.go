@@ -31,11 +31,8 @@ import (
 // toward D takes the first port at or after the cursor that is not in excl
 // and not held toward D, then moves the cursor past it.
 
-// destGroupPorts is the number of ports in one group of a destination's
-// bitmap: 64 words, as a group of the pool's bitmap.
-const destGroupPorts = 4096
-
-// destGroup is the part of a destination's bitmap covering 4096 ports.
+// destGroup is the part of a destination's bitmap covering 4096 ports: 64
+// words, as a group of the pool's bitmap.
 type destGroup struct {
 	w    [64]uint64 // a set bit is a port held toward the destination
 	full uint64     // bit i set when w[i] is all ones
@@ -264,7 +261,7 @@ func (pd *perDest) idleLocked(d *destPorts) {
 	*slot = idleRef{d, d.gen}
 }
 
-// holdLocked marks port held toward d (whose key is dst).
+// holdTowardLocked marks port held toward d.
 func (p *Pool) holdTowardLocked(d *destPorts, port int) {
 	pd := p.pd
 	gi := port >> 12
