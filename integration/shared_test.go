@@ -33,14 +33,28 @@ func waitPool(t *testing.T, st *stack.Stack, proto portalloc.Protocol, what stri
 	}
 }
 
-// TestSharedSourcePort dials two kernel listeners from a one-port range:
-// both connections get the same source port (the kernel sees both from
-// 198.18.0.2:40000), carry their own data both ways at once, and a third
-// dial to one of them fails naming it. gVisor's demultiplexer keeps the
-// two 4-tuples apart; a listener on the shared port is refused.
+// TestSharedSourcePort dials two kernel listeners from a one-port range,
+// over IPv4 and IPv6: both connections get the same source port (the
+// kernel sees both from the stack's address and port 40000), carry their
+// own data both ways at once, and a third dial to one of them fails
+// naming it. gVisor's demultiplexer keeps the two 4-tuples apart; a
+// listener on the shared port is refused.
 func TestSharedSourcePort(t *testing.T) {
+	for _, fam := range []struct {
+		name, network string
+		kernel, local netip.Addr
+	}{
+		{"ipv4", "tcp4", kernel4.Addr(), stack4.Addr()},
+		{"ipv6", "tcp6", kernel6.Addr(), stack6.Addr()},
+	} {
+		t.Run(fam.name, func(t *testing.T) { testSharedSourcePort(t, fam.network, fam.kernel, fam.local) })
+	}
+}
+
+func testSharedSourcePort(t *testing.T, network string, kernel, local netip.Addr) {
 	e := newEnv(t, rangeCfg("40000-40000", ""), 0)
-	dsts := []netip.AddrPort{netip.MustParseAddrPort("198.18.0.1:7"), netip.MustParseAddrPort("198.18.0.1:9")}
+	dsts := []netip.AddrPort{netip.AddrPortFrom(kernel, 7), netip.AddrPortFrom(kernel, 9)}
+	shared := netip.AddrPortFrom(local, 40000)
 	type accepted struct {
 		dst  netip.AddrPort
 		peer netip.AddrPort
@@ -48,7 +62,7 @@ func TestSharedSourcePort(t *testing.T) {
 	msgFor := func(i int) string { return strings.Repeat(fmt.Sprintf("conn %d to %v;", i, dsts[i]), 4000) }
 	peers := make(chan accepted, 2)
 	for i, dst := range dsts {
-		l := e.kernelListen(t, "tcp4", dst.String())
+		l := e.kernelListen(t, network, dst.String())
 		go func() {
 			c, err := l.Accept()
 			if err != nil {
@@ -82,14 +96,14 @@ func TestSharedSourcePort(t *testing.T) {
 		}
 		t.Cleanup(func() { c.Close() })
 		conns = append(conns, c)
-		if got := c.LocalAddrPort(); got != netip.MustParseAddrPort("198.18.0.2:40000") {
-			t.Fatalf("dial %v: local address %v; want 198.18.0.2:40000", dst, got)
+		if got := c.LocalAddrPort(); got != shared {
+			t.Fatalf("dial %v: local address %v; want %v", dst, got, shared)
 		}
 	}
 	for range dsts {
 		a := <-peers
-		if a.peer != netip.MustParseAddrPort("198.18.0.2:40000") {
-			t.Errorf("kernel listener %v saw a connection from %v; want 198.18.0.2:40000", a.dst, a.peer)
+		if a.peer != shared {
+			t.Errorf("kernel listener %v saw a connection from %v; want %v", a.dst, a.peer, shared)
 		}
 	}
 	// Both at once, each with its own bytes: a segment delivered to the
@@ -125,11 +139,11 @@ func TestSharedSourcePort(t *testing.T) {
 	}
 	// The one port is taken toward :7: a second dial there fails, naming it.
 	_, err := e.st.DialTCPAddrPort(ctx, netip.AddrPort{}, dsts[0])
-	if !errors.Is(err, syscall.EADDRNOTAVAIL) || !errors.Is(err, portalloc.ErrExhausted) || !strings.Contains(err.Error(), "toward 198.18.0.1:7") {
-		t.Errorf("third dial = %v; want EADDRNOTAVAIL naming 198.18.0.1:7", err)
+	if !errors.Is(err, syscall.EADDRNOTAVAIL) || !errors.Is(err, portalloc.ErrExhausted) || !strings.Contains(err.Error(), "toward "+dsts[0].String()) {
+		t.Errorf("third dial = %v; want EADDRNOTAVAIL naming %v", err, dsts[0])
 	}
 	// A listener cannot take a port connections hold.
-	if l, err := e.st.ListenTCPAddrPort(netip.MustParseAddrPort("198.18.0.2:40000"), 0); !errors.Is(err, syscall.EADDRINUSE) {
+	if l, err := e.st.ListenTCPAddrPort(shared, 0); !errors.Is(err, syscall.EADDRINUSE) {
 		if l != nil {
 			l.Close()
 		}
