@@ -152,12 +152,17 @@ func (r *reaper) signalLocked() {
 // closing returns how many closed endpoints hold ports that will come back
 // without waiting out TIME_WAIT (those in TIME_WAIT count only with
 // TIME_WAIT reuse, which reclaims them), and a channel closed at the next
-// release or progress of a closed endpoint.
-func (r *reaper) closing() (int, <-chan struct{}) {
+// release or progress of a closed endpoint. With a valid remote (a dial on
+// a per-destination pool) it counts only the ports that dial could use:
+// those held toward remote or for every destination.
+func (r *reaper) closing(remote netip.AddrPort) (int, <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
 	for l := range r.pending {
+		if remote.IsValid() && l.remote.IsValid() && l.remote != remote {
+			continue
+		}
 		if r.st.reuse || tcp.EndpointState(l.ep.State()) != tcp.StateTimeWait {
 			n++
 		}

@@ -382,14 +382,20 @@ func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local n
 	// only a dial that finally fails.
 	req.Retry = proto == portalloc.TCP
 	port, err := pool.Allocate(req)
+	// On a per-destination pool only ports held toward remote (or for
+	// every destination) can end this dial's exhaustion.
+	var toward netip.AddrPort
+	if pool.Sharing() == portalloc.PerDestination {
+		toward = remote
+	}
 	var deadline time.Time
 	for err != nil && bindErr == nil && req.Retry && errors.Is(err, portalloc.ErrExhausted) {
 		// Take the channel before collecting, so that a port freed
 		// from here on wakes the wait below.
-		closing, changed := st.reap.closing()
+		closing, changed := st.reap.closing(toward)
 		n := st.reap.sweep()
 		if st.reuse {
-			n += st.reap.reclaimTimeWait(remote)
+			n += st.reap.reclaimTimeWait(toward)
 		}
 		if n == 0 {
 			if closing == 0 {
