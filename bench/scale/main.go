@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,6 +230,13 @@ func run() error {
 	released := waitReleased(st, 30*time.Second)
 	closeTime := time.Since(closeStart)
 	after := st.Ports()[portalloc.TCP]
+	// Let go of the closed connections and return the memory, so that
+	// the samples show it come back.
+	clear(conns)
+	runtime.GC()
+	debug.FreeOSMemory()
+	heap2, rss2 := heapInUse(), rss()
+	time.Sleep(2 * *sampleEv) // a last sample or two of the freed state
 	samples.stop()
 	if *csvPath != "" {
 		if err := samples.write(*csvPath); err != nil {
@@ -263,6 +271,7 @@ func run() error {
 	}
 	fmt.Printf("| time to reset them all and get every port back | %.1f s |\n", closeTime.Seconds())
 	fmt.Printf("| after close: ports in use / connections | %d / %d |\n", after.InUse, after.Connections)
+	fmt.Printf("| after close and GC: Go heap / RSS above the start | %.0f MiB / %.0f MiB |\n", (float64(heap2)-float64(heap0))/(1<<20), (float64(rss2)-float64(rss0))/(1<<20))
 	fmt.Println()
 	if failed.Load() != 0 {
 		return fmt.Errorf("%d dials failed", failed.Load())

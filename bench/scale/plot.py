@@ -22,7 +22,7 @@ def nice(v):
     if v <= 0:
         return 1
     mag = 10 ** (len(str(int(v))) - 1)
-    for m in (1, 2, 2.5, 5, 10):
+    for m in (1, 1.2, 1.6, 2, 2.5, 3.2, 4, 5, 6, 8, 10):
         if m * mag >= v:
             return m * mag
     return 10 * mag
