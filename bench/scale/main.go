@@ -16,9 +16,11 @@
 // The kernel cannot give each of its ends a descriptor: a process may
 // hold 20,000 at most here. The kernel's ends therefore stay in the
 // listeners' accept queues, established but never accepted; each
-// listener's backlog (8192 x 2 by default, more with -n) is allowed by the
-// namespace's own net.core.somaxconn. See docs/BENCHMARKS.md (Scale) for
-// every setting.
+// listener's backlog (twice its share of the stack's and the kernel
+// client's connections) is allowed by the namespace's own
+// net.core.somaxconn. The kernel client's sockets are spread over child
+// processes (this program with -kernel-child), 18,000 each. See
+// docs/BENCHMARKS.md (Scale) for every setting.
 package main
 
 import (
@@ -27,9 +29,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -63,13 +67,22 @@ var (
 	workers   = flag.Int("workers", 64, "concurrent dials")
 	allocOps  = flag.Int("alloc-ops", 1000000, "allocate+release operations timed at full occupancy")
 	gvisorOps = flag.Int("gvisor-ops", 20000, "gVisor port manager reserve+release operations timed at full occupancy")
-	kernelN   = flag.Int("kernel-conns", 15000, "kernel connect() calls timed (each holds a descriptor; the hard limit is 20,000)")
+	kernelN   = flag.Int("kernel-conns", 250000, "kernel connect() calls timed, held by child processes of 18,000 sockets each (a process may hold 20,000 descriptors)")
+	kChild    = flag.Int("kernel-child", 0, "internal: run as a kernel client child making this many connects")
+	kOffset   = flag.Int("kernel-offset", 0, "internal: the kernel child's first connection number")
 	csvPath   = flag.String("csv", "", "write time, connections, heap and RSS samples to this CSV file")
 	sampleEv  = flag.Duration("sample", 250*time.Millisecond, "sampling interval for -csv")
 )
 
 func main() {
 	flag.Parse()
+	if *kChild > 0 {
+		if err := kernelChild(*kChild, *kOffset, *nListen); err != nil {
+			fmt.Fprintln(os.Stderr, "scale: kernel child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
@@ -87,7 +100,8 @@ func run() error {
 	if *nConns < 1 || *nListen < 1 || *nConns > *nListen*portalloc.IANA.Size() {
 		return fmt.Errorf("-n %d with -listeners %d: want 1 to %d (a range of ports per listener)", *nConns, *nListen, *nListen*portalloc.IANA.Size())
 	}
-	backlog := max(8192, 2*(*nConns / *nListen))
+	// Room for the stack's connections and the kernel client's, twice.
+	backlog := max(8192, 2*((*nConns+*kernelN) / *nListen))
 	ns, err := netns.New()
 	if err != nil {
 		return err
@@ -216,6 +230,17 @@ func run() error {
 	allocNs := timeAllocator(st, dsts)
 	gvNs, gvErr := timeGVisor(conns, dsts)
 	kernelNs, kernelRate, kernelErr := timeKernel(ns, dsts)
+	// The kernel's handshakes complete behind its non-blocking connects:
+	// wait (bounded) for the listeners' namespace to count them.
+	bothSeen := kernelSeen
+	if kernelErr == nil {
+		want := kernelSeen + *kernelN
+		for deadline := time.Now().Add(60 * time.Second); bothSeen < want && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if bothSeen, err = kernelTCPInUse(ns); err != nil {
+				return err
+			}
+		}
+	}
 
 	// Close: resets, so no TIME_WAIT holds a port (the kernel's ends sit
 	// unaccepted and would never send their FIN).
@@ -266,9 +291,12 @@ func run() error {
 	if kernelErr != nil {
 		fmt.Printf("| kernel connect(), IP_BIND_ADDRESS_NO_PORT | error: %v |\n", kernelErr)
 	} else {
-		fmt.Printf("| kernel non-blocking connect() with IP_BIND_ADDRESS_NO_PORT (port choice, hashing, SYN), %d held, second namespace | %.0f ns per call wall (%.1fx ustack's allocator), %.0f ns CPU (%.1fx), %.0f calls/s |\n",
+		fmt.Printf("| kernel non-blocking connect() with IP_BIND_ADDRESS_NO_PORT (port choice, hashing, SYN), second namespace, mean over %d | %.0f ns per call wall (%.1fx ustack's allocator), %.0f ns CPU (%.1fx), %.0f calls/s |\n",
 			*kernelN, kernelNs, kernelNs/allocNs, kernelCPU, kernelCPU/allocCPU, kernelRate)
+		fmt.Printf("| the same, the last 18,000 or fewer (up to %d held) | %.0f ns wall (%.1fx), %.0f ns CPU (%.1fx) |\n",
+			*kernelN, kernelLastNs, kernelLastNs/allocNs, kernelLastCPU, kernelLastCPU/allocCPU)
 	}
+	fmt.Printf("| listeners' namespace sockets with the kernel client's too | %d |\n", bothSeen)
 	fmt.Printf("| time to reset them all and get every port back | %.1f s |\n", closeTime.Seconds())
 	fmt.Printf("| after close: ports in use / connections | %d / %d |\n", after.InUse, after.Connections)
 	fmt.Printf("| after close and GC: Go heap / RSS above the start | %.0f MiB / %.0f MiB |\n", (float64(heap2)-float64(heap0))/(1<<20), (float64(rss2)-float64(rss0))/(1<<20))
@@ -300,7 +328,7 @@ func waitReleased(st *stack.Stack, limit time.Duration) bool {
 // allocBaseline is the same-run baseline of timeAllocator; the cpu
 // figures are the timing thread's own CPU time per operation, which
 // time-slicing on a loaded machine does not inflate.
-var allocBaseline, allocBaselineCPU, allocCPU, gvCPU, kernelCPU float64
+var allocBaseline, allocBaselineCPU, allocCPU, gvCPU, kernelCPU, kernelLastNs, kernelLastCPU float64
 
 // timed runs fn n times on a locked thread and returns the wall and
 // thread CPU nanoseconds per call.
@@ -432,7 +460,8 @@ func timeGVisor(conns []*stack.TCPConn, dsts []netip.AddrPort) (float64, error) 
 // timeKernel times the kernel's connect() from a second namespace, joined
 // to the listeners' by a veth pair, with IP_BIND_ADDRESS_NO_PORT (bind to
 // the address, let connect pick the port per 4-tuple): -kernel-conns
-// connections round-robin to the same listeners, held until the end.
+// connections round-robin to the same listeners, held until the end by
+// child processes of up to 18,000 sockets each.
 func timeKernel(srv *netns.NS, dsts []netip.AddrPort) (nsPerConnect, rate float64, err error) {
 	cli, err := netns.New()
 	if err != nil {
@@ -474,50 +503,104 @@ func timeKernel(srv *netns.NS, dsts []netip.AddrPort) (nsPerConnect, rate float6
 	if err := cli.Handle().RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: dst, Gw: gw}); err != nil {
 		return 0, 0, fmt.Errorf("route: %w", err)
 	}
-	var fds []int
+	// The client namespace gets the stack's range, so that the kernel
+	// picks among the same 16,384 ports per destination.
+	if err := cli.Do(func() error {
+		r := portalloc.IANA
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(fmt.Sprintf("%d %d", r.First, r.Last)), 0)
+	}); err != nil {
+		return 0, 0, err
+	}
+	// A process holds at most 20,000 descriptors: spread the sockets over
+	// child processes (this program again, -kernel-child), each of which
+	// holds its share until its standard input closes.
+	const perChild = 18000
+	type child struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+	}
+	var children []child
 	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
+		for _, c := range children {
+			c.stdin.Close()
+			c.cmd.Wait()
 		}
 	}()
 	var connectTime, connectCPU time.Duration
+	var lastNs, lastCPU float64
 	start := time.Now()
-	err = cli.Do(func() error {
-		src := &unix.SockaddrInet4{Addr: vethClient.Addr().As4()}
-		for i := range *kernelN {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-			if err != nil {
-				return fmt.Errorf("socket #%d: %w", i, err)
-			}
-			fds = append(fds, fd)
-			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
-				return err
-			}
-			if err := unix.Bind(fd, src); err != nil {
-				return fmt.Errorf("bind #%d: %w", i, err)
-			}
-			d := dsts[i%len(dsts)]
-			c0 := threadCPU()
-			t0 := time.Now()
-			// Non-blocking: the call picks the port, hashes the
-			// connection in and sends the SYN; the handshake completes
-			// behind it.
-			if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(d.Port()), Addr: d.Addr().As4()}); err != nil && err != unix.EINPROGRESS {
-				return fmt.Errorf("connect #%d to %v: %w", i, d, err)
-			}
-			connectTime += time.Since(t0)
-			connectCPU += threadCPU() - c0
+	for off := 0; off < *kernelN; off += perChild {
+		n := min(perChild, *kernelN-off)
+		cmd := exec.Command("/proc/self/exe", "-kernel-child", strconv.Itoa(n), "-kernel-offset", strconv.Itoa(off), "-listeners", strconv.Itoa(len(dsts)))
+		cmd.ExtraFiles = []*os.File{cli.File()} // fd 3 in the child
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return 0, 0, err
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, 0, err
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return 0, 0, err
+		}
+		if err := cmd.Start(); err != nil {
+			return 0, 0, err
+		}
+		children = append(children, child{cmd, stdin})
+		var wallNs, cpuNs int64
+		var got int
+		if _, err := fmt.Fscanf(stdout, "ok %d %d %d\n", &got, &wallNs, &cpuNs); err != nil || got != n {
+			return 0, 0, fmt.Errorf("kernel child at %d: %d connects, %v", off, got, err)
+		}
+		connectTime += time.Duration(wallNs)
+		connectCPU += time.Duration(cpuNs)
+		lastNs, lastCPU = float64(wallNs)/float64(n), float64(cpuNs)/float64(n)
+		progress("kernel connect(): %d held, the last %d at %.0f ns (%.0f ns CPU) each", off+n, n, lastNs, lastCPU)
 	}
 	el := time.Since(start)
 	nsPer := float64(connectTime.Nanoseconds()) / float64(*kernelN)
 	kernelCPU = float64(connectCPU.Nanoseconds()) / float64(*kernelN)
-	progress("kernel connect(): %.0f ns (%.0f ns CPU) each, %.0f conns/s", nsPer, kernelCPU, float64(*kernelN)/el.Seconds())
+	kernelLastNs, kernelLastCPU = lastNs, lastCPU
+	progress("kernel connect(): %.0f ns (%.0f ns CPU) each over all %d, %.0f conns/s", nsPer, kernelCPU, *kernelN, float64(*kernelN)/el.Seconds())
 	return nsPer, float64(*kernelN) / el.Seconds(), nil
+}
+
+// kernelChild is the -kernel-child mode: in the namespace open on
+// descriptor 3, make n non-blocking connects with IP_BIND_ADDRESS_NO_PORT
+// to the listeners in turn (from the offset-th), report "ok n wall-ns
+// cpu-ns" for the connect calls on standard output, then hold the sockets
+// until standard input closes.
+func kernelChild(n, offset, listeners int) error {
+	runtime.LockOSThread()
+	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("setns: %w", err)
+	}
+	src := &unix.SockaddrInet4{Addr: vethClient.Addr().As4()}
+	var wall, cpu time.Duration
+	for i := range n {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("socket #%d: %w", offset+i, err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, src); err != nil {
+			return fmt.Errorf("bind #%d: %w", offset+i, err)
+		}
+		port := 10000 + (offset+i)%listeners
+		c0 := threadCPU()
+		t0 := time.Now()
+		// Non-blocking: the call picks the port, hashes the connection
+		// in and sends the SYN; the handshake completes behind it.
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: kernelAddr.Addr().As4()}); err != nil && err != unix.EINPROGRESS {
+			return fmt.Errorf("connect #%d to port %d: %w", offset+i, port, err)
+		}
+		wall += time.Since(t0)
+		cpu += threadCPU() - c0
+	}
+	fmt.Printf("ok %d %d %d\n", n, wall.Nanoseconds(), cpu.Nanoseconds())
+	io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 // kernelTCPInUse reads the namespace's count of TCP sockets in use.
