@@ -13,14 +13,20 @@ import (
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // FormatPorts writes snapshots as a table: one row per protocol with its
-// range, policy, cursor, ports in use and counters, then the ports in use.
+// range, policy, cursor, ports in use and counters, and for a
+// per-destination pool its connections and destinations ("-" for an
+// exclusive one), then the ports in use.
 func FormatPorts(w io.Writer, snaps []portalloc.Snapshot) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROTO\tRANGE\tPOLICY\tCURSOR\tIN USE\tFREE\tALLOCS\tRELEASES\tEXHAUSTED\tWRAPS\tVETOES")
+	fmt.Fprintln(tw, "PROTO\tRANGE\tPOLICY\tCURSOR\tIN USE\tFREE\tALLOCS\tRELEASES\tEXHAUSTED\tWRAPS\tVETOES\tCONNS\tDESTS")
 	for _, s := range snaps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n",
+		conns, dests := "-", "-"
+		if s.PerDestination {
+			conns, dests = fmt.Sprint(s.Connections), fmt.Sprint(s.Destinations)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n",
 			s.Protocol, s.Range, s.Policy, s.Cursor, s.InUse, s.Free,
-			s.Stats.Allocations, s.Stats.Releases, s.Stats.Exhausted, s.Stats.Wraps, s.Stats.Vetoes)
+			s.Stats.Allocations, s.Stats.Releases, s.Stats.Exhausted, s.Stats.Wraps, s.Stats.Vetoes, conns, dests)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -71,6 +71,8 @@ var (
 	portsSize     = desc("ports_range_size", "Ports in the protocol's ephemeral range.", protoLabel...)
 	portsExcluded = desc("ports_excluded", "Ports of the range excluded from allocation (like ip_local_reserved_ports).", protoLabel...)
 	portsInfo     = desc("ports_info", "The protocol's range and allocation policy, as labels; the value is 1.", "protocol", "range", "policy")
+	portsConns    = desc("ports_connections", "Connections holding ports of a per-destination pool (a port counts once per destination).", protoLabel...)
+	portsDests    = desc("ports_destinations", "Remote endpoints that connections of a per-destination pool go to.", protoLabel...)
 	portCounters  = []struct {
 		d   *prometheus.Desc
 		get func(portalloc.Stats) uint64
@@ -135,7 +137,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{portsInUse, portsSize, portsExcluded, portsInfo} {
+	for _, d := range []*prometheus.Desc{portsInUse, portsSize, portsExcluded, portsInfo, portsConns, portsDests} {
 		ch <- d
 	}
 	for _, p := range portCounters {
@@ -175,6 +177,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(portsExcluded, float64(excluded), p)
 		gauge(portsInfo, 1, p, s.Range.String(), s.Policy.String())
+		if s.PerDestination {
+			gauge(portsConns, float64(s.Connections), p)
+			gauge(portsDests, float64(s.Destinations), p)
+		}
 		for _, pc := range portCounters {
 			counter(pc.d, pc.get(s.Stats), p)
 		}

@@ -115,6 +115,8 @@ func TestCollector(t *testing.T) {
 		{"ustack_port_allocations_total", tcp, 4},
 		{"ustack_port_exhausted_total", tcp, 1},
 		{"ustack_port_wraps_total", tcp, 0},
+		{"ustack_ports_connections", tcp, 4},
+		{"ustack_ports_destinations", tcp, 1},
 		{"ustack_ports_in_use", map[string]string{"protocol": "udp"}, 0},
 		{"ustack_tcp_active_opens_total", nil, 4},
 		{"ustack_tcp_passive_opens_total", nil, 4},

@@ -29,6 +29,27 @@
 // adds a small random increment, and the secrets are re-keyed periodically
 // (PoolConfig.RekeyInterval).
 //
+// # Per-destination ports
+//
+// With PoolConfig.Sharing PerDestination a port is held per remote endpoint, as
+// Linux, gVisor's own picker and every peer allow, since a connection is
+// a 4-tuple: Allocate with a Request.Remote holds a port toward that
+// endpoint only, so one port can serve a connection to each destination,
+// and ReleaseTo gives it back. The sequential cursor is shared: it skips
+// a port only when that port is held toward this destination, reserved,
+// excluded, or held for every destination. Reserve and Allocate without
+// a Remote (listeners, explicit binds) hold a port for every destination
+// and cannot take a port that connections hold. Exhaustion is per
+// destination and its error names the destination. Snapshots report the
+// ports in use, the connections and the destinations.
+//
+// A per-destination allocate+release takes about twice the CPU time of
+// an exclusive one (70-90 ns against 35-40 ns in the benchmarks), at any
+// number of held connections. The pool grows by 264 KiB (a second bitmap
+// and a count of connections per port), and each destination with
+// connections costs about 0.2 KiB plus 0.5 KiB per group of 4096 ports
+// in which it holds one; up to 256 idle destinations are kept for reuse.
+//
 // # Cost
 //
 // Each pool tracks all 65535 ports in a three-level bitmap of about 8.4

@@ -3,6 +3,7 @@ package portalloc
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"syscall"
 )
 
@@ -31,11 +32,23 @@ type ExhaustedError struct {
 	InUse    int // ports held in the pool, in and out of the range
 	Excluded int // ports of the range excluded from automatic allocation
 	Vetoed   int // free ports the caller's veto refused in this call
+	// Destination is the remote endpoint a per-destination pool had no
+	// port for (ports are exhausted toward it only), and HeldToward the
+	// number of ports held toward it. Destination is the zero AddrPort
+	// when the pool had no port for every destination.
+	Destination netip.AddrPort
+	HeldToward  int
 }
 
 func (e *ExhaustedError) Error() string {
-	s := fmt.Sprintf("portalloc: %s ephemeral ports exhausted: range %s (%d ports), %d in use, %d excluded",
-		e.Protocol, e.Range, e.Range.Size(), e.InUse, e.Excluded)
+	var s string
+	if e.Destination.IsValid() {
+		s = fmt.Sprintf("portalloc: %s ephemeral ports exhausted toward %s: range %s (%d ports), %d held toward it, %d in use, %d excluded",
+			e.Protocol, e.Destination, e.Range, e.Range.Size(), e.HeldToward, e.InUse, e.Excluded)
+	} else {
+		s = fmt.Sprintf("portalloc: %s ephemeral ports exhausted: range %s (%d ports), %d in use, %d excluded",
+			e.Protocol, e.Range, e.Range.Size(), e.InUse, e.Excluded)
+	}
 	if e.Vetoed > 0 {
 		s += fmt.Sprintf(", %d free but refused by the caller (e.g. in TIME_WAIT)", e.Vetoed)
 	}
@@ -55,6 +68,8 @@ type PortError struct {
 	Protocol Protocol
 	Port     uint16
 	Err      error
+	// Destination is the remote endpoint of a ReleaseTo, if any.
+	Destination netip.AddrPort
 }
 
 func (e *PortError) Error() string {
@@ -62,6 +77,9 @@ func (e *PortError) Error() string {
 	switch e.Err {
 	case syscall.EADDRINUSE:
 		msg = "port is already in use"
+	}
+	if e.Destination.IsValid() {
+		return fmt.Sprintf("portalloc: %s %s port %d toward %s: %s", e.Op, e.Protocol, e.Port, e.Destination, msg)
 	}
 	return fmt.Sprintf("portalloc: %s %s port %d: %s", e.Op, e.Protocol, e.Port, msg)
 }

@@ -344,7 +344,7 @@ func checkAllocate(t *testing.T, p *Pool, m *poolModel, veto func(uint16) bool, 
 		}
 		wantErr.Vetoed = usable
 		if *ee != wantErr {
-			t.Fatalf("%s: ExhaustedError (-model +pool):\n%s", what, cmp.Diff(&wantErr, ee))
+			t.Fatalf("%s: ExhaustedError (-model +pool):\n%s", what, cmp.Diff(&wantErr, ee, equateAddrs))
 		}
 		if !errors.Is(err, ErrExhausted) || !errors.Is(err, syscall.EADDRNOTAVAIL) {
 			t.Fatalf("%s: %v does not match ErrExhausted and EADDRNOTAVAIL", what, err)

@@ -33,13 +33,27 @@ type PoolConfig struct {
 	// Now returns the current time, for re-keying. Nil means the system's
 	// monotonic clock.
 	Now func() time.Time
+	// Sharing says whether an allocation with a Request.Remote holds its
+	// port for every destination (Exclusive) or toward that remote
+	// endpoint only (PerDestination): then a port may serve connections
+	// to other destinations at once, and ReleaseTo gives it back.
+	// Reserve, and Allocate without a Remote, always hold a port for
+	// every destination (listeners, explicit binds); exhaustion is per
+	// destination. PerDestination adds 264 KiB to the pool (a count of
+	// connections per port and a second bitmap), plus about 0.2 KiB per
+	// destination and 0.5 KiB per group of 4096 ports with a port held
+	// toward it; see perdest.go. Zero (SharingDefault) means Exclusive
+	// for a pool; package stack makes it PerDestination for TCP.
+	Sharing Sharing
 }
 
 // Request describes one allocation. The zero Request is valid.
 type Request struct {
 	// Local and Remote identify the connection for the Hash policy, which
-	// keys its counters on (Local, Remote address, Remote port). Other
-	// policies ignore them.
+	// keys its counters on (Local, Remote address, Remote port). On a
+	// per-destination pool a valid Remote also makes the port held toward
+	// that remote endpoint only (release it with ReleaseTo); without
+	// one the port is held for every destination.
 	Local  netip.Addr
 	Remote netip.AddrPort
 	// Veto, if not nil, is asked about each candidate port before it is
@@ -73,11 +87,24 @@ type Snapshot struct {
 	Policy   Policy   `json:"policy"`
 	// Cursor is the port the Sequential policy tries next.
 	Cursor uint16 `json:"cursor"`
-	// InUse is the number of held ports; Ports lists them in order.
+	// InUse is the number of held ports; Ports lists them in order. On a
+	// per-destination pool a port counts once however many connections
+	// hold it.
 	InUse int      `json:"in_use"`
 	Ports []uint16 `json:"ports"`
-	// Free is the number of ports of the range that can be allocated now.
+	// Free is the number of ports of the range that can be allocated now
+	// for every destination (with no connection on them).
 	Free int `json:"free"`
+	// PerDestination reports a per-destination pool. On one, Connections is the number of (port,
+	// destination) holds and Destinations the number of remote endpoints
+	// they go to; Shared is the number of ports held by connections, and
+	// FreeToNew the number of ports of the range that a connection to a
+	// destination with none yet could take.
+	PerDestination bool `json:"per_destination,omitempty"`
+	Connections    int  `json:"connections,omitempty"`
+	Destinations   int  `json:"destinations,omitempty"`
+	Shared         int  `json:"shared,omitempty"`
+	FreeToNew      int  `json:"free_to_new,omitempty"`
 	// Excluded lists the excluded ports as ranges.
 	Excluded []Range `json:"excluded"`
 	Stats    Stats   `json:"stats"`
@@ -120,6 +147,11 @@ type Pool struct {
 	rekeyInterval time.Duration
 	keyedAt       time.Time        // when the key was drawn
 	now           func() time.Time // PoolConfig.Now; nil means the real clock
+
+	// pd is the per-destination state, nil unless PoolConfig.Sharing is
+	// PerDestination. With it, bm also has the ports that
+	// connections hold set (perdest.go).
+	pd *perDest
 }
 
 // NewPool returns a pool for proto. It fails, naming the field, if cfg is
@@ -155,6 +187,13 @@ func NewPool(proto Protocol, cfg PoolConfig) (*Pool, error) {
 		p.rekeyInterval = time.Minute
 	}
 	p.bm.init()
+	switch cfg.Sharing {
+	case SharingDefault, Exclusive:
+	case PerDestination:
+		p.pd = newPerDest()
+	default:
+		return nil, fmt.Errorf("portalloc: %s pool: PoolConfig.Sharing %d is unknown; want exclusive or per-destination", proto, cfg.Sharing)
+	}
 	p.setRangeLocked(cfg.Range)
 	p.policy = cfg.Policy
 	return p, nil
@@ -167,9 +206,17 @@ func (p *Pool) Protocol() Protocol { return p.proto }
 // marks it held until Release. When no port can be handed out it returns
 // an *ExhaustedError (matching ErrExhausted and syscall.EADDRNOTAVAIL);
 // this is decided in constant time when the range is full.
+//
+// On a per-destination pool, a request with a valid Remote takes a port
+// that is not held toward that remote endpoint (nor reserved, excluded or
+// allocated without a Remote), and holds it toward that endpoint only;
+// its exhaustion error names the destination.
 func (p *Pool) Allocate(req Request) (uint16, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.pd != nil && req.Remote.IsValid() {
+		return p.allocateTowardLocked(req)
+	}
 	if p.free == 0 {
 		return 0, p.exhaustedLocked(0, req.Retry)
 	}
@@ -178,7 +225,7 @@ func (p *Pool) Allocate(req Request) (uint16, error) {
 	case Random:
 		port, vetoed = p.pickRandomLocked(req.Veto)
 	case Hash:
-		port, vetoed = p.pickHashLocked(req)
+		port, vetoed = p.pickHashLocked(req, p.scanLocked)
 	default:
 		port, vetoed = p.pickSequentialLocked(req.Veto)
 	}
@@ -189,6 +236,7 @@ func (p *Pool) Allocate(req Request) (uint16, error) {
 		return 0, p.exhaustedLocked(p.free, req.Retry)
 	}
 	p.bm.set(port)
+	p.exclSetLocked(uint16(port))
 	p.free--
 	p.inUse++
 	p.stats.Allocations++
@@ -205,6 +253,9 @@ func (p *Pool) exhaustedLocked(vetoed int, retry bool) error {
 		p.stats.Exhausted++
 	}
 	e := ExhaustedError{Protocol: p.proto, Range: p.rng, InUse: p.inUse, Excluded: p.excludedInRange, Vetoed: vetoed}
+	if p.pd != nil {
+		e.InUse += p.pd.shared
+	}
 	if p.exhausted == nil || *p.exhausted != e {
 		p.exhausted = new(ExhaustedError)
 		*p.exhausted = e
@@ -297,8 +348,8 @@ func (p *Pool) pickRandomLocked(veto func(uint16) bool) (int, int) {
 // hardening: a 65536-entry counter table, random increments, and periodic
 // re-keying. As in Linux, one keyed hash of (Local, Remote address, Remote
 // port) gives both the secret offset (its high 32 bits) and the table
-// index (its low 16 bits).
-func (p *Pool) pickHashLocked(req Request) (int, int) {
+// index (its low 16 bits). scan finds the free ports from the start.
+func (p *Pool) pickHashLocked(req Request, scan func(start int, veto func(uint16) bool) (int, int, bool)) (int, int) {
 	if p.table == nil {
 		p.table = new([hashTableSize]uint16)
 		p.newKeyLocked()
@@ -315,7 +366,7 @@ func (p *Pool) pickHashLocked(req Request) (int, int) {
 	off := int(uint64(uint32(h>>32)) * uint64(n) >> 32)
 	off = reduce(off+int(p.table[idx]), n)
 	start := int(p.rng.First) + off
-	q, vetoed, _ := p.scanLocked(start, req.Veto)
+	q, vetoed, _ := scan(start, req.Veto)
 	if q < 0 {
 		return -1, vetoed
 	}
@@ -425,7 +476,7 @@ func (p *Pool) Reserve(port uint16) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if held, ok := p.excluded[port]; ok {
-		if held {
+		if held || p.sharedLocked(port) {
 			return &PortError{Op: "reserve", Protocol: p.proto, Port: port, Err: syscall.EADDRINUSE}
 		}
 		p.excluded[port] = true
@@ -436,6 +487,7 @@ func (p *Pool) Reserve(port uint16) error {
 		if p.rng.Contains(port) {
 			p.free--
 		}
+		p.exclSetLocked(port)
 	}
 	p.inUse++
 	p.stats.Reservations++
@@ -457,27 +509,34 @@ func (p *Pool) Release(port uint16) error {
 		}
 		p.excluded[port] = false
 	} else {
-		if !p.bm.clear(int(port)) {
+		if p.sharedLocked(port) || !p.bm.clear(int(port)) {
+			// Held by connections only: they release with ReleaseTo.
 			return &PortError{Op: "release", Protocol: p.proto, Port: port, Err: ErrNotHeld}
 		}
 		if p.rng.Contains(port) {
 			p.free++
 		}
+		p.exclClearLocked(port)
 	}
 	p.inUse--
 	p.stats.Releases++
 	return nil
 }
 
-// Held reports whether port is held.
+// Held reports whether port is held: for every destination, or on a
+// per-destination pool by at least one connection.
 func (p *Pool) Held(port uint16) bool {
 	if port == 0 {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.heldLocked(port)
+}
+
+func (p *Pool) heldLocked(port uint16) bool {
 	if held, ok := p.excluded[port]; ok {
-		return held
+		return held || p.sharedLocked(port)
 	}
 	return p.bm.test(int(port))
 }
@@ -496,15 +555,19 @@ func (p *Pool) Exclude(r Range) error {
 		if _, ok := p.excluded[uint16(port)]; ok {
 			continue
 		}
-		held := !p.bm.set(port)
+		blocked := !p.bm.set(port)
+		// held: held for every destination (not by connections).
+		held := blocked && !p.sharedLocked(uint16(port))
 		p.excluded[uint16(port)] = held
+		p.exclSetLocked(uint16(port))
 		if p.rng.Contains(uint16(port)) {
 			p.excludedInRange++
-			if !held {
+			if !blocked {
 				p.free--
 			}
 		}
 	}
+	p.recountLocked()
 	return nil
 }
 
@@ -527,12 +590,16 @@ func (p *Pool) Unexclude(r Range) error {
 			p.excludedInRange--
 		}
 		if !held {
-			p.bm.clear(port)
-			if in {
-				p.free++
+			p.exclClearLocked(uint16(port))
+			if !p.sharedLocked(uint16(port)) {
+				p.bm.clear(port)
+				if in {
+					p.free++
+				}
 			}
 		}
 	}
+	p.recountLocked()
 	return nil
 }
 
@@ -564,6 +631,7 @@ func (p *Pool) setRangeLocked(r Range) {
 			p.cursor += p.rand.IntN(r.Size())
 		}
 	}
+	p.recountLocked()
 }
 
 // Range returns the current range.
@@ -591,10 +659,14 @@ func (p *Pool) Stats() Stats {
 	return p.stats
 }
 
-// InUse returns the number of held ports.
+// InUse returns the number of held ports (on a per-destination pool, a
+// port held by connections counts once).
 func (p *Pool) InUse() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.pd != nil {
+		return p.inUse + p.pd.shared
+	}
 	return p.inUse
 }
 
@@ -615,6 +687,14 @@ func (p *Pool) Snapshot() Snapshot {
 	if p.cursor > int(p.rng.Last) {
 		s.Cursor = p.rng.First
 	}
+	if pd := p.pd; pd != nil {
+		s.PerDestination = true
+		s.InUse += pd.shared
+		s.Connections = pd.conns
+		s.Destinations = pd.ndests
+		s.Shared = pd.shared
+		s.FreeToNew = pd.free
+	}
 	// Held ports are the set bits, less port 0 and the excluded ports that
 	// are not held: clear those in a copy rather than look every set bit
 	// up in the map.
@@ -624,7 +704,7 @@ func (p *Pool) Snapshot() Snapshot {
 	held[0] &^= 1
 	for port, h := range p.excluded {
 		ex = append(ex, port)
-		if !h {
+		if !h && !p.sharedLocked(port) {
 			held[port>>6] &^= 1 << (port & 63)
 		}
 	}

@@ -100,7 +100,7 @@ func runSteps(t *testing.T, p *Pool, steps []step) {
 				if !errors.As(err, &got) {
 					t.Fatalf("step %d: Allocate = %d, %v; want %v", i, port, err, s.wantErr)
 				}
-				if diff := cmp.Diff(s.wantErr, got); diff != "" {
+				if diff := cmp.Diff(s.wantErr, got, equateAddrs); diff != "" {
 					t.Fatalf("step %d: ExhaustedError (-want +got):\n%s", i, diff)
 				}
 				if !errors.Is(err, ErrExhausted) || !errors.Is(err, syscall.EADDRNOTAVAIL) {
@@ -301,7 +301,7 @@ func TestWholePortSpace(t *testing.T) {
 		t.Fatalf("Allocate on a full space = %v, want *ExhaustedError", err)
 	}
 	want := ExhaustedError{Protocol: TCP, Range: Range{1, 65535}, InUse: 65535}
-	if diff := cmp.Diff(&want, ee); diff != "" {
+	if diff := cmp.Diff(&want, ee, equateAddrs); diff != "" {
 		t.Errorf("ExhaustedError (-want +got):\n%s", diff)
 	}
 	if got, want := err.Error(), "portalloc: tcp ephemeral ports exhausted: range 1-65535 (65535 ports), 65535 in use, 0 excluded"; got != want {
@@ -417,7 +417,7 @@ func TestPortErrors(t *testing.T) {
 			if !errors.As(err, &pe) {
 				t.Fatalf("got %v, want a *PortError", err)
 			}
-			if diff := cmp.Diff(*tc.want, *pe, cmpopts.EquateErrors()); diff != "" {
+			if diff := cmp.Diff(*tc.want, *pe, cmpopts.EquateErrors(), equateAddrs); diff != "" {
 				t.Errorf("PortError (-want +got):\n%s", diff)
 			}
 			if err.Error() != tc.wantMsg {
@@ -755,10 +755,10 @@ func TestExhaustedErrorReuse(t *testing.T) {
 		t.Fatalf("a failure with a different InUse returned the previous error")
 	}
 	want := &ExhaustedError{Protocol: TCP, Range: r, InUse: 2}
-	if diff := cmp.Diff(want, err1); diff != "" {
+	if diff := cmp.Diff(want, err1, equateAddrs); diff != "" {
 		t.Errorf("first error changed (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(&ExhaustedError{Protocol: TCP, Range: r, InUse: 3}, err3); diff != "" {
+	if diff := cmp.Diff(&ExhaustedError{Protocol: TCP, Range: r, InUse: 3}, err3, equateAddrs); diff != "" {
 		t.Errorf("third error (-want +got):\n%s", diff)
 	}
 	if got := p.Stats().Exhausted; got != 3 {

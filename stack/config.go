@@ -34,7 +34,20 @@ type Config struct {
 	MTU uint32
 
 	// Ports configures the per-protocol port pools. Default: IANA range
-	// (49152-65535), sequential policy.
+	// (49152-65535), sequential policy; TCP dials hold their ports per
+	// destination (Ports.TCP.Sharing zero means portalloc.PerDestination),
+	// UDP sockets for every destination (zero means portalloc.Exclusive).
+	//
+	// Per-destination TCP ports are the default because that is what a
+	// dial does on Linux (and with gVisor's own picker): connect() picks a
+	// source port that is free for the 4-tuple, so a client holds up to
+	// one range of connections per destination, and code written against
+	// package net expects a proxy or load generator to get past 16,384
+	// connections. Exclusive ports remain a choice, e.g. to keep source
+	// ports unique on a NAT that maps by source port only. Linux's UDP
+	// autobind gives a socket a port of its own whatever it connects to,
+	// which is why UDP stays exclusive unless Ports.UDP.Sharing says
+	// otherwise; then connected UDP sockets share ports too.
 	Ports portalloc.Config
 
 	// TimeWait is how long a TCP connection we closed first stays in

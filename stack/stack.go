@@ -11,6 +11,14 @@
 // once after a reset or when the peer closed first, after TIME_WAIT when
 // we closed first. A UDP port goes back when its socket closes.
 //
+// A TCP dial's port is held per destination (portalloc.PerDestination, the
+// default for TCP; Config.Ports.TCP.Sharing): like Linux's connect(), the
+// stack uses one source port for connections to different remote
+// endpoints, so it holds as many connections as the range has ports for
+// each destination, not in all. Listeners, explicit binds and UDP sockets
+// hold their ports for every destination (UDP can opt in for connected
+// sockets with Config.Ports.UDP.Sharing).
+//
 // A TCP dial that finds the range full fails at once with EADDRNOTAVAIL if
 // every port belongs to a live connection; if some belong to connections
 // that are closing (FIN exchange under way, or TIME_WAIT with
@@ -83,7 +91,11 @@ func New(cfg Config) (*Stack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	alloc, err := portalloc.New(cfg.Ports)
+	ports := cfg.Ports
+	if ports.TCP.Sharing == portalloc.SharingDefault {
+		ports.TCP.Sharing = portalloc.PerDestination
+	}
+	alloc, err := portalloc.New(ports)
 	if err != nil {
 		return nil, fmt.Errorf("ustack: Config.Ports: %w", err)
 	}
@@ -370,14 +382,20 @@ func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local n
 	// only a dial that finally fails.
 	req.Retry = proto == portalloc.TCP
 	port, err := pool.Allocate(req)
+	// On a per-destination pool only ports held toward remote (or for
+	// every destination) can end this dial's exhaustion.
+	var toward netip.AddrPort
+	if pool.Sharing() == portalloc.PerDestination {
+		toward = remote
+	}
 	var deadline time.Time
 	for err != nil && bindErr == nil && req.Retry && errors.Is(err, portalloc.ErrExhausted) {
 		// Take the channel before collecting, so that a port freed
 		// from here on wakes the wait below.
-		closing, changed := st.reap.closing()
+		closing, changed := st.reap.closing(toward)
 		n := st.reap.sweep()
 		if st.reuse {
-			n += st.reap.reclaimTimeWait()
+			n += st.reap.reclaimTimeWait(toward)
 		}
 		if n == 0 {
 			if closing == 0 {
@@ -399,11 +417,23 @@ func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local n
 	}
 	if bindErr != nil {
 		if err == nil {
-			pool.Release(port)
+			pool.ReleaseTo(port, remote)
 		}
 		return 0, translate(bindErr)
 	}
 	return port, err
+}
+
+// tupleInUse reports whether gVisor has an endpoint registered for the
+// connection from local to remote.
+func (st *Stack) tupleInUse(proto tcpip.TransportProtocolNumber, local, remote netip.AddrPort) bool {
+	id := gvstack.TransportEndpointID{
+		LocalPort:     local.Port(),
+		LocalAddress:  tcpAddr(local.Addr()),
+		RemotePort:    remote.Port(),
+		RemoteAddress: tcpAddr(remote.Addr()),
+	}
+	return st.s.FindTransportEndpoint(netProtoOf(remote.Addr()), proto, id, nicID) != nil
 }
 
 // closingWait bounds how long a dial waits for a closing connection's port
@@ -455,11 +485,17 @@ func syscallOf(err error) error {
 }
 
 func (st *Stack) release(proto portalloc.Protocol, port uint16) {
+	st.releaseTo(proto, port, netip.AddrPort{})
+}
+
+// releaseTo releases a port held toward remote, or for every destination
+// if remote is the zero AddrPort.
+func (st *Stack) releaseTo(proto portalloc.Protocol, port uint16, remote netip.AddrPort) {
 	if port == 0 {
 		return
 	}
-	if err := st.alloc.Pool(proto).Release(port); err != nil {
-		st.log.Error("releasing port", "proto", proto, "port", port, "err", err)
+	if err := st.alloc.Pool(proto).ReleaseTo(port, remote); err != nil {
+		st.log.Error("releasing port", "proto", proto, "port", port, "remote", remote, "err", err)
 	}
 }
 

@@ -37,6 +37,10 @@ type TCPConn struct {
 	laddr   netip.AddrPort
 	raddr   netip.AddrPort
 	port    uint16 // pool port to release, 0 if none (accepted conns)
+	// portTo is the remote endpoint port is held toward on a
+	// per-destination pool; the zero AddrPort if it is held for every
+	// destination.
+	portTo netip.AddrPort
 
 	rd, wd  *deadline
 	readMu  sync.Mutex // serialises Read
@@ -84,12 +88,12 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 	if terr != nil {
 		return nil, opError(op, network, laddr, raddr, translate(terr))
 	}
-	port, err := st.bindTCP(ctx, ep, laddr, raddr)
+	port, portTo, err := st.bindTCP(ctx, ep, laddr, raddr)
 	if err != nil {
 		ep.Close()
 		return nil, opError(op, network, laddr, raddr, err)
 	}
-	c := &TCPConn{st: st, ep: ep, wq: &wq, network: network, raddr: raddr, port: port,
+	c := &TCPConn{st: st, ep: ep, wq: &wq, network: network, raddr: raddr, port: port, portTo: portTo,
 		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 	if err := st.track(c); err != nil {
 		c.abandon()
@@ -105,27 +109,48 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 }
 
 // bindTCP binds ep to laddr, taking the port from the pool when laddr has
-// none. It returns the pool port to release later (0 if none).
-func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16, error) {
+// none. It returns the pool port to release later (0 if none), and the
+// remote endpoint it is held toward (the zero AddrPort if it is held for
+// every destination).
+//
+// On a per-destination pool a dial's port may be bound by connections to
+// other destinations. The endpoint then binds with SO_REUSEADDR, which
+// gVisor keeps as its TupleOnly flag: binds that carry it share the port,
+// a bind without it (a listener, an explicit bind) conflicts with them,
+// and gVisor's demultiplexer still refuses a second endpoint with the
+// same 4-tuple. A candidate whose 4-tuple gVisor still has registered is
+// skipped before the bind.
+func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16, netip.AddrPort, error) {
 	if laddr.Port() != 0 {
 		owned, err := st.reserve(portalloc.TCP, laddr.Port())
 		if err != nil {
-			return 0, err
+			return 0, netip.AddrPort{}, err
 		}
 		if terr := ep.Bind(fullAddr(laddr)); terr != nil {
 			if owned {
 				st.release(portalloc.TCP, laddr.Port())
 			}
-			return 0, translate(terr)
+			return 0, netip.AddrPort{}, translate(terr)
 		}
 		if owned {
-			return laddr.Port(), nil
+			return laddr.Port(), netip.AddrPort{}, nil
 		}
-		return 0, nil
+		return 0, netip.AddrPort{}, nil
 	}
-	return st.allocate(ctx, portalloc.TCP, laddr.Addr(), raddr, func(port uint16) tcpip.Error {
+	perDest := raddr.IsValid() && st.alloc.Pool(portalloc.TCP).Sharing() == portalloc.PerDestination
+	if perDest {
+		ep.SocketOptions().SetReuseAddress(true)
+	}
+	port, err := st.allocate(ctx, portalloc.TCP, laddr.Addr(), raddr, func(port uint16) tcpip.Error {
+		if perDest && st.tupleInUse(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), port), raddr) {
+			return &tcpip.ErrPortInUse{}
+		}
 		return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), port)))
 	})
+	if err != nil || !perDest {
+		return port, netip.AddrPort{}, err
+	}
+	return port, raddr, nil
 }
 
 // checkLocal verifies that a requested local address belongs to the stack
@@ -184,7 +209,7 @@ func (c *TCPConn) abandon() {
 	c.closeOnce.Do(func() {
 		close(c.closed)
 		c.ep.Close()
-		c.st.reap.add(c.ep, c.wq, c.port)
+		c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
 	})
 }
 
@@ -342,7 +367,7 @@ func (c *TCPConn) closeLocked() {
 	c.rd.stop()
 	c.wd.stop()
 	c.ep.Close()
-	c.st.reap.add(c.ep, c.wq, c.port)
+	c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
 }
 
 // CloseRead shuts down the reading side.
@@ -454,7 +479,7 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 	if laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified()) {
 		ep.SocketOptions().SetV6Only(true)
 	}
-	port, err := st.bindTCP(context.Background(), ep, laddr, netip.AddrPort{})
+	port, _, err := st.bindTCP(context.Background(), ep, laddr, netip.AddrPort{})
 	if err != nil {
 		ep.Close()
 		return nil, opError(op, network, netip.AddrPort{}, laddr, err)
@@ -465,7 +490,7 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 	l := &TCPListener{st: st, ep: ep, wq: &wq, network: network, port: port, closed: make(chan struct{})}
 	if terr := ep.Listen(backlog); terr != nil {
 		ep.Close()
-		st.reap.add(ep, &wq, port)
+		st.reap.add(ep, &wq, port, netip.AddrPort{})
 		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
 	}
 	if a, terr := ep.GetLocalAddress(); terr == nil {
@@ -551,7 +576,7 @@ func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
 func (l *TCPListener) closeLocked() {
 	close(l.closed)
 	l.ep.Close()
-	l.st.reap.add(l.ep, l.wq, l.port)
+	l.st.reap.add(l.ep, l.wq, l.port, netip.AddrPort{})
 }
 
 // Addr returns the listening address as a *net.TCPAddr.

@@ -33,6 +33,7 @@ type UDPConn struct {
 	laddr   netip.AddrPort
 	raddr   netip.AddrPort // valid when connected
 	port    uint16         // pool port to release, 0 if none
+	portTo  netip.AddrPort // the remote endpoint port is held toward on a per-destination pool; zero if held for all
 
 	rd, wd  *deadline
 	readMu  sync.Mutex // serialises reads
@@ -89,6 +90,7 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPC
 		ep.SocketOptions().SetV6Only(true)
 	}
 	var port uint16
+	var portTo netip.AddrPort
 	var err error
 	if laddr.Port() != 0 {
 		var owned bool
@@ -104,7 +106,19 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPC
 			}
 		}
 	} else {
+		// A connected socket on a per-destination pool shares its port
+		// with sockets connected elsewhere: SO_REUSEADDR (gVisor's
+		// MostRecent flag for UDP) lets the binds coexist, and the pool
+		// keeps each (port, destination) to one socket.
+		perDest := raddr.IsValid() && st.alloc.Pool(portalloc.UDP).Sharing() == portalloc.PerDestination
+		if perDest {
+			ep.SocketOptions().SetReuseAddress(true)
+			portTo = raddr
+		}
 		port, err = st.allocate(context.Background(), portalloc.UDP, laddr.Addr(), raddr, func(p uint16) tcpip.Error {
+			if perDest && st.tupleInUse(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), p), raddr) {
+				return &tcpip.ErrPortInUse{}
+			}
 			return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), p)))
 		})
 	}
@@ -112,7 +126,7 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPC
 		ep.Close()
 		return nil, opError(op, network, laddr, raddr, err)
 	}
-	c := &UDPConn{st: st, ep: ep, wq: &wq, network: network, port: port,
+	c := &UDPConn{st: st, ep: ep, wq: &wq, network: network, port: port, portTo: portTo,
 		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 	if raddr.IsValid() {
 		if terr := ep.Connect(fullAddr(raddr)); terr != nil {
@@ -304,7 +318,7 @@ func (c *UDPConn) closeLocked() {
 	c.rd.stop()
 	c.wd.stop()
 	c.ep.Close() // a UDP endpoint lets go of its port here
-	c.st.release(portalloc.UDP, c.port)
+	c.st.releaseTo(portalloc.UDP, c.port, c.portTo)
 }
 
 // LocalAddr returns a *net.UDPAddr.

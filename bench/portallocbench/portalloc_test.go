@@ -262,3 +262,92 @@ func BenchmarkPoolMemory(b *testing.B) {
 		})
 	}
 }
+
+// perDestAllocator is one side of the per-destination comparison: it
+// allocates a port toward a destination (as a TCP connect does) and
+// releases one.
+type perDestAllocator interface {
+	alloc(dst netip.AddrPort) (uint16, error)
+	release(port uint16, dst netip.AddrPort)
+}
+
+type ustackPerDest struct{ p *portalloc.Pool }
+
+func (u ustackPerDest) alloc(dst netip.AddrPort) (uint16, error) {
+	return u.p.Allocate(portalloc.Request{Remote: dst})
+}
+
+func (u ustackPerDest) release(port uint16, dst netip.AddrPort) { u.p.ReleaseTo(port, dst) }
+
+// gvisorConnect picks ports as gVisor's TCP connect does
+// (tcp.Endpoint.registerEndpoint): PickEphemeralPort, reserving each
+// candidate with the destination. (ReservePort with port 0 never shares
+// a TCP port.)
+type gvisorConnect struct{ *gvisor }
+
+func (g gvisorConnect) resTo(port uint16, dst netip.AddrPort) ports.Reservation {
+	res := g.res
+	res.Port = port
+	res.Dest = tcpip.FullAddress{Addr: tcpip.AddrFrom4(dst.Addr().As4()), Port: dst.Port()}
+	return res
+}
+
+func (g gvisorConnect) alloc(dst netip.AddrPort) (uint16, error) {
+	port, err := g.pm.PickEphemeralPort(g.rng, func(p uint16) (bool, tcpip.Error) {
+		if _, err := g.pm.ReservePort(g.rng, g.resTo(p, dst), nil); err != nil {
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("gVisor PickEphemeralPort: %v", err)
+	}
+	return port, nil
+}
+
+func (g gvisorConnect) release(port uint16, dst netip.AddrPort) { g.pm.ReleasePort(g.resTo(port, dst)) }
+
+// BenchmarkAllocReleasePerDest measures allocating a port toward one of
+// 32 destinations in turn, and releasing it, with conns connections
+// already held toward them: portalloc with per-destination ports against
+// gVisor's port manager on its connect path, filled the same way.
+func BenchmarkAllocReleasePerDest(b *testing.B) {
+	dsts := make([]netip.AddrPort, 32)
+	for i := range dsts {
+		dsts[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 19, 0, byte(i)}), 443)
+	}
+	for _, conns := range []int{0, 16384, 131072, 250000} {
+		for _, impl := range []struct {
+			name string
+			make func(b *testing.B) perDestAllocator
+		}{
+			{"ustack-per-destination", func(b *testing.B) perDestAllocator {
+				p, err := portalloc.NewPool(portalloc.TCP, portalloc.PoolConfig{Range: portalloc.Range{First: first, Last: last}, Sharing: portalloc.PerDestination})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return ustackPerDest{p}
+			}},
+			{"gvisor-connect", func(b *testing.B) perDestAllocator { return gvisorConnect{newGvisor(b)} }},
+		} {
+			b.Run(fmt.Sprintf("conns=%d/impl=%s", conns, impl.name), func(b *testing.B) {
+				a := impl.make(b)
+				for i := range conns {
+					if _, err := a.alloc(dsts[i%len(dsts)]); err != nil {
+						b.Fatalf("fill #%d: %v", i, err)
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					dst := dsts[i%len(dsts)]
+					port, err := a.alloc(dst)
+					if err != nil {
+						b.Fatal(err)
+					}
+					a.release(port, dst)
+				}
+			})
+		}
+	}
+}

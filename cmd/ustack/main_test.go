@@ -48,7 +48,7 @@ func TestDemoInMemory(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("demo rows (-want +got):\n%s\n%s", diff, out)
 	}
-	if !strings.Contains(out, "ephemeral ports exhausted: range 40000-40009 (10 ports), 10 in use") {
+	if !strings.Contains(out, "ephemeral ports exhausted toward 198.18.0.1:9: range 40000-40009 (10 ports), 10 held toward it, 10 in use") {
 		t.Errorf("demo output lacks the exhaustion error:\n%s", out)
 	}
 }
