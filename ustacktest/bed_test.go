@@ -1,0 +1,149 @@
+package ustacktest_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
+	"github.com/ustacknet/ustack/portalloc"
+	"github.com/ustacknet/ustack/ustacktest"
+)
+
+// echo serves a line echo on l until the test ends.
+func echo(t *testing.T, l net.Listener) {
+	testnet.Serve(t, l, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// seqPorts returns n ports cycling through first..last from first.
+func seqPorts(first, last uint16, n int) []uint16 {
+	var out []uint16
+	for i := range n {
+		out = append(out, first+uint16(i%int(last-first+1)))
+	}
+	return out
+}
+
+func TestDialBothFamilies(t *testing.T) {
+	bed := ustacktest.New(t, ustacktest.Options{Range: portalloc.Range{First: 40000, Last: 40009}})
+	for _, tc := range []struct {
+		name   string
+		kernel netip.Addr
+	}{{"IPv4", bed.KernelAddr4()}, {"IPv6", bed.KernelAddr6()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := bed.Listen("tcp", netip.AddrPortFrom(tc.kernel, 0).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			echo(t, l)
+			server := l.Addr().(*net.TCPAddr).AddrPort()
+			var got []uint16
+			for range 3 {
+				c, err := bed.Stack().DialContext(context.Background(), "tcp", server.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.WriteString(c, "ping\n"); err != nil {
+					t.Fatal(err)
+				}
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil || line != "ping\n" {
+					t.Fatalf("echo: %q, %v", line, err)
+				}
+				got = append(got, uint16(c.LocalAddr().(*net.TCPAddr).Port))
+				c.Close()
+			}
+			if diff := cmp.Diff(got, bed.SeenPorts(server)); diff != "" {
+				t.Errorf("ports the server saw (-dialled +seen):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCaptureReadByTcpdump(t *testing.T) {
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		t.Skip("needs tcpdump: ", err)
+	}
+	bed := ustacktest.New(t, ustacktest.Options{Range: portalloc.Range{First: 40000, Last: 40000}})
+	l, err := bed.Listen("tcp", "198.18.0.1:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, l)
+	pc, err := bed.ListenPacket("udp", "[fd00:18::1]:9999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.ServeUDPEcho(t, pc)
+
+	c, err := bed.Stack().Dial("tcp", "198.18.0.1:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "hello")
+	io.ReadFull(c, make([]byte, 5))
+	c.Close()
+	u, err := bed.Stack().Dial("udp", "[fd00:18::1]:9999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Write([]byte("x"))
+	u.Read(make([]byte, 1))
+	u.Close()
+
+	path := filepath.Join(t.TempDir(), "bed.pcap")
+	if err := bed.Capture(path); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(tcpdump, "-nn", "-r", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tcpdump: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{
+		"198.18.0.2.40000 > 198.18.0.1.7: Flags [S]",
+		"198.18.0.1.7 > 198.18.0.2.40000: Flags [S.]",
+		"198.18.0.2.40000 > 198.18.0.1.7: Flags [P.]",
+		"fd00:18::2.40000 > fd00:18::1.9999: UDP, length 1",
+		"fd00:18::1.9999 > fd00:18::2.40000: UDP, length 1",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("tcpdump output lacks %q:\n%s", want, text)
+		}
+	}
+	if got, want := bed.SeenUDPPorts(netip.MustParseAddrPort("[fd00:18::1]:9999")), []uint16{40000}; !cmp.Equal(got, want) {
+		t.Errorf("SeenUDPPorts = %v, want %v", got, want)
+	}
+}
+
+func TestCommandRunsInNamespace(t *testing.T) {
+	bed := ustacktest.New(t, ustacktest.Options{})
+	out, err := bed.Command("ip", "-br", "addr", "show").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip addr: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{"198.18.0.1/24", "fd00:18::1/64", bed.Device().Name()} {
+		if !strings.Contains(text, want) {
+			t.Errorf("ip addr in the bed lacks %q:\n%s", want, text)
+		}
+	}
+	cmd := bed.Command("no-such-program-ustacktest")
+	if err := cmd.Run(); err == nil || !strings.Contains(err.Error(), "executable file not found") {
+		t.Errorf("Command(missing).Run() = %v, want a not-found error", err)
+	}
+}
+
+func ExampleNew() {
+	fmt.Println("see TestExample")
+	// Output: see TestExample
+}
