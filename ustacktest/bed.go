@@ -158,31 +158,51 @@ func (b *Bed) build(o Options) error {
 	return b.waitIPv6()
 }
 
-// waitIPv6 waits, at most 5 s, until the kernel's IPv6 address is no
-// longer tentative. With duplicate address detection off the kernel
-// finishes it from a work queue, usually before the first check.
+// waitIPv6 waits, at most 5 s, until the kernel takes packets for its
+// IPv6 address: the address is no longer tentative and its local route is
+// in place. With duplicate address detection off the kernel finishes both
+// from a work queue, the flag first, so a packet that arrives between the
+// two is dropped (as an address error) although the address looks ready.
 func (b *Bed) waitIPv6() error {
 	h := b.ns.Handle()
 	link, err := h.LinkByName(b.dev.Name())
 	if err != nil {
 		return fmt.Errorf("ustacktest: finding %s: %w", b.dev.Name(), err)
 	}
+	ip := net.IP(kernel6.Addr().AsSlice())
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+		ready, err := ipv6Ready(h, link, ip)
 		if err != nil {
-			return fmt.Errorf("ustacktest: listing the addresses of %s: %w", b.dev.Name(), err)
+			return fmt.Errorf("ustacktest: waiting for %s on %s: %w", kernel6.Addr(), b.dev.Name(), err)
 		}
-		for _, a := range addrs {
-			if a.IP.Equal(net.IP(kernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-				return nil
-			}
+		if ready {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("ustacktest: kernel address %s still tentative after 5s", kernel6)
+			return fmt.Errorf("ustacktest: kernel address %s not usable after 5s (tentative, or without its local route)", kernel6.Addr())
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// ipv6Ready reports whether ip is on link, not tentative, and routed
+// locally.
+func ipv6Ready(h *netlink.Handle, link netlink.Link, ip net.IP) (bool, error) {
+	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(ip) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+			routes, err := h.RouteGet(ip)
+			if err != nil {
+				return false, err
+			}
+			return len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL, nil
+		}
+	}
+	return false, nil
 }
 
 // Close ends the bed's commands (killing any still running), closes the

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/ustacknet/ustack/internal/testnet"
@@ -89,15 +90,23 @@ func TestCaptureReadByTcpdump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, "hello")
-	io.ReadFull(c, make([]byte, 5))
+	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+		t.Fatalf("TCP echo: %v", err)
+	}
 	c.Close()
 	u, err := bed.Stack().Dial("udp", "[fd00:18::1]:9999")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Write([]byte("x"))
-	u.Read(make([]byte, 1))
+	u.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := u.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("UDP echo: %v", err)
+	}
 	u.Close()
 
 	path := filepath.Join(t.TempDir(), "bed.pcap")

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"testing"
 
 	"github.com/ustacknet/ustack/internal/privtest"
@@ -12,6 +13,12 @@ import (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// TestParallelBeds runs eight beds at once.
+	if p := flag.Lookup("test.parallel"); p != nil && p.Value.String() != "" {
+		if n, err := strconv.Atoi(p.Value.String()); err == nil && n < 8 {
+			flag.Set("test.parallel", "8")
+		}
+	}
 	// The examples build beds, and an example cannot skip itself: without
 	// the privileges they are left out, saying why (or, with
 	// USTACK_REQUIRE_PRIV=1, they run and fail).

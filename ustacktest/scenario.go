@@ -339,7 +339,13 @@ func (b *Bed) waitTimeWait(ctx context.Context, client, server netip.AddrPort, d
 		family = unix.AF_INET6
 	}
 	for {
-		socks, err := b.ns.Handle().SocketDiagTCP(family)
+		// A sock_diag socket belongs to the namespace of the thread that
+		// opens it; the namespace's netlink handle has only a route socket.
+		var socks []*netlink.Socket
+		err := b.ns.Do(func() (err error) {
+			socks, err = netlink.SocketDiagTCP(family)
+			return err
+		})
 		if err != nil {
 			return false, fmt.Errorf("ustacktest: reading the kernel's TCP sockets: %w", err)
 		}
