@@ -77,4 +77,3 @@ func measure(b *testing.B, round func() (time.Duration, func())) {
 	b.ReportMetric(float64(ds[len(ds)/2])/float64(time.Millisecond), "ms-median")
 	b.ReportMetric(float64(ds[len(ds)-1])/float64(time.Millisecond), "ms-max")
 }
-
