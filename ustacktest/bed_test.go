@@ -3,20 +3,23 @@ package ustacktest_test
 import (
 	"bufio"
 	"context"
-	"fmt"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/privtest"
 	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/ustacktest"
+	"golang.org/x/sys/unix"
 )
 
 // echo serves a line echo on l until the test ends.
@@ -152,7 +155,28 @@ func TestCommandRunsInNamespace(t *testing.T) {
 	}
 }
 
-func ExampleNew() {
-	fmt.Println("see TestExample")
-	// Output: see TestExample
+// TestOpenWithoutPrivileges drops CAP_NET_ADMIN on one thread and opens a
+// bed there: Open says what is missing instead of failing deeper down.
+func TestOpenWithoutPrivileges(t *testing.T) {
+	privtest.Require(t)
+	errc := make(chan error, 1)
+	go func() {
+		// The thread loses the capability for good: it ends with this
+		// goroutine, still locked.
+		runtime.LockOSThread()
+		if err := privtest.DropCap(unix.CAP_NET_ADMIN); err != nil {
+			errc <- err
+			return
+		}
+		bed, err := ustacktest.Open(ustacktest.Options{})
+		if err == nil {
+			bed.Close()
+			err = errors.New("Open succeeded without CAP_NET_ADMIN")
+		}
+		errc <- err
+	}()
+	err := <-errc
+	if want := "the test bed needs root (CAP_NET_ADMIN); uid 0 lacks [CAP_NET_ADMIN]"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Open without CAP_NET_ADMIN: %v, want an error containing %q", err, want)
+	}
 }
