@@ -75,7 +75,10 @@ func TestDialBothFamilies(t *testing.T) {
 func TestCaptureReadByTcpdump(t *testing.T) {
 	tcpdump, err := exec.LookPath("tcpdump")
 	if err != nil {
-		t.Skip("needs tcpdump: ", err)
+		if privtest.MustRun() {
+			t.Fatal("needs tcpdump (Debian package tcpdump): ", err)
+		}
+		t.Skip("needs tcpdump (Debian package tcpdump): ", err)
 	}
 	bed := ustacktest.New(t, ustacktest.Options{Range: portalloc.Range{First: 40000, Last: 40000}})
 	l, err := bed.Listen("tcp", "198.18.0.1:7")
