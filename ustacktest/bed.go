@@ -20,8 +20,6 @@ import (
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // EnvKeepCapture names an environment variable: when it holds a directory,
@@ -122,15 +120,8 @@ func (b *Bed) build(o Options) error {
 	b.ns = ns
 	// The kernel's IPv6 address must be usable at once, without duplicate
 	// address detection; the device takes the "default" setting.
-	if err := ns.Do(func() error {
-		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
-			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("ustacktest: turning off IPv6 duplicate address detection: %w", err)
+	if err := ns.DisableDAD(); err != nil {
+		return fmt.Errorf("ustacktest: %w", err)
 	}
 	mtu := o.MTU
 	if mtu == 0 {
@@ -155,54 +146,10 @@ func (b *Bed) build(o Options) error {
 	if err != nil {
 		return fmt.Errorf("ustacktest: %w", err)
 	}
-	return b.waitIPv6()
-}
-
-// waitIPv6 waits, at most 5 s, until the kernel takes packets for its
-// IPv6 address: the address is no longer tentative and its local route is
-// in place. With duplicate address detection off the kernel finishes both
-// from a work queue, the flag first, so a packet that arrives between the
-// two is dropped (as an address error) although the address looks ready.
-func (b *Bed) waitIPv6() error {
-	h := b.ns.Handle()
-	link, err := h.LinkByName(b.dev.Name())
-	if err != nil {
-		return fmt.Errorf("ustacktest: finding %s: %w", b.dev.Name(), err)
+	if err := ns.WaitAddr(kernel6.Addr(), 5*time.Second); err != nil {
+		return fmt.Errorf("ustacktest: %w", err)
 	}
-	ip := net.IP(kernel6.Addr().AsSlice())
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ready, err := ipv6Ready(h, link, ip)
-		if err != nil {
-			return fmt.Errorf("ustacktest: waiting for %s on %s: %w", kernel6.Addr(), b.dev.Name(), err)
-		}
-		if ready {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("ustacktest: kernel address %s not usable after 5s (tentative, or without its local route)", kernel6.Addr())
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// ipv6Ready reports whether ip is on link, not tentative, and routed
-// locally.
-func ipv6Ready(h *netlink.Handle, link netlink.Link, ip net.IP) (bool, error) {
-	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
-	if err != nil {
-		return false, err
-	}
-	for _, a := range addrs {
-		if a.IP.Equal(ip) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-			routes, err := h.RouteGet(ip)
-			if err != nil {
-				return false, err
-			}
-			return len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL, nil
-		}
-	}
-	return false, nil
+	return nil
 }
 
 // Close ends the bed's commands (killing any still running), closes the
