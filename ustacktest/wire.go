@@ -22,6 +22,7 @@ type wire struct {
 	nested.Endpoint
 	snap    int  // bytes of each packet kept in the capture
 	capture bool // keep packets for Capture
+	limit   int  // bytes of records kept at most (maxCapture)
 
 	mu       sync.Mutex // guards the fields below
 	records  []byte     // pcap records (without the file header)
@@ -48,6 +49,7 @@ func newWire(lower stack.LinkEndpoint, snap int, capture bool) *wire {
 	w := &wire{
 		snap:     snap,
 		capture:  capture,
+		limit:    maxCapture,
 		accepted: make(map[netip.AddrPort]*accepts),
 		udp:      make(map[netip.AddrPort][]uint16),
 	}
@@ -104,7 +106,7 @@ func (w *wire) see(pkt *stack.PacketBuffer, out bool) {
 		return
 	}
 	n := min(len(b), w.snap)
-	if len(w.records)+16+n > maxCapture {
+	if len(w.records)+16+n > w.limit {
 		w.left++
 		return
 	}
@@ -218,7 +220,7 @@ func (w *wire) writePcap(out io.Writer) error {
 		return err
 	}
 	if left > 0 {
-		return fmt.Errorf("ustacktest: capture full at %d MiB: %d later packets left out", maxCapture>>20, left)
+		return fmt.Errorf("ustacktest: capture full at %d MiB: %d later packets left out", w.limit>>20, left)
 	}
 	return nil
 }
