@@ -268,12 +268,17 @@ type ReuseOptions struct {
 	Timeout time.Duration
 }
 
+// ErrNotAttempted is the error of ReuseResult.Second when the first
+// connection failed, so there was no TIME_WAIT to reuse.
+var ErrNotAttempted = errors.New("ustacktest: not attempted: the first connection failed")
+
 // ReuseResult is what Bed.ReuseTimeWait saw.
 type ReuseResult struct {
 	// First and Second are the two connections from the same port.
 	First, Second Result
 	// TimeWait reports that the server's kernel held First in TIME_WAIT
-	// (as its socket table showed) when Second dialled.
+	// (as its socket table showed) when Second dialled. If the kernel
+	// never showed it within the Timeout, Second dials anyway.
 	TimeWait bool
 }
 
@@ -281,7 +286,7 @@ type ReuseResult struct {
 // server close it first so that the server's kernel keeps it in
 // TIME_WAIT, waits until the kernel's socket table shows that state and
 // the stack has let go of the port, and then connects again from the same
-// port. Linux lets a new connection take over a TIME_WAIT one when its
+// port. If the first connection fails, Second.Err is ErrNotAttempted. Linux lets a new connection take over a TIME_WAIT one when its
 // initial sequence number or timestamp is newer (RFC 6191); otherwise the
 // SYN is answered with the old connection's ACK, and the second dial
 // fails or waits for a retransmission, which Second's Connect shows. It
@@ -314,17 +319,19 @@ func (b *Bed) ReuseTimeWait(ctx context.Context, server netip.AddrPort, o ReuseO
 		return res
 	}
 	rr.First = conn(0)
-	if rr.First.Err == nil {
-		deadline := time.Now().Add(timeout)
-		var err error
-		rr.TimeWait, err = b.waitTimeWait(ctx, laddr, server, deadline)
-		if err == nil {
-			err = b.waitPortFree(ctx, port, deadline)
-		}
-		if err != nil {
-			rr.Second = Result{Index: 1, Port: port, Start: time.Now(), Err: err}
-			return rr, nil
-		}
+	if rr.First.Err != nil {
+		rr.Second = Result{Index: 1, Port: port, Start: time.Now(), Err: ErrNotAttempted}
+		return rr, nil
+	}
+	deadline := time.Now().Add(timeout)
+	var err error
+	rr.TimeWait, err = b.waitTimeWait(ctx, laddr, server, deadline)
+	if err == nil {
+		err = b.waitPortFree(ctx, port, deadline)
+	}
+	if err != nil {
+		rr.Second = Result{Index: 1, Port: port, Start: time.Now(), Err: err}
+		return rr, nil
 	}
 	rr.Second = conn(1)
 	return rr, nil

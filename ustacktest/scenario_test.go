@@ -225,6 +225,30 @@ func TestReuseTimeWait(t *testing.T) {
 	}
 }
 
+// TestReuseFirstFails: a server that resets the first connection leaves
+// no TIME_WAIT, and the second connection is not attempted.
+func TestReuseFirstFails(t *testing.T) {
+	bed := ustacktest.New(t, ustacktest.Options{Range: portalloc.Range{First: 40000, Last: 40003}})
+	l, err := bed.Listen("tcp", "198.18.0.1:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.Serve(t, l, func(c net.Conn) {
+		c.(*net.TCPConn).SetLinger(0) // close sends RST
+	})
+	server := l.Addr().(*net.TCPAddr).AddrPort()
+	rr, err := bed.ReuseTimeWait(context.Background(), server, ustacktest.ReuseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(rr.First.Err, syscall.ECONNRESET) || rr.First.Port != 40000 {
+		t.Errorf("first connection: port %d, %v; want port 40000 and ECONNRESET", rr.First.Port, rr.First.Err)
+	}
+	if !errors.Is(rr.Second.Err, ustacktest.ErrNotAttempted) || rr.TimeWait {
+		t.Errorf("second connection: %v, TIME_WAIT %v; want ErrNotAttempted and no TIME_WAIT", rr.Second.Err, rr.TimeWait)
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		name string
