@@ -31,7 +31,7 @@ var sixteen = portalloc.Range{First: 40000, Last: 40015}
 // startRedis runs redis-server in the bed's namespace, listening on the
 // kernel's IPv4 and IPv6 addresses, and returns its IPv4 address once it
 // says it is ready. It is stopped when the test ends.
-func startRedis(t *testing.T, bed *ustacktest.Bed) netip.AddrPort {
+func startRedis(t testing.TB, bed *ustacktest.Bed) netip.AddrPort {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if privtest.MustRun() {
