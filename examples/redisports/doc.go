@@ -4,7 +4,9 @@
 // wire, that it saw exactly the client ports the stack chose, that a port
 // can be reused while redis still holds the last connection on it in
 // TIME_WAIT, and that 160 connections churn through 16 ports without a
-// failure. The tests are the example; this package has no other code.
+// failure. BenchmarkRedisChurn16Ports does the same at scale
+// (-benchtime=50000x) beside the kernel as the client. The tests are the
+// example; this package has no other code.
 //
 // They need what the bed needs (root and /dev/net/tun) and redis-server
 // (Debian package redis-server, which scripts/test.sh installs).
