@@ -259,8 +259,9 @@ func (b *Bed) ListenPacket(network, address string) (net.PacketConn, error) {
 // caller's), for testing a server binary. name is looked up in PATH now,
 // as exec.Command does. The command enters the namespace through nsenter
 // (util-linux), which execs the program, so Cmd.Process is the program
-// itself. The bed kills a command still running when it closes; as with
-// any exec.Cmd, the caller must Wait for a command it started.
+// itself; Cmd.Path and the start of Cmd.Args name nsenter and its flags.
+// The bed kills a command still running when it closes; as with any
+// exec.Cmd, the caller must Wait for a command it started.
 func (b *Bed) Command(name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(b.ctx, name, args...)
 	if cmd.Err != nil {

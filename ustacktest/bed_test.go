@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,5 +184,49 @@ func TestOpenWithoutPrivileges(t *testing.T) {
 	err := <-errc
 	if want := "the test bed needs root (CAP_NET_ADMIN); uid 0 lacks [CAP_NET_ADMIN]"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Open without CAP_NET_ADMIN: %v, want an error containing %q", err, want)
+	}
+}
+
+// TestCommandKilledOnClose: a command still running when the bed closes
+// is killed, and it ran in the bed's namespace.
+func TestCommandKilledOnClose(t *testing.T) {
+	privtest.Require(t)
+	bed, err := ustacktest.Open(ustacktest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bed.Close()
+	cmd := bed.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var bedNS, cmdNS unix.Stat_t
+	if err := bed.Do(func() error { return unix.Stat("/proc/thread-self/ns/net", &bedNS) }); err != nil {
+		t.Fatal(err)
+	}
+	// nsenter execs sleep in place: wait until the process is sleep, then
+	// read its namespace.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+		if err == nil && string(comm) == "sleep\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d is %q, not sleep, after 5s (%v)", cmd.Process.Pid, comm, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &cmdNS); err != nil {
+		t.Fatal(err)
+	}
+	if bedNS.Ino != cmdNS.Ino {
+		t.Errorf("the command's namespace is %d, the bed's %d", cmdNS.Ino, bedNS.Ino)
+	}
+	bed.Close()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("Wait after Close: %v, want the process killed", err)
 	}
 }
