@@ -121,7 +121,7 @@ func (b *Bed) Churn(ctx context.Context, server netip.AddrPort, o ChurnOptions) 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				r, c := b.open(ctx, i, netip.AddrPortFrom(netip.Addr{}, 0), server, o.Exchange, timeout)
+				r, c := b.open(ctx, i, netip.AddrPort{}, server, o.Exchange, timeout)
 				if c != nil {
 					r.Err = finish(c, o.Close, r.Start.Add(timeout))
 				}
