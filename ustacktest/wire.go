@@ -78,9 +78,17 @@ func (w *wire) see(pkt *stack.PacketBuffer, out bool) {
 	now := time.Now()
 	buf := pkt.ToBuffer()
 	buf.TrimFront(int64(len(pkt.VirtioNetHeader().Slice()) + len(pkt.LinkHeader().Slice())))
-	b := buf.Flatten()
+	size := int(buf.Size())
+	var b []byte
+	if w.capture {
+		b = buf.Flatten()
+	} else {
+		// The ports need only the headers.
+		b = make([]byte, min(size, headLen))
+		buf.ReadAt(b, 0)
+	}
 	buf.Release()
-	seg, ok := parse(b)
+	seg, ok := parse(b, size)
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -114,7 +122,7 @@ func (w *wire) see(pkt *stack.PacketBuffer, out bool) {
 	binary.LittleEndian.PutUint32(h[0:], uint32(now.Unix()))
 	binary.LittleEndian.PutUint32(h[4:], uint32(now.Nanosecond()/1000))
 	binary.LittleEndian.PutUint32(h[8:], uint32(n))
-	binary.LittleEndian.PutUint32(h[12:], uint32(len(b)))
+	binary.LittleEndian.PutUint32(h[12:], uint32(size))
 	w.records = append(w.records, h[:]...)
 	w.records = append(w.records, b[:n]...)
 }
@@ -127,9 +135,15 @@ type segment struct {
 	seq      uint32
 }
 
+// headLen covers the longest IPv4 header (60 bytes) and a TCP header
+// without options.
+const headLen = 80
+
 // parse reads the addresses and ports of an unfragmented IPv4 or IPv6
-// packet carrying TCP or UDP directly (no IPv6 extension headers).
-func parse(b []byte) (segment, bool) {
+// packet carrying TCP or UDP directly (no IPv6 extension headers). b
+// holds the packet's first bytes, at least its IP and transport headers;
+// size is the whole packet's length.
+func parse(b []byte, size int) (segment, bool) {
 	var (
 		s          segment
 		srcA, dstA netip.Addr
@@ -141,7 +155,7 @@ func parse(b []byte) (segment, bool) {
 	switch header.IPVersion(b) {
 	case header.IPv4Version:
 		ip := header.IPv4(b)
-		if !ip.IsValid(len(b)) || ip.FragmentOffset() != 0 || ip.More() {
+		if !ip.IsValid(size) || int(ip.HeaderLength()) > len(b) || ip.FragmentOffset() != 0 || ip.More() {
 			return s, false
 		}
 		s.proto = tcpip.TransportProtocolNumber(ip.Protocol())
@@ -150,7 +164,7 @@ func parse(b []byte) (segment, bool) {
 		payload = b[ip.HeaderLength():min(int(ip.TotalLength()), len(b))]
 	case header.IPv6Version:
 		ip := header.IPv6(b)
-		if !ip.IsValid(len(b)) {
+		if !ip.IsValid(size) {
 			return s, false
 		}
 		s.proto = ip.TransportProtocol()

@@ -143,10 +143,16 @@ func TestWirePcap(t *testing.T) {
 		t.Errorf("snapped record: incl %d orig %d len %d; want 20, %d, 36", incl, orig, len(r), len(p1))
 	}
 
-	// Without capture, nothing is kept but ports are still seen.
+	// Without capture, nothing is kept but ports are still seen, from
+	// the headers alone, also of packets longer than the headers read.
 	w = newWire(channel.New(1, 1500, ""), 1500, false)
 	see(w, packet(b, a, false, header.TCPFlagSyn|header.TCPFlagAck, 7), false)
-	if len(w.records) != 0 || !cmp.Equal(w.tcpPorts(b), []uint16{40000}) {
-		t.Errorf("without capture: %d bytes kept, ports %v", len(w.records), w.tcpPorts(b))
+	big := packet(a, b, true, 0, 0)
+	big = append(big, make([]byte, 1000)...)
+	header.IPv4(big).SetTotalLength(uint16(len(big)))
+	header.UDP(big[header.IPv4MinimumSize:]).SetLength(uint16(len(big) - header.IPv4MinimumSize))
+	see(w, big, true)
+	if len(w.records) != 0 || !cmp.Equal(w.tcpPorts(b), []uint16{40000}) || !cmp.Equal(w.udpPorts(b), []uint16{40000}) {
+		t.Errorf("without capture: %d bytes kept, TCP ports %v, UDP ports %v", len(w.records), w.tcpPorts(b), w.udpPorts(b))
 	}
 }
