@@ -24,7 +24,11 @@ func TestMain(m *testing.M) {
 	// USTACK_REQUIRE_PRIV=1, they run and fail).
 	if why := privtest.Reason(); why != "" && !privtest.MustRun() {
 		fmt.Printf("ustacktest: skipping the examples: %s\n", why)
-		flag.Set("test.skip", "^Example")
+		skip := "^Example"
+		if f := flag.Lookup("test.skip"); f != nil && f.Value.String() != "" {
+			skip = f.Value.String() + "|" + skip
+		}
+		flag.Set("test.skip", skip)
 	}
 	os.Exit(testnet.LeakCheckedMain(m, false))
 }
