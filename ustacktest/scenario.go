@@ -48,8 +48,9 @@ const (
 	ClientCloses Closer = iota
 	// ServerCloses: after the exchange the client waits for the server's
 	// FIN (end of file) and then closes; the server's kernel keeps
-	// TIME_WAIT and the stack's port is free at once. The exchange must
-	// make the server close, as redis's QUIT or an HTTP/1.0 request do.
+	// TIME_WAIT, and the stack's port is free once its own FIN is
+	// acknowledged. The exchange must make the server close, as redis's
+	// QUIT or an HTTP/1.0 request do.
 	ServerCloses
 )
 
