@@ -11,9 +11,7 @@ import (
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
-	"github.com/vishvananda/netlink"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -45,15 +43,8 @@ func newEnv(t *testing.T, cfg stack.Config, mtu int) *env {
 	ns := netnstest.New(t)
 	// IPv6 addresses must be usable at once, without duplicate address
 	// detection.
-	if err := ns.Do(func() error {
-		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
-			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("disabling DAD: %v", err)
+	if err := ns.DisableDAD(); err != nil {
+		t.Fatal(err)
 	}
 	dev, err := tun.Open(tun.Config{Name: "ust%d", MTU: mtu, NetNS: ns.File(), Addrs: []netip.Prefix{kernel4, kernel6}, Up: true})
 	if err != nil {
@@ -72,33 +63,12 @@ func newEnv(t *testing.T, cfg stack.Config, mtu int) *env {
 	return e
 }
 
-// waitIPv6 waits (bounded) until the kernel's IPv6 address is no longer
-// tentative.
+// waitIPv6 waits (bounded) until the kernel takes packets for its IPv6
+// address.
 func (e *env) waitIPv6(t *testing.T) {
 	t.Helper()
-	link, err := e.ns.Handle().LinkByName(e.dev.Name())
-	if err != nil {
+	if err := e.ns.WaitAddr(kernel6.Addr(), 5*time.Second); err != nil {
 		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		addrs, err := e.ns.Handle().AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready := false
-		for _, a := range addrs {
-			if a.IP.Equal(net.IP(kernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-				ready = true
-			}
-		}
-		if ready {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kernel address %s still tentative after 5s", kernel6)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -3,7 +3,6 @@ package integration
 import (
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/ustacknet/ustack/wgtun"
 	"github.com/ustacknet/ustack/wgtun/wgtest"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	wgtundev "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -57,15 +55,13 @@ func newWGEnv(t *testing.T, cfg stack.Config) *wgEnv {
 	t.Helper()
 	ns := netnstest.New(t)
 	var kdev wgtundev.Device
+	if err := ns.DisableDAD(); err != nil {
+		t.Fatal(err)
+	}
 	// The TUN device belongs to the namespace of the thread that opens
 	// /dev/net/tun; wireguard-go also makes its netlink monitor socket
 	// there, on the same call.
 	if err := ns.Do(func() error {
-		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
-			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-				return err
-			}
-		}
 		var err error
 		kdev, err = wgtundev.CreateTUN("wgb%d", wgMTU)
 		return err
@@ -117,22 +113,7 @@ func configureKernelSide(ns *netns.NS, name string) error {
 	if err := h.LinkSetUp(link); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		addrs, err := h.AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if a.IP.Equal(net.IP(wgKernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return os.ErrDeadlineExceeded
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return ns.WaitAddr(wgKernel6.Addr(), 5*time.Second)
 }
 
 // kernelListen listens in the kernel of the env's namespace.

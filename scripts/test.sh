@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole ustack test suite: formatting, vet, then every package's
 # tests under the race detector. As root it first installs the Debian
-# packages the privileged integration tests use. Set USTACK_REQUIRE_PRIV=1
+# packages the privileged integration tests and examples use. Set USTACK_REQUIRE_PRIV=1
 # to make tests that need root or /dev/net/tun fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in curl:curl iproute2:ip iperf3:iperf3 iputils-ping:ping rootlesskit:rootlesskit uidmap:newuidmap util-linux:nsenter; do
+  for pkg in curl:curl iproute2:ip iperf3:iperf3 iputils-ping:ping redis-server:redis-server rootlesskit:rootlesskit tcpdump:tcpdump uidmap:newuidmap util-linux:nsenter; do
     command -v "${pkg#*:}" >/dev/null || need+=("${pkg%%:*}")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -21,7 +21,6 @@ import (
 	"github.com/ustacknet/ustack/wgtun"
 	"github.com/ustacknet/ustack/wgtun/wgtest"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -172,12 +171,11 @@ func (d fixedMTU) MTU() (int, error) { return d.mtu, nil }
 func newTunnel(b *testing.B, a sideA) {
 	ns := netnstest.New(b)
 	var kdev tun.Device
+	if err := ns.DisableDAD(); err != nil {
+		a.dev.Close()
+		b.Fatal(err)
+	}
 	if err := ns.Do(func() error {
-		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
-			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-				return err
-			}
-		}
 		var err error
 		kdev, err = tun.CreateTUN("wgb%d", mtu)
 		return err
@@ -241,18 +239,7 @@ func configure(ns *netns.NS, kdev tun.Device) error {
 	if err := h.LinkSetUp(link); err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		addrs, err := h.AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if a.IP.Equal(net.IP(kernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-				return nil
-			}
-		}
-	}
-	return os.ErrDeadlineExceeded
+	return ns.WaitAddr(kernel6.Addr(), 5*time.Second)
 }
 
 // serve runs handle on each connection to the kernel's port until the

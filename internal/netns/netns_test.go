@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -428,4 +429,63 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+func TestDisableDADAndWaitAddr(t *testing.T) {
+	ns := netnstest.New(t)
+	if err := ns.DisableDAD(); err != nil {
+		t.Fatal(err)
+	}
+	var inside []byte
+	if err := ns.Do(func() (err error) {
+		inside, err = os.ReadFile("/proc/sys/net/ipv6/conf/default/accept_dad")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if string(inside) != "0\n" {
+		t.Errorf("accept_dad in the namespace = %q, want 0", inside)
+	}
+
+	h := ns.Handle()
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "ustk-d0"}}); err != nil {
+		t.Fatal(err)
+	}
+	link, err := h.LinkByName("ustk-d0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddr("fd00:19::1")
+	if err := h.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(64, 128)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.WaitAddr(addr, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Usable at once: a datagram to it arrives.
+	pc, err := ns.ListenPacket("udp", "[fd00:19::1]:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c, err := ns.Dial("udp", "[fd00:19::1]:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := pc.ReadFrom(make([]byte, 1)); err != nil {
+		t.Errorf("datagram to %s after WaitAddr: %v", addr, err)
+	}
+
+	missing := netip.MustParseAddr("fd00:19::99")
+	if err := ns.WaitAddr(missing, 20*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), missing.String()) {
+		t.Errorf("WaitAddr(%s) for an address nobody has = %v, want a deadline error naming it", missing, err)
+	}
 }

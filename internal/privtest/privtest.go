@@ -28,8 +28,16 @@ const tunPath = "/dev/net/tun"
 // /dev/net/tun. It returns normally only when the test may go on.
 func Require(t testing.TB) {
 	t.Helper()
-	require(t, probe(), os.Getenv(EnvRequire) == "1")
+	require(t, probe(), MustRun())
 }
+
+// Reason returns why privileged code cannot run in this process (what is
+// missing: root, a capability or /dev/net/tun), or "" if it can. It is what
+// Require skips or fails with.
+func Reason() string { return reason(probe()) }
+
+// MustRun reports whether USTACK_REQUIRE_PRIV=1 forbids skipping.
+func MustRun() bool { return os.Getenv(EnvRequire) == "1" }
 
 // facts is what Require looks at, gathered by probe so that the decision
 // itself (reason) is a pure function.
