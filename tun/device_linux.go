@@ -84,7 +84,7 @@ func Open(cfg Config) (*Device, error) {
 		name    string
 		offload bool
 		h       *netlink.Handle
-		watch   *addrWatch // set when Up: Open waits for the addresses
+		watch   *netns.AddrWatch // set when Up: Open waits for the addresses
 	)
 	create := func() (err error) {
 		flags := uint16(unix.IFF_TUN)
@@ -99,10 +99,10 @@ func Open(cfg Config) (*Device, error) {
 			return fmt.Errorf("tun: netlink socket: %w", err)
 		}
 		if c.Up {
-			if watch, err = newAddrWatch(); err != nil {
+			if watch, err = netns.NewAddrWatch(); err != nil {
 				h.Close()
 				closeFDs(fds)
-				return err
+				return &deviceError{msg: "subscribe to address events: " + errnoString(err), err: err}
 			}
 		}
 		return nil
@@ -112,7 +112,7 @@ func Open(cfg Config) (*Device, error) {
 	}
 	defer h.Close()
 	if watch != nil {
-		defer watch.close()
+		defer watch.Close()
 	}
 
 	d := &Device{name: name, mtu: c.MTU, fds: fds, offload: offload, gone: make(chan struct{})}
@@ -123,7 +123,7 @@ func Open(cfg Config) (*Device, error) {
 	if watch != nil {
 		link, err := h.LinkByName(name)
 		if err == nil {
-			err = watch.waitReady(h, link, ReadyTimeout)
+			err = waitReady(watch, h, link, ReadyTimeout)
 		} else {
 			err = configError("find link", name, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -66,11 +67,11 @@ func TestWaitReady(t *testing.T) {
 						return err
 					}
 				}
-				w, err := newAddrWatch()
+				w, err := netns.NewAddrWatch()
 				if err != nil {
 					return err
 				}
-				defer w.close()
+				defer w.Close()
 				h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 				if err != nil {
 					return err
@@ -109,7 +110,7 @@ func TestWaitReady(t *testing.T) {
 				if tentative == 0 {
 					t.Fatalf("no tentative address to wait for: %v", before)
 				}
-				werr := w.waitReady(h, link, tc.limit)
+				werr := waitReady(w, h, link, tc.limit)
 				after, _ := h.AddrList(link, netlink.FAMILY_V6)
 				for _, a := range after {
 					if werr == nil && a.Flags&unix.IFA_F_TENTATIVE != 0 {

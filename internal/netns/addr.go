@@ -1,14 +1,12 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // DisableDAD turns IPv6 duplicate address detection off in the namespace
@@ -29,48 +27,23 @@ func (ns *NS) DisableDAD() error {
 
 // WaitAddr waits, at most timeout, until the kernel in the namespace takes
 // packets for addr: the address is on an interface, not tentative, and
-// its local route is in place. An IPv6 address finishes duplicate address
-// detection (or skips it, with DisableDAD) in a work queue that clears
-// the tentative flag before it adds the local route; a packet arriving in
-// between is dropped as an address error, so the flag alone is not
-// enough. The wait polls every millisecond.
+// its local route is in place (see addrUsable). It looks again at each of
+// the namespace's address and route events.
 func (ns *NS) WaitAddr(addr netip.Addr, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ready, err := ns.addrReady(addr)
-		if err != nil {
-			return fmt.Errorf("netns: waiting for %s: %w", addr, err)
-		}
-		if ready {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("netns: address %s not usable after %v (missing, tentative, or without its local route): %w", addr, timeout, os.ErrDeadlineExceeded)
-		}
-		time.Sleep(time.Millisecond)
+	var w *AddrWatch
+	if err := ns.Do(func() (err error) {
+		w, err = NewAddrWatch()
+		return err
+	}); err != nil {
+		return fmt.Errorf("netns: waiting for %s: %w", addr, err)
 	}
-}
-
-// addrReady reports whether the kernel takes packets for addr now.
-func (ns *NS) addrReady(addr netip.Addr) (bool, error) {
-	family := netlink.FAMILY_V4
-	if addr.Is6() {
-		family = netlink.FAMILY_V6
+	defer w.Close()
+	err := w.Wait(timeout, func() (bool, error) { return ns.addrReady(net.IP(addr.AsSlice())) })
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("netns: address %s not usable after %v (missing, tentative, or without its local route): %w", addr, timeout, err)
 	}
-	ip := net.IP(addr.AsSlice())
-	addrs, err := ns.h.AddrList(nil, family)
 	if err != nil {
-		return false, err
+		return fmt.Errorf("netns: waiting for %s: %w", addr, err)
 	}
-	for _, a := range addrs {
-		if !a.IP.Equal(ip) || a.Flags&unix.IFA_F_TENTATIVE != 0 {
-			continue
-		}
-		routes, err := ns.h.RouteGet(ip)
-		if err != nil {
-			return false, err
-		}
-		return len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL, nil
-	}
-	return false, nil
+	return nil
 }
