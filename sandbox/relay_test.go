@@ -309,41 +309,14 @@ func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {
 	}
 }
 
-// stallBound is how long a transfer may make no progress at all before
-// a test gives up on it: a bound on a stall, not on the transfer's
-// duration, which a loaded machine (and the race detector) stretches.
-const stallBound = 30 * time.Second
+// readProgress reads c to its end through testnet.Progress: it fails only
+// on a stall.
+func readProgress(c net.Conn) ([]byte, error) { return io.ReadAll(testnet.Progress(c)) }
 
-// readProgress reads c to its end, failing only if a read waits
-// stallBound for a byte.
-func readProgress(c net.Conn) ([]byte, error) {
-	var out []byte
-	b := make([]byte, 256<<10)
-	for {
-		c.SetReadDeadline(time.Now().Add(stallBound))
-		n, err := c.Read(b)
-		out = append(out, b[:n]...)
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-	}
-}
-
-// writeProgress writes p to c in pieces, failing only if a piece waits
-// stallBound.
+// writeProgress writes p to c through testnet.Progress.
 func writeProgress(c net.Conn, p []byte) error {
-	for len(p) > 0 {
-		n := min(len(p), 256<<10)
-		c.SetWriteDeadline(time.Now().Add(stallBound))
-		if _, err := c.Write(p[:n]); err != nil {
-			return err
-		}
-		p = p[n:]
-	}
-	return nil
+	_, err := testnet.Progress(c).Write(p)
+	return err
 }
 
 func TestRelayBulk(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Serve runs handle on every connection l accepts, each in its own
@@ -67,4 +68,37 @@ func ServeUDPEcho(tb testing.TB, pc net.PacketConn) {
 		}
 	}()
 	tb.Cleanup(func() { pc.Close(); <-done })
+}
+
+// StallBound is how long Progress lets a read or a write wait for a
+// single byte: a bound on a stall, not on a transfer, whose duration a
+// loaded machine and the race detector stretch.
+const StallBound = 30 * time.Second
+
+// Progress wraps c so that every Read and Write gets a deadline of
+// StallBound from its start: a transfer through it fails only when it
+// stops moving, however long it takes as a whole.
+func Progress(c net.Conn) net.Conn { return progressConn{c} }
+
+type progressConn struct{ net.Conn }
+
+func (p progressConn) Read(b []byte) (int, error) {
+	p.Conn.SetReadDeadline(time.Now().Add(StallBound))
+	return p.Conn.Read(b)
+}
+
+func (p progressConn) Write(b []byte) (int, error) {
+	// In pieces, each with its own deadline: one large write may
+	// legitimately take longer than the bound in all.
+	n := 0
+	for n < len(b) {
+		k := min(len(b)-n, 256<<10)
+		p.Conn.SetWriteDeadline(time.Now().Add(StallBound))
+		w, err := p.Conn.Write(b[n : n+k])
+		n += w
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
