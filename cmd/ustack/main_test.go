@@ -25,7 +25,7 @@ func run(args ...string) (string, error) {
 	return out.String(), err
 }
 
-var rowRE = regexp.MustCompile(`(?m)^\d+\s+(tcp|udp)\s+(\d+|-)\s`)
+var rowRE = regexp.MustCompile(`(?m)^\d+\s+(tcp|udp|icmp)\s+(\d+|-)\s`)
 
 func TestDemoInMemory(t *testing.T) {
 	out, err := run("demo", "--range", "40000-40009")
@@ -41,6 +41,9 @@ func TestDemoInMemory(t *testing.T) {
 		want = append(want, "tcp "+itoa(40000+i%10))
 	}
 	want = append(want, "udp 40000", "udp 40001")
+	for i := 0; i < 12; i++ {
+		want = append(want, "icmp "+itoa(40000+i%10))
+	}
 	for i := 0; i < 10; i++ {
 		want = append(want, "tcp "+itoa(40000+(5+i)%10))
 	}
