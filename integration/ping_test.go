@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 type pingFamily struct {
@@ -79,6 +80,7 @@ func TestPingKernel(t *testing.T) {
 			var cfg stack.Config
 			cfg.Ports.ICMP.Range = portalloc.Range{First: 41000, Last: 41002}
 			e := newEnv(t, cfg, 0)
+			waitLocalRoute(t, e, f.kernel)
 			raw := e.kernelListenPacket(t, f.rawNet, f.rawAddress)
 			var wire, ids []int
 			var conns []*stack.PingConn
@@ -151,11 +153,13 @@ func TestPingListenPacketKernel(t *testing.T) {
 			}
 			alt := &netlink.Addr{IPNet: &net.IPNet{IP: f.kernelAlt.Addr().AsSlice(), Mask: net.CIDRMask(f.kernelAlt.Bits(), f.kernelAlt.Addr().BitLen())}}
 			if f.network == "ping6" {
-				alt.Flags = 0x80 // IFA_F_NODAD
+				alt.Flags = unix.IFA_F_NODAD
 			}
 			if err := e.ns.Handle().AddrAdd(link, alt); err != nil {
 				t.Fatal(err)
 			}
+			waitLocalRoute(t, e, f.kernel)
+			waitLocalRoute(t, e, f.kernelAlt.Addr())
 			pc, err := e.st.ListenPacket(f.network, "")
 			if err != nil {
 				t.Fatal(err)
@@ -177,7 +181,7 @@ func TestPingListenPacketKernel(t *testing.T) {
 			for range 2 {
 				n, from, err := pc.ReadFrom(buf)
 				if err != nil {
-					t.Fatal(err)
+					t.Fatalf("replies so far (sender: seq) %v: %v", got, err)
 				}
 				typ, echo := f.parse(t, buf[:n])
 				if typ != f.reply || echo.ID != int(pc.(*stack.PingConn).ID()) {
@@ -203,5 +207,32 @@ func TestPingListenPacketKernel(t *testing.T) {
 				t.Errorf("other socket read seq %d id %d, want its own seq 9 id %d", echo.Seq, echo.ID, other.(*stack.PingConn).ID())
 			}
 		})
+	}
+}
+
+// waitLocalRoute waits (bounded) until the kernel has the local route of
+// its address a. Linux installs it from a work queue after the address is
+// added, even without duplicate address detection; until then it drops
+// packets to a as not its own.
+func waitLocalRoute(t *testing.T, e *env, a netip.Addr) {
+	t.Helper()
+	filter := &netlink.Route{Table: unix.RT_TABLE_LOCAL, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
+	family := netlink.FAMILY_V4
+	if a.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rs, err := e.ns.Handle().RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the kernel has no local route for %s after 5s", a)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

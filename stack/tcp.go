@@ -413,6 +413,7 @@ type TCPListener struct {
 	network string
 	laddr   netip.AddrPort
 	port    uint16 // pool port to release, 0 if none
+	adl     acceptDeadline
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -497,6 +498,8 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		select {
 		case <-l.closed:
 			return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, closedErr{})
+		case <-l.adl.get().wait():
+			return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, timeoutErr)
 		default:
 		}
 		var peer tcpip.FullAddress
@@ -521,6 +524,7 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		select {
 		case <-ch:
 		case <-l.closed:
+		case <-l.adl.get().wait():
 		}
 	}
 }
@@ -550,6 +554,7 @@ func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
 
 func (l *TCPListener) closeLocked() {
 	close(l.closed)
+	l.adl.get().stop()
 	l.ep.Close()
 	l.st.reap.add(l.ep, l.wq, l.port)
 }
