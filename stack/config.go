@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -59,6 +60,20 @@ type Config struct {
 	// looped back inside the stack. Default false.
 	Promiscuous bool
 
+	// Capture, if not nil, receives every IP packet the stack sends and
+	// receives on its link, in the pcap file format (link type RAW, which
+	// tcpdump and Wireshark read), from New until Close. Each record is
+	// written with one Write call while the packet waits, so the writer
+	// should be quick (a file, not a network connection); a write error
+	// stops the capture, not the traffic (CaptureStats reports it). The
+	// stack never closes the writer. Packets on the loopback-only stack
+	// (no Link) are captured too. Default: no capture.
+	Capture io.Writer
+
+	// CaptureSnapLen is how many bytes of each packet Capture keeps.
+	// Valid: 0 (DefaultCaptureSnapLen, 262144) or 1-262144.
+	CaptureSnapLen int
+
 	// Logger receives the stack's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -104,6 +119,9 @@ func (c *Config) Validate() error {
 		if !d.Addr().IsValid() || d.Addr().IsUnspecified() {
 			return fmt.Errorf("ustack: Config.DNS[%d] %s: want a server address", i, d)
 		}
+	}
+	if c.CaptureSnapLen < 0 || c.CaptureSnapLen > DefaultCaptureSnapLen {
+		return fmt.Errorf("ustack: Config.CaptureSnapLen %d: want 0 (default %d) or 1-%d", c.CaptureSnapLen, DefaultCaptureSnapLen, DefaultCaptureSnapLen)
 	}
 	if c.Link != nil && len(c.Addrs) == 0 {
 		return fmt.Errorf("ustack: Config.Addrs: a stack on a link needs at least one address")

@@ -64,8 +64,9 @@ type Stack struct {
 	has4  bool
 	has6  bool
 
-	reap *reaper
-	link gvstack.LinkEndpoint // the NIC's link, detached first on Close
+	reap    *reaper
+	link    gvstack.LinkEndpoint // the NIC's link, detached first on Close
+	capture *Capture             // Config.Capture's link, nil without capture
 
 	mu     sync.Mutex // guards the fields below
 	closed bool
@@ -103,12 +104,24 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.MTU != 0 && cfg.MTU != link.MTU() {
 		link = &mtuLink{LinkEndpoint: link, mtu: cfg.MTU}
 	}
+	var capture *Capture
+	if cfg.Capture != nil {
+		snap := cfg.CaptureSnapLen
+		if snap == 0 {
+			snap = DefaultCaptureSnapLen
+		}
+		if capture, err = newCaptureLink(link, cfg.Capture, snap, log); err != nil {
+			return nil, fmt.Errorf("ustack: Config.Capture: %w", err)
+		}
+		link = capture
+	}
 	st := &Stack{
-		alloc: alloc,
-		log:   log,
-		dns:   cfg.DNS,
-		reuse: cfg.TimeWaitReuse,
-		open:  make(map[closer]struct{}),
+		capture: capture,
+		alloc:   alloc,
+		log:     log,
+		dns:     cfg.DNS,
+		reuse:   cfg.TimeWaitReuse,
+		open:    make(map[closer]struct{}),
 	}
 	for _, p := range addrs {
 		if p.Addr().Is4() {
@@ -287,6 +300,9 @@ func (st *Stack) Close() error {
 		st.link.Attach(nil)
 		st.s.Wait()
 		st.reap.stop()
+		if st.capture != nil {
+			st.capture.Stop()
+		}
 	})
 	return nil
 }
