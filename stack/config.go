@@ -53,6 +53,24 @@ type Config struct {
 	// none, so only literal addresses can be dialled.
 	DNS []netip.AddrPort
 
+	// DNSSearch lists the search domains tried for a name with fewer
+	// than DNSNdots dots (after the name as it is for one with more), as
+	// resolv.conf's search option. Each is a domain name, optionally with
+	// a trailing dot. Default: none.
+	DNSSearch []string
+
+	// DNSNdots is resolv.conf's ndots option: a name with at least this
+	// many dots is tried as it is before the search domains. Valid: 0
+	// (default, meaning 1) to 15.
+	DNSNdots int
+
+	// HappyEyeballsDelay is how long DialContext lets a TCP connection
+	// attempt to a name's first address family run before it starts one
+	// to the other family in parallel, as RFC 8305 (Happy Eyeballs)
+	// asks; the first connection to complete wins. Default (0): 300 ms.
+	// Negative: no parallel attempts, each address in turn.
+	HappyEyeballsDelay time.Duration
+
 	// Promiscuous makes the stack accept packets for any destination
 	// address and send from any source address, as a gateway or
 	// transparent proxy does (the sandbox's gateway uses it with gVisor's
@@ -119,6 +137,20 @@ func (c *Config) Validate() error {
 		if !d.Addr().IsValid() || d.Addr().IsUnspecified() {
 			return fmt.Errorf("ustack: Config.DNS[%d] %s: want a server address", i, d)
 		}
+	}
+	for i, d := range c.DNSSearch {
+		if err := checkSearchDomain(d); err != nil {
+			return fmt.Errorf("ustack: Config.DNSSearch[%d] %q: %v", i, d, err)
+		}
+	}
+	if len(c.DNSSearch) > 32 {
+		return fmt.Errorf("ustack: Config.DNSSearch: %d domains; want at most 32", len(c.DNSSearch))
+	}
+	if c.DNSNdots < 0 || c.DNSNdots > 15 {
+		return fmt.Errorf("ustack: Config.DNSNdots %d: want 0 (default 1) to 15", c.DNSNdots)
+	}
+	if c.HappyEyeballsDelay > time.Minute {
+		return fmt.Errorf("ustack: Config.HappyEyeballsDelay %v: want at most 1m (0 means 300ms, negative turns parallel attempts off)", c.HappyEyeballsDelay)
 	}
 	if c.CaptureSnapLen < 0 || c.CaptureSnapLen > DefaultCaptureSnapLen {
 		return fmt.Errorf("ustack: Config.CaptureSnapLen %d: want 0 (default %d) or 1-%d", c.CaptureSnapLen, DefaultCaptureSnapLen, DefaultCaptureSnapLen)

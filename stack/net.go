@@ -14,7 +14,9 @@ import (
 // "udp4", "udp6", and "ping4", "ping6" or "ping" (either family) for an
 // ICMP echo socket (a *PingConn). The address is "host:port", or just the
 // host for ping; a host name is resolved through the stack's DNS servers
-// (Config.DNS), and each address is tried in turn until one connects.
+// (Config.DNS) and its addresses ordered by RFC 6724; a TCP dial to a
+// name with addresses of both families races them (Happy Eyeballs, RFC
+// 8305, see Config.HappyEyeballsDelay), a UDP one takes the first.
 func (st *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	if err := checkNetwork(network); err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
@@ -26,25 +28,7 @@ func (st *Stack) DialContext(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, err
 	}
-	var first error
-	for _, a := range addrs {
-		var c net.Conn
-		if isUDP(network) {
-			c, err = st.DialUDPAddrPort(netip.AddrPort{}, a)
-		} else {
-			c, err = st.DialTCPAddrPort(ctx, netip.AddrPort{}, a)
-		}
-		if err == nil {
-			return c, nil
-		}
-		if first == nil {
-			first = err
-		}
-		if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-			break
-		}
-	}
-	return nil, first
+	return st.dialAddrs(ctx, network, addrs)
 }
 
 // Dial is DialContext with a background context.

@@ -67,6 +67,8 @@ type Stack struct {
 	reap    *reaper
 	link    gvstack.LinkEndpoint // the NIC's link, detached first on Close
 	capture *Capture             // Config.Capture's link, nil without capture
+	rs      *resolver            // name resolution: search domains, cache
+	heDelay time.Duration        // Config.HappyEyeballsDelay
 
 	mu     sync.Mutex // guards the fields below
 	closed bool
@@ -120,6 +122,8 @@ func New(cfg Config) (*Stack, error) {
 		alloc:   alloc,
 		log:     log,
 		dns:     cfg.DNS,
+		rs:      newResolver(cfg),
+		heDelay: cfg.HappyEyeballsDelay,
 		reuse:   cfg.TimeWaitReuse,
 		open:    make(map[closer]struct{}),
 	}
@@ -300,6 +304,7 @@ func (st *Stack) Close() error {
 		st.link.Attach(nil)
 		st.s.Wait()
 		st.reap.stop()
+		st.rs.serveWG.Wait()
 		if st.capture != nil {
 			st.capture.Stop()
 		}
