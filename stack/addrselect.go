@@ -111,7 +111,7 @@ func (st *Stack) sortRFC6724(addrs []netip.Addr) []netip.Addr {
 		c := cand{dst: a}
 		c.prec, c.lab = policyOf(a)
 		c.scope = scopeOf(a)
-		if (a.Is4() && st.has4) || (a.Is6() && st.has6) {
+		if (a.Is4() && st.has4.Load()) || (a.Is6() && st.has6.Load()) {
 			if src, err := st.sourceFor(a); err == nil && src.IsValid() {
 				c.src, c.usable = src, true
 				_, c.srcLab = policyOf(src)

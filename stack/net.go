@@ -165,7 +165,7 @@ func (st *Stack) resolve(ctx context.Context, op, network, address string) ([]ne
 	}
 	var out []netip.AddrPort
 	for _, a := range ips {
-		if familyMatches(network, a) == nil && ((a.Is4() && st.has4) || (a.Is6() && st.has6)) {
+		if familyMatches(network, a) == nil && ((a.Is4() && st.has4.Load()) || (a.Is6() && st.has6.Load())) {
 			out = append(out, netip.AddrPortFrom(a, port))
 		}
 	}

@@ -227,7 +227,7 @@ func (st *Stack) pingWithID(op, network string, laddr, raddr netip.Addr, id uint
 	if err := st.checkLocal(laddr, raddr); err != nil {
 		return nil, pingOpError(op, network, laddr, raddr, err)
 	}
-	if !raddr.IsValid() && ((netProto == ipv4.ProtocolNumber && !st.has4) || (netProto == ipv6.ProtocolNumber && !st.has6)) {
+	if !raddr.IsValid() && ((netProto == ipv4.ProtocolNumber && !st.has4.Load()) || (netProto == ipv6.ProtocolNumber && !st.has6.Load())) {
 		return nil, pingOpError(op, network, laddr, raddr, syscall.EAFNOSUPPORT)
 	}
 	if st.isClosed() {

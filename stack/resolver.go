@@ -189,10 +189,10 @@ func (st *Stack) lookupType(ctx context.Context, fqdn string, t dnsmessage.Type)
 // families the stack has, asking for A and AAAA at once.
 func (st *Stack) lookupName(ctx context.Context, fqdn string) ([]netip.Addr, error) {
 	var types []dnsmessage.Type
-	if st.has4 {
+	if st.has4.Load() {
 		types = append(types, dnsmessage.TypeA)
 	}
-	if st.has6 {
+	if st.has6.Load() {
 		types = append(types, dnsmessage.TypeAAAA)
 	}
 	type result struct {

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ustacknet/ustack/portalloc"
@@ -61,8 +62,8 @@ type Stack struct {
 	log   *slog.Logger
 	dns   []netip.AddrPort
 	reuse bool
-	has4  bool
-	has6  bool
+	has4  atomic.Bool // the stack has an IPv4 address
+	has6  atomic.Bool // the stack has an IPv6 address
 
 	reap    *reaper
 	link    gvstack.LinkEndpoint // the NIC's link, detached first on Close
@@ -129,9 +130,9 @@ func New(cfg Config) (*Stack, error) {
 	}
 	for _, p := range addrs {
 		if p.Addr().Is4() {
-			st.has4 = true
+			st.has4.Store(true)
 		} else {
-			st.has6 = true
+			st.has6.Store(true)
 		}
 	}
 	netProtos := []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol}
@@ -180,10 +181,10 @@ func New(cfg Config) (*Stack, error) {
 	}
 	routes := cfg.Routes
 	if len(routes) == 0 {
-		if st.has4 {
+		if st.has4.Load() {
 			routes = append(routes, netip.MustParsePrefix("0.0.0.0/0"))
 		}
-		if st.has6 {
+		if st.has6.Load() {
 			routes = append(routes, netip.MustParsePrefix("::/0"))
 		}
 	}

@@ -132,7 +132,7 @@ func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr ne
 // and matches the family of remote (if given).
 func (st *Stack) checkLocal(local, remote netip.Addr) error {
 	if !local.IsValid() || local.IsUnspecified() {
-		if remote.IsValid() && ((remote.Is4() && !st.has4) || (remote.Is6() && !st.has6)) {
+		if remote.IsValid() && ((remote.Is4() && !st.has4.Load()) || (remote.Is6() && !st.has6.Load())) {
 			return syscall.ENETUNREACH
 		}
 		return nil
@@ -438,7 +438,7 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 		network, proto = "tcp4", ipv4.ProtocolNumber
 	} else if laddr.Addr().Is6() {
 		network = "tcp6"
-	} else if !st.has6 {
+	} else if !st.has6.Load() {
 		proto = ipv4.ProtocolNumber
 	}
 	if err := st.checkLocal(laddr.Addr(), netip.Addr{}); err != nil {
