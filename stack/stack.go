@@ -71,6 +71,10 @@ type Stack struct {
 	rs      *resolver            // name resolution: search domains, cache
 	heDelay time.Duration        // Config.HappyEyeballsDelay
 
+	promiscuous bool           // Config.Promiscuous
+	handlers    sync.WaitGroup // running HandleTCP and HandleUDP handlers
+	pending     pendingFlows   // UDP flows whose handler is deciding
+
 	mu     sync.Mutex // guards the fields below
 	closed bool
 	// open holds every conn, listener and packet conn not yet closed, so
@@ -125,8 +129,10 @@ func New(cfg Config) (*Stack, error) {
 		dns:     cfg.DNS,
 		rs:      newResolver(cfg),
 		heDelay: cfg.HappyEyeballsDelay,
-		reuse:   cfg.TimeWaitReuse,
-		open:    make(map[closer]struct{}),
+
+		promiscuous: cfg.Promiscuous,
+		reuse:       cfg.TimeWaitReuse,
+		open:        make(map[closer]struct{}),
 	}
 	for _, p := range addrs {
 		if p.Addr().Is4() {
@@ -306,6 +312,12 @@ func (st *Stack) Close() error {
 		st.s.Wait()
 		st.reap.stop()
 		st.rs.serveWG.Wait()
+		st.handlers.Wait()
+		for _, q := range st.pending.flows {
+			for _, p := range q {
+				p.DecRef()
+			}
+		}
 		if st.capture != nil {
 			st.capture.Stop()
 		}
