@@ -189,3 +189,47 @@ func TestRunBinaryPcap(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxPcap runs a sandboxed curl and ping with --pcap: the file has
+// the guest's interface traffic both ways, the TCP handshake the relay
+// answers included, and tcpdump reads it.
+func TestSandboxPcap(t *testing.T) {
+	r := newSandboxRun(t)
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Fatalf("tcpdump is needed (scripts/test.sh installs it): %v", err)
+	}
+	port := r.hostHTTP("hello from the host")
+	path := filepath.Join(t.TempDir(), "sandbox.pcap")
+	code, out := r.run([]string{"--allow-host-loopback", "--pcap", path},
+		"sh", "-c", fmt.Sprintf("curl -sS --max-time 10 http://10.0.2.2:%d/ && ping -c1 -W5 10.0.2.2", port))
+	if code != 0 || !strings.Contains(out, "hello from the host") {
+		t.Fatalf("sandbox: exit %d\n%s", code, out)
+	}
+	dump, err := exec.Command("tcpdump", "-r", path, "-nn", "-A").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tcpdump -r: %v\n%s", err, dump)
+	}
+	// The guest's SYN comes before the relay's SYN-ACK.
+	syn := strings.Index(string(dump), fmt.Sprintf("> 10.0.2.2.%d: Flags [S]", port))
+	synack := strings.Index(string(dump), fmt.Sprintf("IP 10.0.2.2.%d > 10.0.2.100.", port))
+	if syn < 0 || synack < 0 || synack < syn {
+		t.Errorf("SYN at %d, SYN-ACK at %d in the capture; want the SYN first", syn, synack)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("> 10.0.2.2.%d: Flags [S]", port),
+		fmt.Sprintf("IP 10.0.2.2.%d > 10.0.2.100.", port),
+		"HTTP/1.1 200 OK",
+		"IP 10.0.2.100 > 10.0.2.2: ICMP echo request",
+		"IP 10.0.2.2 > 10.0.2.100: ICMP echo reply",
+	} {
+		if !strings.Contains(string(dump), want) {
+			t.Errorf("tcpdump output lacks %q:\n%s", want, dump)
+		}
+	}
+	// A file that cannot be written is bad usage, said before anything
+	// starts.
+	code, out = r.run([]string{"--pcap", "/nonexistent/dir/x.pcap"}, "true")
+	if code != 2 || !strings.Contains(out, `invalid argument "/nonexistent/dir/x.pcap" for "--pcap" flag`) {
+		t.Errorf("--pcap to an unwritable path: exit %d\n%s", code, out)
+	}
+}

@@ -102,24 +102,20 @@ type inlineDispatcher interface {
 
 var _ inlineDispatcher = (*Capture)(nil)
 
-// DeliverInline offers an inbound packet to what is attached above, if
-// that takes packets inline; a packet it takes is recorded here, one it
-// declines is recorded by DeliverDeclined.
+// DeliverInline records an inbound packet the device's reader offers
+// first, then offers it to what is attached above if that takes packets
+// inline. Recording comes first so that the file keeps the wire's order
+// when the packet's handling sends an answer at once (as the sandbox's
+// relay answers a SYN). A packet declined here comes back through
+// DeliverDeclined, which does not record it again.
 func (c *Capture) DeliverInline(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) bool {
-	d, ok := c.upper().(inlineDispatcher)
-	if !ok {
-		return false
-	}
-	if !d.DeliverInline(proto, pkt) {
-		return false
-	}
 	c.record(pkt)
-	return true
+	d, ok := c.upper().(inlineDispatcher)
+	return ok && d.DeliverInline(proto, pkt)
 }
 
-// DeliverDeclined records and passes up a packet DeliverInline declined.
+// DeliverDeclined passes up a packet DeliverInline recorded and declined.
 func (c *Capture) DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
-	c.record(pkt)
 	if d, ok := c.upper().(inlineDispatcher); ok {
 		d.DeliverDeclined(proto, pkt)
 		return
