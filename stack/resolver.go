@@ -202,6 +202,14 @@ func (st *Stack) lookupName(ctx context.Context, fqdn string) ([]netip.Addr, err
 	results := make([]result, len(types))
 	var wg sync.WaitGroup
 	for i, t := range types {
+		// Answers in the cache need no goroutine.
+		if e, _, ok := st.rs.cached(cacheKey{fqdn, t}); ok {
+			results[i].addrs = e.addrs
+			if e.notFound {
+				results[i].err = &net.DNSError{Err: "no such host", Name: fqdn, IsNotFound: true}
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
