@@ -27,8 +27,6 @@ type resolver struct {
 
 	mu    sync.Mutex // guards cache
 	cache map[cacheKey]cacheEntry
-
-	serveWG sync.WaitGroup // the Resolver's in-process servers
 }
 
 type cacheKey struct {
@@ -302,13 +300,13 @@ func (st *Stack) Resolver() *net.Resolver {
 		PreferGo:     true,
 		StrictErrors: true,
 		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
-			if st.isClosed() {
+			// Counted with the handlers, which Close waits for.
+			if !st.handlerStart() {
 				return nil, &net.OpError{Op: "dial", Net: network, Err: closedErr{}}
 			}
 			client, server := net.Pipe()
-			st.rs.serveWG.Add(1)
 			go func() {
-				defer st.rs.serveWG.Done()
+				defer st.handlers.Done()
 				st.serveResolver(server)
 			}()
 			return client, nil

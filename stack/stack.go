@@ -72,7 +72,7 @@ type Stack struct {
 	heDelay time.Duration        // Config.HappyEyeballsDelay
 
 	promiscuous bool           // Config.Promiscuous
-	handlers    sync.WaitGroup // running HandleTCP and HandleUDP handlers
+	handlers    sync.WaitGroup // running HandleTCP and HandleUDP handlers and Resolver servers
 	pending     pendingFlows   // UDP flows whose handler is deciding
 
 	mu     sync.Mutex // guards the fields below
@@ -311,7 +311,6 @@ func (st *Stack) Close() error {
 		st.link.Attach(nil)
 		st.s.Wait()
 		st.reap.stop()
-		st.rs.serveWG.Wait()
 		st.handlers.Wait()
 		for _, q := range st.pending.flows {
 			for _, p := range q {
