@@ -28,6 +28,7 @@ type runFlags struct {
 	tcpRange  portalloc.Range
 	udpRange  portalloc.Range
 	sctpRange portalloc.Range
+	icmpRange portalloc.Range
 	policy    portalloc.Policy
 	echo      int
 	discard   int
@@ -40,7 +41,7 @@ type runFlags struct {
 }
 
 func newRunCmd() *cobra.Command {
-	f := runFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA, sctpRange: portalloc.IANA}
+	f := runFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA, sctpRange: portalloc.IANA, icmpRange: portalloc.IANA}
 	c := &cobra.Command{
 		Use:   "run --tun NAME --addr PREFIX [flags]",
 		Short: "Run a stack over a TUN device until SIGINT or SIGTERM",
@@ -77,6 +78,7 @@ connection, releases every port and removes the device and the API socket.`,
 	fl.Var(&f.tcpRange, "tcp-range", "TCP ephemeral range FIRST-LAST or preset ("+joinPresets()+")")
 	fl.Var(&f.udpRange, "udp-range", "UDP ephemeral range FIRST-LAST or preset")
 	fl.Var(&f.sctpRange, "sctp-range", "SCTP ephemeral range FIRST-LAST or preset")
+	fl.Var(&f.icmpRange, "icmp-range", "ICMP echo identifier range FIRST-LAST or preset")
 	fl.Var(&f.policy, "policy", "port policy: sequential, random or hash")
 	fl.IntVar(&f.echo, "echo", 0, "serve TCP and UDP echo on this port")
 	fl.IntVar(&f.discard, "discard", 0, "serve TCP and UDP discard on this port")
@@ -150,6 +152,7 @@ func (f *runFlags) configs() (stack.Config, tun.Config, error) {
 			TCP:  portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy},
 			UDP:  portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy},
 			SCTP: portalloc.PoolConfig{Range: f.sctpRange, Policy: f.policy},
+			ICMP: portalloc.PoolConfig{Range: f.icmpRange, Policy: f.policy},
 		},
 		Logger:         f.level.logger(),
 		CaptureSnapLen: f.snapLen,
