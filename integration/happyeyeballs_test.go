@@ -134,3 +134,30 @@ func TestHappyEyeballs(t *testing.T) {
 		})
 	}
 }
+
+// TestResolverKernelDNS resolves through Stack.Resolver, a package net
+// resolver whose queries go through the stack and the TUN device to a DNS
+// server in the kernel's namespace, with a search domain.
+func TestResolverKernelDNS(t *testing.T) {
+	var cfg stack.Config
+	cfg.DNS = []netip.AddrPort{netip.AddrPortFrom(kernel4.Addr(), 53)}
+	cfg.DNSSearch = []string{"test"}
+	e := newEnv(t, cfg, 0)
+	serveDualDNS(t, e.kernelListenPacket(t, "udp4", net.JoinHostPort(kernel4.Addr().String(), "53")))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := e.st.Resolver().LookupNetIP(ctx, "ip", "dual")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, a := range got {
+		s = append(s, a.String())
+	}
+	if len(s) != 2 || !(s[0] == "198.18.0.1" && s[1] == "fd00:18::1" || s[1] == "198.18.0.1" && s[0] == "fd00:18::1") {
+		t.Errorf("Resolver().LookupNetIP(dual) = %v, want 198.18.0.1 and fd00:18::1", s)
+	}
+	if _, err := e.st.Resolver().LookupHost(ctx, "nowhere"); err == nil {
+		t.Errorf("LookupHost(nowhere) succeeded")
+	}
+}
