@@ -119,7 +119,7 @@ func TestCaptureTcpdump(t *testing.T) {
 // tcpdump: the connection's handshake is there.
 func TestRunBinaryPcap(t *testing.T) {
 	ns := netnstest.New(t)
-	bin := buildUstack(t)
+	bin := sharedUstack(t) // the build the sandbox tests share
 	if _, err := exec.LookPath("tcpdump"); err != nil {
 		t.Fatalf("tcpdump is needed (scripts/test.sh installs it): %v", err)
 	}
