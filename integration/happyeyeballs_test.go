@@ -74,6 +74,8 @@ func TestHappyEyeballs(t *testing.T) {
 			cfg.DNS = []netip.AddrPort{netip.AddrPortFrom(tc.dns, 53)}
 			cfg.Ports.TCP.Range = portalloc.Range{First: 42000, Last: 42009}
 			e := newEnv(t, cfg, 0)
+			waitLocalRoute(t, e, kernel4.Addr())
+			waitLocalRoute(t, e, kernel6.Addr())
 			serveDualDNS(t, e.kernelListenPacket(t, "udp", net.JoinHostPort(tc.dns.String(), "53")))
 			l := e.kernelListen(t, "tcp", "[::]:0")
 			port := l.Addr().(*net.TCPAddr).Port
