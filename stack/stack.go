@@ -123,17 +123,13 @@ func New(cfg Config) (*Stack, error) {
 		link = capture
 	}
 	st := &Stack{
-		capture: capture,
-		alloc:   alloc,
-		log:     log,
-		dns:     cfg.DNS,
-		rs:      newResolver(cfg),
-		heDelay: cfg.HappyEyeballsDelay,
-
-		promiscuous: cfg.Promiscuous,
-		reuse:       cfg.TimeWaitReuse,
-		open:        make(map[closer]struct{}),
+		alloc: alloc,
+		log:   log,
+		dns:   cfg.DNS,
+		reuse: cfg.TimeWaitReuse,
+		open:  make(map[closer]struct{}),
 	}
+	st.capture, st.rs, st.heDelay, st.promiscuous = capture, newResolver(cfg), cfg.HappyEyeballsDelay, cfg.Promiscuous
 	for _, p := range addrs {
 		if p.Addr().Is4() {
 			st.has4.Store(true)
