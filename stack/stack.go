@@ -65,12 +65,12 @@ type Stack struct {
 	has4  atomic.Bool // the stack has an IPv4 address
 	has6  atomic.Bool // the stack has an IPv6 address
 
-	reap    *reaper
-	link    gvstack.LinkEndpoint // the NIC's link, detached first on Close
-	capture *Capture             // Config.Capture's link, nil without capture
-	rs      *resolver            // name resolution: search domains, cache
-	heDelay time.Duration        // Config.HappyEyeballsDelay
+	reap *reaper
+	link gvstack.LinkEndpoint // the NIC's link, detached first on Close
 
+	capture     *Capture       // Config.Capture's link, nil without capture
+	rs          *resolver      // name resolution: search domains, cache
+	heDelay     time.Duration  // Config.HappyEyeballsDelay
 	promiscuous bool           // Config.Promiscuous
 	handlers    sync.WaitGroup // running HandleTCP and HandleUDP handlers and Resolver servers
 	pending     pendingFlows   // UDP flows whose handler is deciding
