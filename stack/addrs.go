@@ -132,7 +132,8 @@ func (st *Stack) refreshFamilies() {
 	st.has6.Store(has6)
 }
 
-// Routes returns the destinations the stack reaches through its link.
+// Routes returns the destinations the stack reaches through its link, in
+// the order it matches them (gVisor keeps the longest prefixes first).
 func (st *Stack) Routes() []netip.Prefix {
 	var out []netip.Prefix
 	for _, r := range st.s.GetRouteTable() {
