@@ -39,7 +39,7 @@ func TestAddressesAtRunTime(t *testing.T) {
 	if diff := cmp.Diff([]string{"198.18.0.2/24", "fd00:18::2/64"}, prefixStrings(st.Addresses())); diff != "" {
 		t.Errorf("Addresses (-want +got):\n%s", diff)
 	}
-	// The family is there, but no route yet.
+	// The new family can be used at once.
 	if _, err := st.ListenPacket("udp6", "[fd00:18::2]:0"); err != nil {
 		t.Errorf("listen on the added address: %v", err)
 	}
