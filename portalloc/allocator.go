@@ -4,8 +4,9 @@ import "fmt"
 
 // Config configures an Allocator: one PoolConfig per protocol. The zero
 // value gives every protocol the IANA range and the Sequential policy.
+// ICMP configures the identifiers of ICMP echo (ping) sockets.
 type Config struct {
-	TCP, UDP, SCTP PoolConfig
+	TCP, UDP, SCTP, ICMP PoolConfig
 }
 
 // Allocator holds one independent Pool per protocol.
@@ -19,7 +20,7 @@ func New(cfg Config) (*Allocator, error) {
 	for _, pc := range []struct {
 		proto Protocol
 		cfg   PoolConfig
-	}{{TCP, cfg.TCP}, {UDP, cfg.UDP}, {SCTP, cfg.SCTP}} {
+	}{{TCP, cfg.TCP}, {UDP, cfg.UDP}, {SCTP, cfg.SCTP}, {ICMP, cfg.ICMP}} {
 		p, err := NewPool(pc.proto, pc.cfg)
 		if err != nil {
 			return nil, fmt.Errorf("Config.%s: %w", upper(pc.proto), err)
@@ -35,6 +36,8 @@ func upper(p Protocol) string {
 		return "TCP"
 	case UDP:
 		return "UDP"
+	case ICMP:
+		return "ICMP"
 	}
 	return "SCTP"
 }

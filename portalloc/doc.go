@@ -1,8 +1,9 @@
 // Package portalloc allocates ephemeral ports for ustack.
 //
-// An Allocator has one Pool per transport protocol (TCP, UDP and SCTP);
-// the pools are independent name spaces, so TCP 50000 and UDP 50000 may be
-// held at once. Each pool has its own Range and Policy, both changeable at
+// An Allocator has one Pool per transport protocol (TCP, UDP, SCTP, and
+// ICMP, whose pool hands out the identifiers of echo sockets); the pools
+// are independent name spaces, so TCP 50000 and UDP 50000 may be held at
+// once. Each pool has its own Range and Policy, both changeable at
 // run time. The package imports nothing from gVisor: the stack asks it for
 // every ephemeral port and binds gVisor endpoints explicitly, so gVisor's
 // own picker is never used.

@@ -158,7 +158,7 @@ type Pool struct {
 // invalid.
 func NewPool(proto Protocol, cfg PoolConfig) (*Pool, error) {
 	if proto >= numProtocols {
-		return nil, fmt.Errorf("portalloc: unknown protocol %d; want tcp, udp or sctp", proto)
+		return nil, fmt.Errorf("portalloc: unknown protocol %d; want tcp, udp, sctp or icmp", proto)
 	}
 	if cfg.Range == (Range{}) {
 		cfg.Range = IANA

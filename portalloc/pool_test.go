@@ -673,7 +673,8 @@ func TestNewPoolErrors(t *testing.T) {
 		{"bad range", TCP, PoolConfig{Range: Range{0, 10}}, "portalloc: tcp pool: PoolConfig.Range 0-10: first port is 0; port 0 is never allocated, so the range must start at 1 or above"},
 		{"reversed range", UDP, PoolConfig{Range: Range{10, 1}}, "portalloc: udp pool: PoolConfig.Range 10-1: first port 10 is greater than last port 1"},
 		{"bad policy", SCTP, PoolConfig{Policy: 7}, "portalloc: sctp pool: PoolConfig.Policy 7 is unknown; want sequential, random or hash"},
-		{"bad protocol", 3, PoolConfig{}, "portalloc: unknown protocol 3; want tcp, udp or sctp"},
+		{"bad icmp range", ICMP, PoolConfig{Range: Range{5, 4}}, "portalloc: icmp pool: PoolConfig.Range 5-4: first port 5 is greater than last port 4"},
+		{"bad protocol", 4, PoolConfig{}, "portalloc: unknown protocol 4; want tcp, udp, sctp or icmp"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := NewPool(tc.proto, tc.cfg)
@@ -692,6 +693,7 @@ func TestAllocator(t *testing.T) {
 	a, err := New(Config{
 		UDP:  PoolConfig{Range: Linux, Policy: Random},
 		SCTP: PoolConfig{Range: BSD},
+		ICMP: PoolConfig{Range: Range{1, 3}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -711,13 +713,39 @@ func TestAllocator(t *testing.T) {
 	for _, s := range a.Snapshots() {
 		got = append(got, s.Protocol.String()+" "+s.Range.String()+" "+s.Policy.String())
 	}
-	want := []string{"tcp 49152-65535 sequential", "udp 32768-60999 random", "sctp 1024-4999 sequential"}
+	want := []string{"tcp 49152-65535 sequential", "udp 32768-60999 random", "sctp 1024-4999 sequential", "icmp 1-3 sequential"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Snapshots (-want +got):\n%s", diff)
 	}
 	_, err = New(Config{UDP: PoolConfig{Range: Range{9, 1}}})
 	if err == nil || !strings.HasPrefix(err.Error(), "Config.UDP: portalloc: udp pool: PoolConfig.Range 9-1") {
 		t.Errorf("New with a bad UDP range = %v", err)
+	}
+	_, err = New(Config{ICMP: PoolConfig{Range: Range{0, 1}}})
+	if err == nil || !strings.HasPrefix(err.Error(), "Config.ICMP: portalloc: icmp pool: PoolConfig.Range 0-1") {
+		t.Errorf("New with a bad ICMP range = %v", err)
+	}
+	// ICMP identifiers follow the same rules: sequential, wrapping, and
+	// independent of the port pools.
+	icmp := a.Pool(ICMP)
+	var ids []uint16
+	for range 3 {
+		id, err := icmp.Allocate(Request{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := icmp.Release(2); err != nil {
+		t.Fatal(err)
+	}
+	id, err := icmp.Allocate(Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, id)
+	if diff := cmp.Diff([]uint16{1, 2, 3, 2}, ids); diff != "" {
+		t.Errorf("ICMP identifiers (-want +got):\n%s", diff)
 	}
 }
 

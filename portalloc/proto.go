@@ -6,7 +6,9 @@ import (
 )
 
 // Protocol names a transport protocol. Each protocol has its own pool: TCP
-// port 50000 and UDP port 50000 are different ports.
+// port 50000 and UDP port 50000 are different ports. ICMP's "ports" are
+// the identifiers of ICMP echo sockets (ping), which name a socket the way
+// a port does.
 type Protocol uint8
 
 // The protocols with a pool in an Allocator.
@@ -14,11 +16,12 @@ const (
 	TCP Protocol = iota
 	UDP
 	SCTP
+	ICMP
 	numProtocols
 )
 
 // Protocols lists every protocol an Allocator serves, in order.
-var Protocols = []Protocol{TCP, UDP, SCTP}
+var Protocols = []Protocol{TCP, UDP, SCTP, ICMP}
 
 func (p Protocol) String() string {
 	switch p {
@@ -28,11 +31,13 @@ func (p Protocol) String() string {
 		return "udp"
 	case SCTP:
 		return "sctp"
+	case ICMP:
+		return "icmp"
 	}
 	return fmt.Sprintf("protocol(%d)", uint8(p))
 }
 
-// ParseProtocol parses "tcp", "udp" or "sctp", in any case.
+// ParseProtocol parses "tcp", "udp", "sctp" or "icmp", in any case.
 func ParseProtocol(s string) (Protocol, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "tcp":
@@ -41,8 +46,10 @@ func ParseProtocol(s string) (Protocol, error) {
 		return UDP, nil
 	case "sctp":
 		return SCTP, nil
+	case "icmp":
+		return ICMP, nil
 	}
-	return 0, fmt.Errorf("portalloc: unknown protocol %q; want tcp, udp or sctp", s)
+	return 0, fmt.Errorf("portalloc: unknown protocol %q; want tcp, udp, sctp or icmp", s)
 }
 
 // MarshalText implements encoding.TextMarshaler.

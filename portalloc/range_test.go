@@ -210,8 +210,11 @@ func TestTextMarshalling(t *testing.T) {
 			t.Errorf("Protocol round trip of %v = %v, %v", proto, back, err)
 		}
 	}
-	if _, err := ParseProtocol("icmp"); err == nil || err.Error() != `portalloc: unknown protocol "icmp"; want tcp, udp or sctp` {
-		t.Errorf("ParseProtocol(icmp) = %v", err)
+	if got, err := ParseProtocol(" ICMP "); err != nil || got != ICMP {
+		t.Errorf("ParseProtocol(ICMP) = %v, %v; want icmp", got, err)
+	}
+	if _, err := ParseProtocol("igmp"); err == nil || err.Error() != `portalloc: unknown protocol "igmp"; want tcp, udp, sctp or icmp` {
+		t.Errorf("ParseProtocol(igmp) = %v", err)
 	}
 	if got := Protocol(9).String(); got != "protocol(9)" {
 		t.Errorf("Protocol(9).String() = %q", got)

@@ -144,6 +144,12 @@ type Config struct {
 	// their windows closed. Default DefaultRelayBuffer (16 MiB); at least
 	// 64 KiB.
 	RelayBuffer int
+	// Capture, if not nil, receives every packet on the guest's interface
+	// (Link), both ways, in pcap format, as stack.Config.Capture does; it
+	// sits right over the device, below the TCP relay. CaptureSnapLen is
+	// its snap length (0: 262144). Default: no capture.
+	Capture        io.Writer
+	CaptureSnapLen int
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -365,6 +371,14 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{cfg: cfg, addrs: addrs, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		open: make(map[io.Closer]struct{}), forwards: make(map[string]*forwarder)}
+	if cfg.Capture != nil {
+		c, err := stack.NewCapture(link, cfg.Capture, cfg.CaptureSnapLen, cfg.Logger)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("sandbox: Config.Capture: %w", err)
+		}
+		link = c
+	}
 	if !cfg.NoTCPRelay && relayUsable(link) {
 		// Next to the device, so that its readers find the relay's
 		// tun.InlineDispatcher.

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -65,12 +66,44 @@ type Config struct {
 	// none, so only literal addresses can be dialled.
 	DNS []netip.AddrPort
 
+	// DNSSearch lists the search domains tried for a name with fewer
+	// than DNSNdots dots (after the name as it is for one with more), as
+	// resolv.conf's search option. Each is a domain name, optionally with
+	// a trailing dot. Default: none.
+	DNSSearch []string
+
+	// DNSNdots is resolv.conf's ndots option: a name with at least this
+	// many dots is tried as it is before the search domains. Valid: 0
+	// (default, meaning 1) to 15.
+	DNSNdots int
+
+	// HappyEyeballsDelay is how long DialContext lets a TCP connection
+	// attempt to a name's first address family run before it starts one
+	// to the other family in parallel, as RFC 8305 (Happy Eyeballs)
+	// asks; the first connection to complete wins. Default (0): 300 ms.
+	// Negative: no parallel attempts, each address in turn.
+	HappyEyeballsDelay time.Duration
+
 	// Promiscuous makes the stack accept packets for any destination
 	// address and send from any source address, as a gateway or
 	// transparent proxy does (the sandbox's gateway uses it with gVisor's
 	// forwarders). Packets between the stack's own addresses are then not
 	// looped back inside the stack. Default false.
 	Promiscuous bool
+
+	// Capture, if not nil, receives every IP packet the stack sends and
+	// receives on its link, in the pcap file format (link type RAW, which
+	// tcpdump and Wireshark read), from New until Close. Each record is
+	// written with one Write call while the packet waits, so the writer
+	// should be quick (a file, not a network connection); a write error
+	// stops the capture, not the traffic (CaptureStats reports it). The
+	// stack never closes the writer. Packets on the loopback-only stack
+	// (no Link) are captured too. Default: no capture.
+	Capture io.Writer
+
+	// CaptureSnapLen is how many bytes of each packet Capture keeps.
+	// Valid: 0 (DefaultCaptureSnapLen, 262144) or 1-262144.
+	CaptureSnapLen int
 
 	// Logger receives the stack's logs. Default: slog.Default().
 	Logger *slog.Logger
@@ -117,6 +150,23 @@ func (c *Config) Validate() error {
 		if !d.Addr().IsValid() || d.Addr().IsUnspecified() {
 			return fmt.Errorf("ustack: Config.DNS[%d] %s: want a server address", i, d)
 		}
+	}
+	for i, d := range c.DNSSearch {
+		if err := checkSearchDomain(d); err != nil {
+			return fmt.Errorf("ustack: Config.DNSSearch[%d] %q: %v", i, d, err)
+		}
+	}
+	if len(c.DNSSearch) > 32 {
+		return fmt.Errorf("ustack: Config.DNSSearch: %d domains; want at most 32", len(c.DNSSearch))
+	}
+	if c.DNSNdots < 0 || c.DNSNdots > 15 {
+		return fmt.Errorf("ustack: Config.DNSNdots %d: want 0 (default 1) to 15", c.DNSNdots)
+	}
+	if c.HappyEyeballsDelay > time.Minute {
+		return fmt.Errorf("ustack: Config.HappyEyeballsDelay %v: want at most 1m (0 means 300ms, negative turns parallel attempts off)", c.HappyEyeballsDelay)
+	}
+	if c.CaptureSnapLen < 0 || c.CaptureSnapLen > DefaultCaptureSnapLen {
+		return fmt.Errorf("ustack: Config.CaptureSnapLen %d: want 0 (default %d) or 1-%d", c.CaptureSnapLen, DefaultCaptureSnapLen, DefaultCaptureSnapLen)
 	}
 	if c.Link != nil && len(c.Addrs) == 0 {
 		return fmt.Errorf("ustack: Config.Addrs: a stack on a link needs at least one address")

@@ -11,36 +11,24 @@ import (
 
 // DialContext connects to address on the named network, as
 // (*net.Dialer).DialContext does. Networks: "tcp", "tcp4", "tcp6", "udp",
-// "udp4", "udp6". The address is "host:port"; a host name is resolved
-// through the stack's DNS servers (Config.DNS), and each address is tried
-// in turn until one connects.
+// "udp4", "udp6", and "ping4", "ping6" or "ping" (either family) for an
+// ICMP echo socket (a *PingConn). The address is "host:port", or just the
+// host for ping; a host name is resolved through the stack's DNS servers
+// (Config.DNS) and its addresses ordered by RFC 6724; a TCP dial to a
+// name with addresses of both families races them (Happy Eyeballs, RFC
+// 8305, see Config.HappyEyeballsDelay), a UDP one takes the first.
 func (st *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	if err := checkNetwork(network); err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	if isPing(network) {
+		return st.dialPing(ctx, network, address)
 	}
 	addrs, err := st.resolve(ctx, "dial", network, address)
 	if err != nil {
 		return nil, err
 	}
-	var first error
-	for _, a := range addrs {
-		var c net.Conn
-		if isUDP(network) {
-			c, err = st.DialUDPAddrPort(netip.AddrPort{}, a)
-		} else {
-			c, err = st.DialTCPAddrPort(ctx, netip.AddrPort{}, a)
-		}
-		if err == nil {
-			return c, nil
-		}
-		if first == nil {
-			first = err
-		}
-		if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-			break
-		}
-	}
-	return nil, first
+	return st.dialAddrs(ctx, network, addrs)
 }
 
 // Dial is DialContext with a background context.
@@ -68,10 +56,15 @@ func (st *Stack) Listen(network, address string) (net.Listener, error) {
 
 // ListenPacket opens a UDP socket on address, like net.ListenPacket.
 // Networks: "udp", "udp4", "udp6"; "udp6" on the unspecified address
-// receives IPv6 only, "udp" on it both families.
+// receives IPv6 only, "udp" on it both families. "ping4" and "ping6" open
+// an unconnected ICMP echo socket (a *PingConn); its address is a literal
+// IP address or empty, optionally with ":ID" to choose the identifier.
 func (st *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
+	if isPing(network) {
+		return st.listenPing(network, address)
+	}
 	if !isUDP(network) {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+		return nil, &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("%w; want udp, udp4, udp6, ping4 or ping6", net.UnknownNetworkError(network))}
 	}
 	ap, err := parseLocal(network, address)
 	if err != nil {
@@ -82,10 +75,14 @@ func (st *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
 
 func checkNetwork(network string) error {
 	switch network {
-	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "ping", "ping4", "ping6":
 		return nil
 	}
-	return fmt.Errorf("%w; want tcp, tcp4, tcp6, udp, udp4 or udp6", net.UnknownNetworkError(network))
+	return fmt.Errorf("%w; want tcp, tcp4, tcp6, udp, udp4, udp6, ping, ping4 or ping6", net.UnknownNetworkError(network))
+}
+
+func isPing(network string) bool {
+	return network == "ping" || network == "ping4" || network == "ping6"
 }
 
 // parseLocal parses a local "host:port" whose host must be a literal
@@ -168,7 +165,7 @@ func (st *Stack) resolve(ctx context.Context, op, network, address string) ([]ne
 	}
 	var out []netip.AddrPort
 	for _, a := range ips {
-		if familyMatches(network, a) == nil && ((a.Is4() && st.has4) || (a.Is6() && st.has6)) {
+		if familyMatches(network, a) == nil && ((a.Is4() && st.has4.Load()) || (a.Is6() && st.has6.Load())) {
 			out = append(out, netip.AddrPortFrom(a, port))
 		}
 	}

@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ustacknet/ustack/portalloc"
@@ -50,6 +51,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
@@ -68,11 +70,18 @@ type Stack struct {
 	log   *slog.Logger
 	dns   []netip.AddrPort
 	reuse bool
-	has4  bool
-	has6  bool
+	has4  atomic.Bool // the stack has an IPv4 address
+	has6  atomic.Bool // the stack has an IPv6 address
 
 	reap *reaper
 	link gvstack.LinkEndpoint // the NIC's link, detached first on Close
+
+	capture     *Capture       // Config.Capture's link, nil without capture
+	rs          *resolver      // name resolution: search domains, cache
+	heDelay     time.Duration  // Config.HappyEyeballsDelay
+	promiscuous bool           // Config.Promiscuous
+	handlers    sync.WaitGroup // running HandleTCP and HandleUDP handlers and Resolver servers
+	pending     pendingFlows   // UDP flows whose handler is deciding
 
 	mu     sync.Mutex // guards the fields below
 	closed bool
@@ -114,6 +123,17 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.MTU != 0 && cfg.MTU != link.MTU() {
 		link = &mtuLink{LinkEndpoint: link, mtu: cfg.MTU}
 	}
+	var capture *Capture
+	if cfg.Capture != nil {
+		snap := cfg.CaptureSnapLen
+		if snap == 0 {
+			snap = DefaultCaptureSnapLen
+		}
+		if capture, err = newCaptureLink(link, cfg.Capture, snap, log); err != nil {
+			return nil, fmt.Errorf("ustack: Config.Capture: %w", err)
+		}
+		link = capture
+	}
 	st := &Stack{
 		alloc: alloc,
 		log:   log,
@@ -121,11 +141,12 @@ func New(cfg Config) (*Stack, error) {
 		reuse: cfg.TimeWaitReuse,
 		open:  make(map[closer]struct{}),
 	}
+	st.capture, st.rs, st.heDelay, st.promiscuous = capture, newResolver(cfg), cfg.HappyEyeballsDelay, cfg.Promiscuous
 	for _, p := range addrs {
 		if p.Addr().Is4() {
-			st.has4 = true
+			st.has4.Store(true)
 		} else {
-			st.has6 = true
+			st.has6.Store(true)
 		}
 	}
 	netProtos := []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol}
@@ -136,7 +157,7 @@ func New(cfg Config) (*Stack, error) {
 	}
 	s := gvstack.New(gvstack.Options{
 		NetworkProtocols:   netProtos,
-		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// With promiscuous mode every address would count as local.
 		HandleLocal: !cfg.Promiscuous,
 	})
@@ -174,10 +195,10 @@ func New(cfg Config) (*Stack, error) {
 	}
 	routes := cfg.Routes
 	if len(routes) == 0 {
-		if st.has4 {
+		if st.has4.Load() {
 			routes = append(routes, netip.MustParsePrefix("0.0.0.0/0"))
 		}
-		if st.has6 {
+		if st.has6.Load() {
 			routes = append(routes, netip.MustParsePrefix("::/0"))
 		}
 	}
@@ -298,6 +319,15 @@ func (st *Stack) Close() error {
 		st.link.Attach(nil)
 		st.s.Wait()
 		st.reap.stop()
+		st.handlers.Wait()
+		for _, q := range st.pending.flows {
+			for _, p := range q {
+				p.DecRef()
+			}
+		}
+		if st.capture != nil {
+			st.capture.Stop()
+		}
 	})
 	return nil
 }

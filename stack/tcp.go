@@ -157,7 +157,7 @@ func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr ne
 // and matches the family of remote (if given).
 func (st *Stack) checkLocal(local, remote netip.Addr) error {
 	if !local.IsValid() || local.IsUnspecified() {
-		if remote.IsValid() && ((remote.Is4() && !st.has4) || (remote.Is6() && !st.has6)) {
+		if remote.IsValid() && ((remote.Is4() && !st.has4.Load()) || (remote.Is6() && !st.has6.Load())) {
 			return syscall.ENETUNREACH
 		}
 		return nil
@@ -438,6 +438,7 @@ type TCPListener struct {
 	network string
 	laddr   netip.AddrPort
 	port    uint16 // pool port to release, 0 if none
+	adl     acceptDeadline
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -462,7 +463,7 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 		network, proto = "tcp4", ipv4.ProtocolNumber
 	} else if laddr.Addr().Is6() {
 		network = "tcp6"
-	} else if !st.has6 {
+	} else if !st.has6.Load() {
 		proto = ipv4.ProtocolNumber
 	}
 	if err := st.checkLocal(laddr.Addr(), netip.Addr{}); err != nil {
@@ -522,6 +523,8 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		select {
 		case <-l.closed:
 			return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, closedErr{})
+		case <-l.adl.get().wait():
+			return nil, opError("accept", l.network, netip.AddrPort{}, l.laddr, timeoutErr)
 		default:
 		}
 		var peer tcpip.FullAddress
@@ -546,6 +549,7 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		select {
 		case <-ch:
 		case <-l.closed:
+		case <-l.adl.get().wait():
 		}
 	}
 }
@@ -575,6 +579,7 @@ func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
 
 func (l *TCPListener) closeLocked() {
 	close(l.closed)
+	l.adl.get().stop()
 	l.ep.Close()
 	l.st.reap.add(l.ep, l.wq, l.port, netip.AddrPort{})
 }

@@ -72,7 +72,7 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPC
 		network, proto = "udp4", ipv4.ProtocolNumber
 	case raddr.Addr().Is6() || laddr.Addr().Is6():
 		network = "udp6"
-	case !st.has6:
+	case !st.has6.Load():
 		proto = ipv4.ProtocolNumber
 	}
 	if err := st.checkLocal(laddr.Addr(), raddr.Addr()); err != nil {

@@ -6,6 +6,7 @@
 //	go run ./bench/fastpath connrate    # TCP connect, 1-byte echo, close per second
 //	go run ./bench/fastpath memory      # RSS per idle established TCP connection
 //	go run ./bench/fastpath udp         # 64-byte UDP datagrams per second
+//	go run ./bench/fastpath ping        # ICMP echo round trips per second, one outstanding
 //	go run ./bench/fastpath all
 //
 // It needs root (CAP_NET_ADMIN) and /dev/net/tun. All traffic stays inside
@@ -36,7 +37,7 @@ var (
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: fastpath [flags] throughput|connrate|memory|udp|all\n")
+		fmt.Fprintf(os.Stderr, "usage: fastpath [flags] throughput|connrate|memory|udp|ping|all\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -57,11 +58,12 @@ func main() {
 		"connrate":   runConnRate,
 		"memory":     runMemory,
 		"udp":        runUDP,
+		"ping":       runPing,
 	}
 	var order []string
 	switch cmd {
 	case "all":
-		order = []string{"throughput", "connrate", "memory", "udp"}
+		order = []string{"throughput", "connrate", "memory", "udp", "ping"}
 	default:
 		if runs[cmd] == nil {
 			flag.Usage()

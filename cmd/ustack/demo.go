@@ -13,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -26,7 +28,9 @@ func newDemoCmd() *cobra.Command {
 connections from one to the other with a small port range. It prints the
 source port of each connection, showing ports advancing one by one and
 wrapping, ports released on close and reused, TCP and UDP counting
-independently, and the error when the range is exhausted.
+independently, and the error when the range is exhausted. It also pings
+the server: the echo identifiers of ICMP sockets come from their own pool
+with the same range and policy, and advance and wrap the same way.
 
 With --tun (root only) the peer is the Linux kernel: the stack runs over a
 real TUN device in a private network namespace, with the kernel as the
@@ -39,8 +43,9 @@ server, using addresses from 198.18.0.0/24.`,
 			var env *demoEnv
 			var err error
 			cfg := stack.Config{Ports: portalloc.Config{
-				TCP: portalloc.PoolConfig{Range: rng, Policy: pol},
-				UDP: portalloc.PoolConfig{Range: rng, Policy: pol},
+				TCP:  portalloc.PoolConfig{Range: rng, Policy: pol},
+				UDP:  portalloc.PoolConfig{Range: rng, Policy: pol},
+				ICMP: portalloc.PoolConfig{Range: rng, Policy: pol},
 			}}
 			if useTUN {
 				env, err = newTUNDemoEnv(cfg)
@@ -89,7 +94,7 @@ func runDemo(ctx context.Context, w io.Writer, env *demoEnv, rng portalloc.Range
 	tcpPool := st.Allocator().Pool(portalloc.TCP)
 	udpPool := st.Allocator().Pool(portalloc.UDP)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STEP\tPROTO\tSOURCE PORT\tTCP IN USE\tUDP IN USE\tWHAT HAPPENED")
+	fmt.Fprintln(tw, "STEP\tPROTO\tPORT OR ECHO ID\tTCP IN USE\tUDP IN USE\tWHAT HAPPENED")
 	step := 0
 	row := func(proto string, port any, note string) {
 		step++
@@ -137,6 +142,19 @@ func runDemo(ctx context.Context, w io.Writer, env *demoEnv, rng portalloc.Range
 		u.Close()
 		row("udp", port, "udp counts on its own, from the start of its range")
 	}
+	// 2b. Ping: echo identifiers come from the ICMP pool, advance and
+	// wrap like ports.
+	for i := 0; i < n+2; i++ {
+		id, err := pingOnce(st, env.server, i+1)
+		if err != nil {
+			return err
+		}
+		note := "ping: echo request and reply, socket closed: identifier released"
+		if i >= n {
+			note = "ping wrapped: identifier reused after release"
+		}
+		row("icmp", id, note)
+	}
 	// 3. Hold every port, then one more: exhaustion. Release one: reuse.
 	var held []*stack.TCPConn
 	defer func() {
@@ -176,6 +194,42 @@ func runDemo(ctx context.Context, w io.Writer, env *demoEnv, rng portalloc.Range
 	held = append(held, c)
 	row("tcp", c.LocalAddrPort().Port(), "next connection gets the released port")
 	return tw.Flush()
+}
+
+// pingOnce opens an echo socket to server, sends one echo request with
+// sequence number seq, waits for the reply and closes the socket. It
+// returns the socket's identifier.
+func pingOnce(st *stack.Stack, server netip.Addr, seq int) (uint16, error) {
+	c, err := st.DialPingAddr(netip.Addr{}, server)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg, err := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{Seq: seq, Data: []byte("ustack demo")}}).Marshal(nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.Write(msg); err != nil {
+		return 0, err
+	}
+	b := make([]byte, 128)
+	for {
+		n, err := c.Read(b)
+		if err != nil {
+			return 0, err
+		}
+		m, err := icmp.ParseMessage(1, b[:n])
+		if err != nil {
+			return 0, fmt.Errorf("demo: malformed echo reply: %w", err)
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && e.Seq == seq {
+			if e.ID != int(c.ID()) {
+				return 0, fmt.Errorf("demo: echo reply with identifier %d, want %d", e.ID, c.ID())
+			}
+			return c.ID(), nil
+		}
+	}
 }
 
 // exchange sends one byte and waits for it to come back, then for the

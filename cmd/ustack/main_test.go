@@ -25,7 +25,7 @@ func run(args ...string) (string, error) {
 	return out.String(), err
 }
 
-var rowRE = regexp.MustCompile(`(?m)^\d+\s+(tcp|udp)\s+(\d+|-)\s`)
+var rowRE = regexp.MustCompile(`(?m)^\d+\s+(tcp|udp|icmp)\s+(\d+|-)\s`)
 
 func TestDemoInMemory(t *testing.T) {
 	out, err := run("demo", "--range", "40000-40009")
@@ -41,6 +41,9 @@ func TestDemoInMemory(t *testing.T) {
 		want = append(want, "tcp "+itoa(40000+i%10))
 	}
 	want = append(want, "udp 40000", "udp 40001")
+	for i := 0; i < 12; i++ {
+		want = append(want, "icmp "+itoa(40000+i%10))
+	}
 	for i := 0; i < 10; i++ {
 		want = append(want, "tcp "+itoa(40000+(5+i)%10))
 	}
@@ -93,6 +96,9 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"sandbox link-local outbound", []string{"sandbox", "--outbound-addr", "fe80::1", "--", "true"}, `global or private (not loopback, link-local`},
 		{"sandbox bad outbound", []string{"sandbox", "--outbound-addr", "eth0", "--", "true"}, `"--outbound-addr" flag: want an IPv4 or IPv6 address`},
 		{"sandbox two outbound v4", []string{"sandbox", "--outbound-addr", "198.18.0.1", "--outbound-addr", "198.18.0.2", "--", "true"}, "at most one IPv4 and one IPv6"},
+		{"run bad icmp range", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--icmp-range", "9-1"}, `"--icmp-range" flag`},
+		{"run unwritable pcap", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--pcap", "/nonexistent/dir/x.pcap"}, `invalid argument "/nonexistent/dir/x.pcap" for "--pcap" flag: open /nonexistent/dir/x.pcap: no such file or directory; want a path where a file can be written`},
+		{"run bad snaplen", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--pcap-snaplen", "-1"}, `"--pcap-snaplen" flag: want 0 (262144) or 1-262144`},
 		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},
 	}
 	for _, tc := range tests {

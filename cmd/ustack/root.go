@@ -36,7 +36,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{err}
 	})
-	root.AddCommand(newDemoCmd(), newRunCmd(), newPortsCmd(), newSandboxCmd(), newForwardCmd(), newSlirpCmd())
+	root.AddCommand(newDemoCmd(), newPingCmd(), newRunCmd(), newPortsCmd(), newSandboxCmd(), newForwardCmd(), newSlirpCmd())
 	return root
 }
 

@@ -28,17 +28,20 @@ type runFlags struct {
 	tcpRange  portalloc.Range
 	udpRange  portalloc.Range
 	sctpRange portalloc.Range
+	icmpRange portalloc.Range
 	policy    portalloc.Policy
 	echo      int
 	discard   int
 	http      int
 	apiPath   string
 	metrics   string
+	pcap      string
+	snapLen   int
 	level     logLevel
 }
 
 func newRunCmd() *cobra.Command {
-	f := runFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA, sctpRange: portalloc.IANA}
+	f := runFlags{tcpRange: portalloc.IANA, udpRange: portalloc.IANA, sctpRange: portalloc.IANA, icmpRange: portalloc.IANA}
 	c := &cobra.Command{
 		Use:   "run --tun NAME --addr PREFIX [flags]",
 		Short: "Run a stack over a TUN device until SIGINT or SIGTERM",
@@ -53,6 +56,15 @@ connection, releases every port and removes the device and the API socket.`,
 			if err != nil {
 				return usageError{err}
 			}
+			if f.pcap != "" {
+				pf, err := openPcap(f.pcap)
+				if err != nil {
+					return usageError{err}
+				}
+				// Closed after the stack, which stops capturing on Close.
+				defer pf.Close()
+				cfg.Capture = pf
+			}
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runStack(ctx, c, f, cfg, tcfg)
@@ -66,12 +78,15 @@ connection, releases every port and removes the device and the API socket.`,
 	fl.Var(&f.tcpRange, "tcp-range", "TCP ephemeral range FIRST-LAST or preset ("+joinPresets()+")")
 	fl.Var(&f.udpRange, "udp-range", "UDP ephemeral range FIRST-LAST or preset")
 	fl.Var(&f.sctpRange, "sctp-range", "SCTP ephemeral range FIRST-LAST or preset")
+	fl.Var(&f.icmpRange, "icmp-range", "ICMP echo identifier range FIRST-LAST or preset")
 	fl.Var(&f.policy, "policy", "port policy: sequential, random or hash")
 	fl.IntVar(&f.echo, "echo", 0, "serve TCP and UDP echo on this port")
 	fl.IntVar(&f.discard, "discard", 0, "serve TCP and UDP discard on this port")
 	fl.IntVar(&f.http, "http", 0, "serve a page with the allocator's state on this TCP port")
 	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600); it also serves /metrics")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics, e.g. 127.0.0.1:9109")
+	fl.StringVar(&f.pcap, "pcap", "", "write every packet the stack sends and receives to this file, in pcap format (tcpdump -r FILE reads it)")
+	fl.IntVar(&f.snapLen, "pcap-snaplen", 0, "bytes kept of each captured packet (0 = 262144, the most)")
 	f.level.Level = 0
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
 	return c
@@ -137,8 +152,13 @@ func (f *runFlags) configs() (stack.Config, tun.Config, error) {
 			TCP:  portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy},
 			UDP:  portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy},
 			SCTP: portalloc.PoolConfig{Range: f.sctpRange, Policy: f.policy},
+			ICMP: portalloc.PoolConfig{Range: f.icmpRange, Policy: f.policy},
 		},
-		Logger: f.level.logger(),
+		Logger:         f.level.logger(),
+		CaptureSnapLen: f.snapLen,
+	}
+	if f.snapLen < 0 || f.snapLen > stack.DefaultCaptureSnapLen {
+		return cfg, tcfg, fmt.Errorf("invalid argument %d for \"--pcap-snaplen\" flag: want 0 (262144) or 1-262144", f.snapLen)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, tcfg, err
@@ -225,5 +245,18 @@ func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Confi
 		return fmt.Errorf("%s was deleted (ip link del); stopping", dev.Name())
 	}
 	log.Info("ustack shutting down")
+	if s := st.CaptureStats(); s.Err != nil {
+		return fmt.Errorf("--pcap %s: the capture stopped after %d packets: %v", f.pcap, s.Packets, s.Err)
+	}
 	return nil
+}
+
+// openPcap creates (or truncates) the --pcap file, mode 0600: a capture
+// holds the traffic's contents.
+func openPcap(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("invalid argument %q for \"--pcap\" flag: %v; want a path where a file can be written", path, err)
+	}
+	return f, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ustacknet/ustack/metrics"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/sandbox"
+	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
 	"golang.org/x/sys/unix"
 )
@@ -61,6 +62,8 @@ type sandboxFlags struct {
 	ifName        string
 	readyFD       int
 	exitFD        int
+	pcap          string
+	snapLen       int
 }
 
 func newSandboxCmd() *cobra.Command {
@@ -109,6 +112,16 @@ normal user it joins the user namespace that owns the network namespace (or
 			o, err := f.options(args)
 			if err != nil {
 				return usageError{err}
+			}
+			if f.pcap != "" {
+				pf, err := openPcap(f.pcap)
+				if err != nil {
+					return usageError{err}
+				}
+				// Closed once the gateway is gone.
+				defer pf.Close()
+				o.Gateway.Capture = pf
+				o.Gateway.CaptureSnapLen = f.snapLen
 			}
 			target, err := f.target()
 			if err != nil {
@@ -205,6 +218,8 @@ normal user it joins the user namespace that owns the network namespace (or
 	fl.IntVar(&f.maxFlows, "max-flows", sandbox.DefaultMaxFlows, "most flows open at once; more are refused")
 	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards, stats, /metrics) on this unix socket")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics on the host, e.g. 127.0.0.1:9109")
+	fl.StringVar(&f.pcap, "pcap", "", "write every packet on the sandbox's interface, both ways, to this file in pcap format (tcpdump -r FILE reads it)")
+	fl.IntVar(&f.snapLen, "pcap-snaplen", 0, "bytes kept of each captured packet (0 = 262144, the most)")
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
 	fl.BoolVar(&f.seccomp, "seccomp", false, "once the network is up, deny system calls the gateway never needs: running programs, namespaces, mounts, tracing, kernel modules (EPERM)")
 	fl.StringVar(&f.netns, "netns", "", "serve this existing network namespace instead of running a command: a PID, a path, or a name from ip netns (/run/netns/NAME)")
@@ -405,6 +420,9 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	}
 	if err := (tun.Config{Name: f.ifName}).Validate(); err != nil {
 		return o, fmt.Errorf("invalid argument %q for \"--if-name\" flag: want an interface name of at most 15 bytes without '/', ':' or white space (%v)", f.ifName, err)
+	}
+	if f.snapLen < 0 || f.snapLen > stack.DefaultCaptureSnapLen {
+		return o, fmt.Errorf("invalid argument %d for \"--pcap-snaplen\" flag: want 0 (262144) or 1-262144", f.snapLen)
 	}
 	o.Command = args
 	o.MTU = f.mtu
