@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+
+	"github.com/ustacknet/ustack/internal/errno"
 )
 
 var (
@@ -42,9 +44,10 @@ func (e *ExhaustedError) Error() string {
 	return s
 }
 
-// Is makes errors.Is match ErrExhausted and syscall.EADDRNOTAVAIL.
+// Is makes errors.Is match ErrExhausted and syscall.EADDRNOTAVAIL (and on
+// Windows WSAEADDRNOTAVAIL, as package net reports it there).
 func (e *ExhaustedError) Is(target error) bool {
-	return target == ErrExhausted || target == syscall.EADDRNOTAVAIL
+	return target == ErrExhausted || target == syscall.EADDRNOTAVAIL || errno.Is(target, syscall.EADDRNOTAVAIL)
 }
 
 // PortError is returned by Reserve, Release, Exclude and Unexclude. Err is
@@ -67,3 +70,10 @@ func (e *PortError) Error() string {
 }
 
 func (e *PortError) Unwrap() error { return e.Err }
+
+// Is matches, on Windows, the Winsock form of an errno in Err
+// (WSAEADDRINUSE for syscall.EADDRINUSE), as package net reports it there.
+func (e *PortError) Is(target error) bool {
+	en, ok := e.Err.(syscall.Errno)
+	return ok && errno.Is(target, en)
+}

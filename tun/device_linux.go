@@ -23,13 +23,16 @@ var devPath = "/dev/net/tun"
 
 // Device is an open TUN device and its gVisor link endpoint. Its methods
 // are safe for concurrent use.
+//
+// With DriverWater, fds is empty and inner is a waterEndpoint, which owns
+// the device.
 type Device struct {
 	name    string
 	mtu     int
 	fds     []int              // one per queue, non-blocking, close-on-exec
 	offload bool               // fds have IFF_VNET_HDR and the kernel's offloads
 	tap     bool               // a TAP device: Ethernet frames (fdbased, no offloads)
-	inner   stack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds
+	inner   stack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds; waterEndpoint for DriverWater (no fds)
 	stops   []int              // the readers' stop eventfds, which fdbased never closes
 	link    *linkEndpoint
 
@@ -68,6 +71,9 @@ func Open(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.driver == DriverWater {
+		return openWater(c)
+	}
 
 	// Create the device, and a netlink handle, on a thread in the target
 	// namespace: a TUN device belongs to the namespace of the thread that
@@ -86,6 +92,10 @@ func Open(cfg Config) (*Device, error) {
 		}
 		if fds, name, offload, err = openDevice(queueSpec{name: c.Name, n: c.Queues, flags: flags, create: true}, c.NoOffload); err != nil {
 			return err
+		}
+		if c.RequireOffload && !offload {
+			closeFDs(fds)
+			return &deviceError{msg: fmt.Sprintf("create device %q: the kernel refused the offloads (IFF_VNET_HDR, TUNSETOFFLOAD) and Config.RequireOffload is set", name), err: errOffloadRefused}
 		}
 		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 			closeFDs(fds)
@@ -138,6 +148,10 @@ func openDevice(s queueSpec, noOffload bool) (fds []int, name string, offload bo
 	fds, name, err = openQueues(s, false)
 	return fds, name, false, err
 }
+
+// errOffloadRefused is the cause of Open's error when Config.RequireOffload
+// is set and the kernel refuses the offloads.
+var errOffloadRefused = errors.New("offloads refused")
 
 // offloadError is a refusal of IFF_VNET_HDR or TUNSETOFFLOAD, after which
 // openDevice falls back to a device without offloads.
@@ -410,6 +424,11 @@ func (d *Device) Close() error {
 			v.release()
 		}
 		var errs []error
+		if w, ok := d.inner.(*waterEndpoint); ok {
+			if err := w.close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, fmt.Errorf("tun: close %s: %w", d.name, err))
+			}
+		}
 		for _, fd := range d.stops {
 			errs = append(errs, closeFD("close stop eventfd", fd))
 		}

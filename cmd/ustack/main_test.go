@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ustacknet/ustack/sandbox"
-
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 )
@@ -56,11 +54,7 @@ func TestDemoInMemory(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestBadFlagsExit2(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	tests := []exit2Case{
 		{"demo bad range", []string{"demo", "--range", "9-3"}, `"--range" flag`},
 		{"demo tiny range", []string{"demo", "--range", "5-6"}, "at least 3 ports"},
 		{"demo bad policy", []string{"demo", "--policy", "lifo"}, "sequential, random, hash"},
@@ -77,24 +71,29 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"run bad log level", []string{"run", "--log-level", "loud"}, "debug, info, warn or error"},
 		{"ports no api", []string{"ports"}, "--api PATH is required"},
 		{"run long tun name", []string{"run", "--tun", "name-too-long-xxxxxxxx", "--addr", "198.18.0.2/24"}, "longer than 15 bytes"},
-		{"sandbox negative procs", []string{"sandbox", "--procs", "-1", "--", "true"}, `"--procs" flag: want 0 (one per CPU) to 1024`},
-		{"sandbox too many procs", []string{"sandbox", "--procs", "5000", "--", "true"}, `"--procs" flag`},
 		{"run bad metrics", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--metrics", "localhost:9109"}, `"--metrics" flag: want IP:PORT`},
-		{"sandbox bad metrics", []string{"sandbox", "--metrics", "9109", "--", "true"}, `"--metrics" flag: want IP:PORT`},
-		{"sandbox netns and command", []string{"sandbox", "--netns", "1", "--", "true"}, "give no command with it"},
-		{"sandbox no command no netns", []string{"sandbox"}, "--netns PID|PATH"},
-		{"sandbox netns pid 0", []string{"sandbox", "--netns", "0"}, `"--netns" flag: want a PID from 1 to 4194304 or a path`},
-		{"sandbox netns huge pid", []string{"sandbox", "--netns", "99999999999"}, `"--netns" flag: want a PID from 1 to 4194304`},
-		{"sandbox userns alone", []string{"sandbox", "--userns", "/proc/1/ns/user", "--", "true"}, "--userns goes with --netns"},
-		{"sandbox closed ready-fd", []string{"sandbox", "--ready-fd", "987", "--", "true"}, `"--ready-fd" flag: not an open descriptor`},
-		{"sandbox negative exit-fd", []string{"sandbox", "--exit-fd", "-5", "--", "true"}, `"--exit-fd" flag: want an open descriptor`},
-		{"sandbox same control fds", []string{"sandbox", "--ready-fd", "2", "--exit-fd", "2", "--", "true"}, "want two descriptors"},
-		{"sandbox bad if-name", []string{"sandbox", "--if-name", "a/b", "--", "true"}, `"--if-name" flag: want an interface name`},
-		{"sandbox link-local outbound", []string{"sandbox", "--outbound-addr", "fe80::1", "--", "true"}, `global or private (not loopback, link-local`},
-		{"sandbox bad outbound", []string{"sandbox", "--outbound-addr", "eth0", "--", "true"}, `"--outbound-addr" flag: want an IPv4 or IPv6 address`},
-		{"sandbox two outbound v4", []string{"sandbox", "--outbound-addr", "198.18.0.1", "--outbound-addr", "198.18.0.2", "--", "true"}, "at most one IPv4 and one IPv6"},
+		{"run unknown driver", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--driver", "tap"}, `invalid argument "tap" for "--driver" flag: want ` + driverChoices()},
+		{"run water multiqueue", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--driver", "water", "--queues", "2"}, "--queues 2 is not supported with the water driver, which opens one queue: use --driver kernel (Linux) for several"},
+		{"run water offload", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--driver", "water", "--offload", "on"}, "--offload on is not supported with the water driver, which cannot set IFF_VNET_HDR: use --driver kernel (Linux) for the offloads"},
+		{"run bad offload", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--offload", "maybe"}, `invalid argument "maybe" for "--offload" flag: want auto, on or off`},
+		{"run zero queues", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--queues", "0"}, `invalid argument 0 for "--queues" flag: want 1-256`},
+		{"demo unknown driver", []string{"demo", "--tun", "--driver", "vpp"}, `invalid argument "vpp" for "--driver" flag: want ` + driverChoices()},
+		{"demo driver without tun", []string{"demo", "--driver", "water"}, "--driver goes with --tun"},
 		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},
 	}
+	checkExit2(t, tests)
+}
+
+// exit2Case is a command line that must fail with exit code 2 and an
+// error containing want.
+type exit2Case struct {
+	name string
+	args []string
+	want string
+}
+
+func checkExit2(t *testing.T, tests []exit2Case) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := run(tc.args...)
@@ -108,35 +107,5 @@ func TestBadFlagsExit2(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
-	}
-}
-
-func TestSandboxTarget(t *testing.T) {
-	tests := []struct {
-		netns string
-		want  sandbox.Target
-	}{
-		{"", sandbox.Target{}},
-		{"4242", sandbox.Target{PID: 4242}},
-		{"blue", sandbox.Target{NetNS: "/run/netns/blue"}},
-		{"/var/run/netns/blue", sandbox.Target{NetNS: "/var/run/netns/blue"}},
-		{"./ns", sandbox.Target{NetNS: "./ns"}},
-	}
-	for _, tc := range tests {
-		f := sandboxFlags{netns: tc.netns}
-		got, err := f.target()
-		if err != nil {
-			t.Errorf("--netns %q: %v", tc.netns, err)
-			continue
-		}
-		if tc.netns == "" {
-			if got != nil {
-				t.Errorf("no --netns: target %+v, want none", *got)
-			}
-			continue
-		}
-		if got == nil || *got != tc.want {
-			t.Errorf("--netns %q: target %+v, want %+v", tc.netns, got, tc.want)
-		}
 	}
 }
