@@ -33,7 +33,7 @@ func waterBulkBytes() int64 {
 	if os.Getenv("USTACK_WATER_BULK") == "full" {
 		return bulkBytes
 	}
-	return 16 << 20
+	return 8 << 20
 }
 
 // prng is a deterministic byte stream: both ends can compute its hash.

@@ -10,7 +10,7 @@
 // wire (ports in order over 25 cycles, exhaustion, bulk integrity, and
 // ustack demo --tun) run over both TUN drivers, tun.DriverKernel and
 // tun.DriverWater, as subtests named after the driver. Over water the bulk
-// test moves 16 MB each way by default, as 100 MB without offloads take
+// test moves 8 MB each way by default, as 100 MB without offloads take
 // minutes under the race detector; USTACK_WATER_BULK=full moves 100 MB:
 //
 //	USTACK_WATER_BULK=full go test -race -run 'TestInboundBulkIntegrity/water' ./integration

@@ -7,10 +7,18 @@
 #
 #   scripts/crossbuild.sh                  # every target below
 #   scripts/crossbuild.sh windows/amd64    # some of them
+#   USTACK_CROSS_TARGETS="windows/amd64 darwin/arm64" scripts/test.sh
+#
+# With a warm build cache all five targets cost under 30 s of CPU; from an
+# empty cache about 110 s of CPU each (docs/BENCHMARKS.md, "Cross-build
+# cost in CI").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 targets=("$@")
+if [ ${#targets[@]} -eq 0 ] && [ -n "${USTACK_CROSS_TARGETS:-}" ]; then
+  read -r -a targets <<<"$USTACK_CROSS_TARGETS"
+fi
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(darwin/amd64 darwin/arm64 freebsd/amd64 windows/amd64 linux/arm64)
 fi
