@@ -66,6 +66,10 @@ type Device struct {
 // os.ErrNotExist (no /dev/net/tun), os.ErrPermission (missing
 // CAP_NET_ADMIN or access to /dev/net/tun) and os.ErrExist (the name is
 // taken).
+//
+// With Config.Driver set to DriverWater the device is made by songgao/water
+// instead (see the package doc, "The water driver"): one queue, no
+// offloads, configured over netlink all the same.
 func Open(cfg Config) (*Device, error) {
 	c, err := cfg.check()
 	if err != nil {
@@ -357,7 +361,8 @@ func (d *Device) MTU() int { return d.mtu }
 // Offload reports whether the device runs with the kernel's offloads
 // (IFF_VNET_HDR, TUNSETOFFLOAD): TCP segments of up to 64 KiB cross it in
 // one read or write. It is false with Config.NoOffload, when the kernel
-// refused them, and for a FromFD descriptor opened without IFF_VNET_HDR.
+// refused them, for a FromFD descriptor opened without IFF_VNET_HDR, and
+// with the water driver.
 func (d *Device) Offload() bool { return d.offload }
 
 // Stats counts the packets the device's readers dropped before they

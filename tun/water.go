@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -27,7 +28,7 @@ import (
 // is gone for good.
 type waterEndpoint struct {
 	rw  io.ReadWriteCloser
-	mtu uint32
+	mtu atomic.Uint32
 
 	closeOnce sync.Once
 	closeErr  error
@@ -51,15 +52,17 @@ var _ stack.LinkEndpoint = (*waterEndpoint)(nil)
 type deadliner interface{ SetReadDeadline(time.Time) error }
 
 func newWaterEndpoint(rw io.ReadWriteCloser, mtu uint32) *waterEndpoint {
-	return &waterEndpoint{rw: rw, mtu: mtu}
+	e := &waterEndpoint{rw: rw}
+	e.mtu.Store(mtu)
+	return e
 }
 
 // MTU implements stack.LinkEndpoint.
-func (e *waterEndpoint) MTU() uint32 { return e.mtu }
+func (e *waterEndpoint) MTU() uint32 { return e.mtu.Load() }
 
 // SetMTU implements stack.LinkEndpoint. The device's MTU is set when it is
 // opened; this changes only what the stack is told.
-func (e *waterEndpoint) SetMTU(mtu uint32) { e.mtu = mtu }
+func (e *waterEndpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
 
 // MaxHeaderLength implements stack.LinkEndpoint: a TUN device has no link
 // header.
