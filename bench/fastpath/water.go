@@ -51,11 +51,12 @@ func runWater() error {
 					return fmt.Errorf("%s: %w", v.name, err)
 				}
 				g, err := bulk(p, 1, c.up)
+				stats := p.stats()
 				p.close()
 				if err != nil {
 					return fmt.Errorf("%s mtu %d up=%v: %w", v.name, c.mtu, c.up, err)
 				}
-				progress("round %d: %s mtu %d up=%v: %.2f Gbps", round+1, v.name, c.mtu, c.up, g)
+				progress("round %d: %s mtu %d up=%v: %.2f Gbps, %s", round+1, v.name, c.mtu, c.up, g, stats)
 				gbps[v.name][c] = append(gbps[v.name][c], g)
 			}
 		}
