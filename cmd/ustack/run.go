@@ -82,7 +82,7 @@ only driver on macOS and Windows).`,
 	fl.IntVar(&f.echo, "echo", 0, "serve TCP and UDP echo on this port")
 	fl.IntVar(&f.discard, "discard", 0, "serve TCP and UDP discard on this port")
 	fl.IntVar(&f.http, "http", 0, "serve a page with the allocator's state on this TCP port")
-	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600); it also serves /metrics")
+	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600; on Windows a token file for a localhost TCP port); it also serves /metrics")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics, e.g. 127.0.0.1:9109")
 	f.level.Level = 0
 	fl.Var(&f.level, "log-level", "log level: debug, info, warn or error")
