@@ -1,3 +1,5 @@
+//go:build linux
+
 package integration
 
 import (
@@ -40,13 +42,30 @@ type env struct {
 // mtu 0 means 1500.
 func newEnv(t *testing.T, cfg stack.Config, mtu int) *env {
 	t.Helper()
+	return newEnvDriver(t, cfg, mtu, tun.DriverDefault)
+}
+
+// drivers are the TUN drivers the scenarios run over: this package's own
+// (the Linux default) and songgao/water.
+var drivers = []tun.Driver{tun.DriverKernel, tun.DriverWater}
+
+// forEachDriver runs fn as a subtest per driver.
+func forEachDriver(t *testing.T, fn func(t *testing.T, drv tun.Driver)) {
+	for _, drv := range drivers {
+		t.Run(string(drv), func(t *testing.T) { fn(t, drv) })
+	}
+}
+
+// newEnvDriver is newEnv over the TUN driver drv.
+func newEnvDriver(t *testing.T, cfg stack.Config, mtu int, drv tun.Driver) *env {
+	t.Helper()
 	ns := netnstest.New(t)
 	// IPv6 addresses must be usable at once, without duplicate address
 	// detection.
 	if err := ns.DisableDAD(); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := tun.Open(tun.Config{Name: "ust%d", MTU: mtu, NetNS: ns.File(), Addrs: []netip.Prefix{kernel4, kernel6}, Up: true})
+	dev, err := tun.Open(tun.Config{Driver: drv, Name: "ust%d", MTU: mtu, NetNS: ns.File(), Addrs: []netip.Prefix{kernel4, kernel6}, Up: true})
 	if err != nil {
 		t.Fatalf("tun.Open: %v", err)
 	}

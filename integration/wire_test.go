@@ -1,3 +1,5 @@
+//go:build linux
+
 package integration
 
 import (
@@ -14,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
+	"github.com/ustacknet/ustack/tun"
 )
 
 func rangeCfg(tcp, udp string) stack.Config {
@@ -107,7 +110,11 @@ func waitFree(t testing.TB, st *stack.Stack, proto portalloc.Protocol, port uint
 // 1. TCP on the wire: the kernel sees exactly sequential, wrapping ports.
 // TIME_WAIT is kept off the stack's side by having the kernel close first.
 func TestTCPSequentialOnTheWire(t *testing.T) {
-	e := newEnv(t, rangeCfg("40000-40009", ""), 0)
+	forEachDriver(t, testTCPSequentialOnTheWire)
+}
+
+func testTCPSequentialOnTheWire(t *testing.T, drv tun.Driver) {
+	e := newEnvDriver(t, rangeCfg("40000-40009", ""), 0, drv)
 	seen := echoOnceServer(t, e.kernelListen(t, "tcp4", "198.18.0.1:7"))
 	dst := netip.MustParseAddrPort("198.18.0.1:7")
 	var want, got, kernelSaw []uint16
@@ -257,7 +264,11 @@ func TestSkipsHeldAndBoundPorts(t *testing.T) {
 // 4. Exhaustion: 8 ports, 8 live connections; the 9th dial fails fast
 // with EADDRNOTAVAIL; after one closes, the next dial gets exactly it.
 func TestExhaustionOnTheWire(t *testing.T) {
-	e := newEnv(t, rangeCfg("40000-40007", ""), 0)
+	forEachDriver(t, testExhaustionOnTheWire)
+}
+
+func testExhaustionOnTheWire(t *testing.T, drv tun.Driver) {
+	e := newEnvDriver(t, rangeCfg("40000-40007", ""), 0, drv)
 	l := e.kernelListen(t, "tcp4", "198.18.0.1:9")
 	var kconns sync.Map // port -> kernel-side conn
 	go func() {

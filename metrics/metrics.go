@@ -15,19 +15,39 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ustacknet/ustack/portalloc"
-	"github.com/ustacknet/ustack/sandbox"
-	"github.com/ustacknet/ustack/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Sources are what a Collector reads. Ports is required; a nil field
 // leaves its metrics out.
+//
+// The device and gateway counters come through functions returning this
+// package's own structs, so that metrics imports neither tun nor sandbox
+// (which is Linux-only): tun.Stats and sandbox.Stats have the same fields
+// and convert, as in func() DeviceStats { return DeviceStats(dev.Stats()) }.
 type Sources struct {
 	Ports   func() []portalloc.Snapshot // stack.Stack.Ports
 	Stack   *gvstack.Stack              // stack.Stack.GVisor
-	Device  func() tun.Stats            // tun.Device.Stats
-	Gateway func() sandbox.Stats        // sandbox.Gateway.Stats
+	Device  func() DeviceStats          // from tun.Device.Stats
+	Gateway func() GatewayStats         // from sandbox.Gateway.Stats
+}
+
+// DeviceStats are a TUN device's drop counters, as tun.Stats.
+type DeviceStats struct {
+	ChecksumErrors uint64 // inbound packets with a bad checksum
+	BadVnetHeaders uint64 // inbound packets with a bad virtio header
+}
+
+// GatewayStats are a sandbox gateway's counters, as sandbox.Stats.
+type GatewayStats struct {
+	TCPFlows   uint64 `json:"tcp_flows"`   // guest TCP connections carried
+	UDPFlows   uint64 `json:"udp_flows"`   // guest UDP flows carried
+	DNSQueries uint64 `json:"dns_queries"` // queries to the DNS address
+	Denied     uint64 `json:"denied"`      // flows refused by policy
+	Refused    uint64 `json:"refused"`     // flows refused over --max-flows or failed to dial
+	Inbound    uint64 `json:"inbound"`     // connections or flows through forwards
+	Live       int64  `json:"live"`        // flows open now
 }
 
 // Collector is a prometheus.Collector over Sources.

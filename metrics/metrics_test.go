@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/ustacknet/ustack/portalloc"
-	"github.com/ustacknet/ustack/sandbox"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
 	"go.uber.org/goleak"
@@ -99,8 +98,8 @@ func TestCollector(t *testing.T) {
 	r := NewRegistry(Sources{
 		Ports:   st.Ports,
 		Stack:   st.GVisor(),
-		Device:  func() tun.Stats { return tun.Stats{ChecksumErrors: 7, BadVnetHeaders: 1} },
-		Gateway: func() sandbox.Stats { return sandbox.Stats{TCPFlows: 5, UDPFlows: 2, Denied: 3, Live: 1} },
+		Device:  func() DeviceStats { return DeviceStats(tun.Stats{ChecksumErrors: 7, BadVnetHeaders: 1}) },
+		Gateway: func() GatewayStats { return GatewayStats{TCPFlows: 5, UDPFlows: 2, Denied: 3, Live: 1} },
 	})
 	tcp := map[string]string{"protocol": "tcp"}
 	for _, tc := range []struct {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"syscall"
+
+	"github.com/ustacknet/ustack/internal/errno"
 )
 
 var (
@@ -55,9 +57,10 @@ func (e *ExhaustedError) Error() string {
 	return s
 }
 
-// Is makes errors.Is match ErrExhausted and syscall.EADDRNOTAVAIL.
+// Is makes errors.Is match ErrExhausted and syscall.EADDRNOTAVAIL (and on
+// Windows WSAEADDRNOTAVAIL, as package net reports it there).
 func (e *ExhaustedError) Is(target error) bool {
-	return target == ErrExhausted || target == syscall.EADDRNOTAVAIL
+	return target == ErrExhausted || target == syscall.EADDRNOTAVAIL || errno.Is(target, syscall.EADDRNOTAVAIL)
 }
 
 // PortError is returned by Reserve, Release, Exclude and Unexclude. Err is
@@ -85,3 +88,10 @@ func (e *PortError) Error() string {
 }
 
 func (e *PortError) Unwrap() error { return e.Err }
+
+// Is matches, on Windows, the Winsock form of an errno in Err
+// (WSAEADDRINUSE for syscall.EADDRINUSE), as package net reports it there.
+func (e *PortError) Is(target error) bool {
+	en, ok := e.Err.(syscall.Errno)
+	return ok && errno.Is(target, en)
+}

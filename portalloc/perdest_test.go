@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -354,15 +353,6 @@ func threadCPU(b *testing.B) func() {
 		b.ReportMetric(float64((threadCPUTime()-start).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		runtime.UnlockOSThread()
 	}
-}
-
-func threadCPUTime() time.Duration {
-	var ru syscall.Rusage
-	const rusageThread = 1 // RUSAGE_THREAD
-	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkPerDestMemory reports the live heap per held connection of a

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole ustack test suite: formatting, vet, then every package's
-# tests under the race detector. As root it first installs the Debian
+# Runs the whole ustack test suite: formatting, vet, the cross-build of
+# every other target system (scripts/crossbuild.sh: vet, build, and the
+# test binaries of other systems compiled), then every package's tests
+# under the race detector. As root it first installs the Debian
 # packages the privileged integration tests and examples use. Set USTACK_REQUIRE_PRIV=1
 # to make tests that need root or /dev/net/tun fail instead of skipping.
 set -euo pipefail
@@ -22,4 +24,5 @@ if [ -n "$bad" ]; then
   echo "gofmt would change:"; echo "$bad"; exit 1
 fi
 go vet ./...
+./scripts/crossbuild.sh
 go test -race -count=1 -timeout 30m "$@" ./...

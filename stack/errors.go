@@ -7,6 +7,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/ustacknet/ustack/internal/errno"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -36,47 +37,47 @@ func translate(err tcpip.Error) error {
 	case nil:
 		return nil
 	case *tcpip.ErrConnectionRefused:
-		return syscall.ECONNREFUSED
+		return errno.Of(syscall.ECONNREFUSED)
 	case *tcpip.ErrConnectionReset:
-		return syscall.ECONNRESET
+		return errno.Of(syscall.ECONNRESET)
 	case *tcpip.ErrConnectionAborted, *tcpip.ErrAborted:
-		return syscall.ECONNABORTED
+		return errno.Of(syscall.ECONNABORTED)
 	case *tcpip.ErrTimeout:
-		return syscall.ETIMEDOUT
+		return errno.Of(syscall.ETIMEDOUT)
 	case *tcpip.ErrPortInUse, *tcpip.ErrDuplicateAddress:
-		return syscall.EADDRINUSE
+		return errno.Of(syscall.EADDRINUSE)
 	case *tcpip.ErrNoPortAvailable, *tcpip.ErrBadLocalAddress:
-		return syscall.EADDRNOTAVAIL
+		return errno.Of(syscall.EADDRNOTAVAIL)
 	case *tcpip.ErrNetworkUnreachable:
-		return syscall.ENETUNREACH
+		return errno.Of(syscall.ENETUNREACH)
 	case *tcpip.ErrHostUnreachable:
-		return syscall.EHOSTUNREACH
+		return errno.Of(syscall.EHOSTUNREACH)
 	case *tcpip.ErrHostDown:
-		return syscall.EHOSTDOWN
+		return errno.Of(syscall.EHOSTDOWN)
 	case *tcpip.ErrNotConnected:
-		return syscall.ENOTCONN
+		return errno.Of(syscall.ENOTCONN)
 	case *tcpip.ErrAlreadyConnected:
-		return syscall.EISCONN
+		return errno.Of(syscall.EISCONN)
 	case *tcpip.ErrAlreadyConnecting, *tcpip.ErrAlreadyBound:
-		return syscall.EALREADY
+		return errno.Of(syscall.EALREADY)
 	case *tcpip.ErrMessageTooLong:
-		return syscall.EMSGSIZE
+		return errno.Of(syscall.EMSGSIZE)
 	case *tcpip.ErrInvalidEndpointState, *tcpip.ErrInvalidOptionValue, *tcpip.ErrBadAddress:
-		return syscall.EINVAL
+		return errno.Of(syscall.EINVAL)
 	case *tcpip.ErrClosedForSend:
-		return syscall.EPIPE
+		return errno.Of(syscall.EPIPE)
 	case *tcpip.ErrClosedForReceive:
-		return syscall.ENOTCONN
+		return errno.Of(syscall.ENOTCONN)
 	case *tcpip.ErrWouldBlock:
-		return syscall.EAGAIN
+		return errno.Of(syscall.EAGAIN)
 	case *tcpip.ErrNoBufferSpace, *tcpip.ErrQueueSizeNotSupported:
-		return syscall.ENOBUFS
+		return errno.Of(syscall.ENOBUFS)
 	case *tcpip.ErrAddressFamilyNotSupported:
-		return syscall.EAFNOSUPPORT
+		return errno.Of(syscall.EAFNOSUPPORT)
 	case *tcpip.ErrNotSupported, *tcpip.ErrNotPermitted:
-		return syscall.EOPNOTSUPP
+		return errno.Of(syscall.EOPNOTSUPP)
 	case *tcpip.ErrBroadcastDisabled:
-		return syscall.EACCES
+		return errno.Of(syscall.EACCES)
 	}
 	return &GVisorError{err}
 }

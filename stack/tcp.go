@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/errno"
 	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -68,7 +69,7 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 	}
 	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
 	if !raddr.Addr().IsValid() || raddr.Port() == 0 {
-		return nil, opError(op, network, laddr, raddr, syscall.EINVAL)
+		return nil, opError(op, network, laddr, raddr, errno.Of(syscall.EINVAL))
 	}
 	if err := st.checkLocal(laddr.Addr(), raddr.Addr()); err != nil {
 		return nil, opError(op, network, laddr, raddr, err)
@@ -158,15 +159,15 @@ func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr ne
 func (st *Stack) checkLocal(local, remote netip.Addr) error {
 	if !local.IsValid() || local.IsUnspecified() {
 		if remote.IsValid() && ((remote.Is4() && !st.has4.Load()) || (remote.Is6() && !st.has6.Load())) {
-			return syscall.ENETUNREACH
+			return errno.Of(syscall.ENETUNREACH)
 		}
 		return nil
 	}
 	if remote.IsValid() && local.Is4() != remote.Is4() {
-		return syscall.EAFNOSUPPORT
+		return errno.Of(syscall.EAFNOSUPPORT)
 	}
 	if st.s.CheckLocalAddress(0, netProtoOf(local), tcpAddr(local)) == 0 {
-		return syscall.EADDRNOTAVAIL
+		return errno.Of(syscall.EADDRNOTAVAIL)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/errno"
 	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -49,7 +50,7 @@ func (st *Stack) DialUDPAddrPort(laddr, raddr netip.AddrPort) (*UDPConn, error) 
 	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
 	if !raddr.Addr().IsValid() || raddr.Port() == 0 {
 		network := "udp"
-		return nil, opError("dial", network, laddr, raddr, syscall.EINVAL)
+		return nil, opError("dial", network, laddr, raddr, errno.Of(syscall.EINVAL))
 	}
 	return st.udp("dial", laddr, raddr, false)
 }
@@ -232,7 +233,7 @@ func (c *UDPConn) Read(b []byte) (int, error) {
 func (c *UDPConn) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if !dst.IsValid() || dst.Port() == 0 {
-		return 0, c.opErr("write", dst, syscall.EINVAL)
+		return 0, c.opErr("write", dst, errno.Of(syscall.EINVAL))
 	}
 	to := fullAddr(dst)
 	return c.write(b, &to, dst)
@@ -286,7 +287,7 @@ func (c *UDPConn) write(b []byte, to *tcpip.FullAddress, dst netip.AddrPort) (in
 func (c *UDPConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
-		return 0, &net.OpError{Op: "write", Net: c.network, Source: c.LocalAddr(), Addr: addr, Err: syscall.EINVAL}
+		return 0, &net.OpError{Op: "write", Net: c.network, Source: c.LocalAddr(), Addr: addr, Err: errno.Of(syscall.EINVAL)}
 	}
 	return c.WriteToUDPAddrPort(b, ua.AddrPort())
 }
@@ -294,7 +295,7 @@ func (c *UDPConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // Write implements net.Conn for a connected socket.
 func (c *UDPConn) Write(b []byte) (int, error) {
 	if !c.raddr.IsValid() {
-		return 0, c.opErr("write", c.raddr, syscall.EDESTADDRREQ)
+		return 0, c.opErr("write", c.raddr, errno.Of(syscall.EDESTADDRREQ))
 	}
 	return c.write(b, nil, c.raddr)
 }

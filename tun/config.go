@@ -63,21 +63,44 @@ type Config struct {
 	// NoOffload opens the device without the kernel's offloads
 	// (IFF_VNET_HDR with TUNSETOFFLOAD; see the package doc). Default
 	// false: offloads on, and off without an error if the kernel refuses
-	// them (Device.Offload tells which).
+	// them (Device.Offload tells which). The water driver never has them.
 	NoOffload bool
+
+	// RequireOffload makes Open fail, rather than run without them, if the
+	// kernel refuses the offloads. The water driver cannot set
+	// IFF_VNET_HDR, so it refuses RequireOffload, as it refuses
+	// MultiQueue.
+	RequireOffload bool
+
+	// Driver chooses how the device is made: DriverDefault (empty) is
+	// DriverKernel on Linux and DriverWater elsewhere.
+	Driver Driver
 }
 
 // checked is a validated Config with its defaults filled in.
 type checked struct {
 	Config
 	routes []netip.Prefix // masked
+	driver Driver         // resolved: never DriverDefault
 }
 
 // check validates c and fills in defaults. Its errors name the field.
 func (c Config) check() (checked, error) {
 	k := checked{Config: c}
+	var err error
+	if k.driver, err = c.Driver.resolve(); err != nil {
+		return k, err
+	}
 	if err := checkName(c.Name); err != nil {
 		return k, err
+	}
+	if k.driver == DriverWater {
+		if err := c.checkWater(); err != nil {
+			return k, err
+		}
+	}
+	if c.RequireOffload && c.NoOffload {
+		return k, fmt.Errorf("tun: Config.RequireOffload and Config.NoOffload contradict each other: set one")
 	}
 	switch {
 	case c.MTU == 0:
@@ -113,6 +136,19 @@ func (c Config) check() (checked, error) {
 		k.routes = append(k.routes, p)
 	}
 	return k, nil
+}
+
+// checkWater refuses what the water driver cannot do, naming the field.
+func (c Config) checkWater() error {
+	switch {
+	case c.MultiQueue || c.Queues > 1:
+		return fmt.Errorf("tun: Config.MultiQueue is not supported with Config.Driver %q, which opens one queue: use Config.Driver %q (Linux) for several", DriverWater, DriverKernel)
+	case c.RequireOffload:
+		return fmt.Errorf("tun: Config.RequireOffload is not supported with Config.Driver %q, which cannot set IFF_VNET_HDR: use Config.Driver %q (Linux) for the offloads", DriverWater, DriverKernel)
+	case c.NetNS != nil && runtime.GOOS != "linux":
+		return fmt.Errorf("tun: Config.NetNS is Linux-only")
+	}
+	return nil
 }
 
 func checkPrefix(p netip.Prefix) error {

@@ -43,6 +43,13 @@ func TestConfigCheck(t *testing.T) {
 		{name: "mapped address", cfg: Config{Addrs: []netip.Prefix{p("::ffff:198.18.0.1/120")}}, wantErr: "tun: invalid Config.Addrs[0] ::ffff:198.18.0.1/120: IPv4-mapped IPv6 address, use the IPv4 form"},
 		{name: "routes", cfg: Config{Up: true, Routes: []netip.Prefix{p("198.18.4.0/24"), p("fd00:1::/64")}}, mtu: 1500, queues: 1},
 		{name: "routes while down", cfg: Config{Routes: []netip.Prefix{p("198.18.4.0/24")}}, wantErr: "tun: Config.Routes needs Config.Up: the kernel adds no route through a device that is down"},
+		{name: "water", cfg: Config{Driver: DriverWater, MTU: 9000}, mtu: 9000, queues: 1},
+		{name: "water with multiqueue", cfg: Config{Driver: DriverWater, MultiQueue: true}, wantErr: `tun: Config.MultiQueue is not supported with Config.Driver "water", which opens one queue: use Config.Driver "kernel" (Linux) for several`},
+		{name: "water with two queues", cfg: Config{Driver: DriverWater, MultiQueue: true, Queues: 2}, wantErr: `tun: Config.MultiQueue is not supported with Config.Driver "water", which opens one queue: use Config.Driver "kernel" (Linux) for several`},
+		{name: "water with offloads required", cfg: Config{Driver: DriverWater, RequireOffload: true}, wantErr: `tun: Config.RequireOffload is not supported with Config.Driver "water", which cannot set IFF_VNET_HDR: use Config.Driver "kernel" (Linux) for the offloads`},
+		{name: "water without offloads", cfg: Config{Driver: DriverWater, NoOffload: true}, mtu: 1500, queues: 1},
+		{name: "offloads required and refused", cfg: Config{RequireOffload: true, NoOffload: true}, wantErr: "tun: Config.RequireOffload and Config.NoOffload contradict each other: set one"},
+		{name: "unknown driver", cfg: Config{Driver: "vpp"}, wantErr: `tun: invalid Config.Driver "vpp": want ` + driverList() + `, or empty for the default`},
 		{name: "route with host bits", cfg: Config{Up: true, Routes: []netip.Prefix{p("198.18.4.1/24")}}, wantErr: "tun: invalid Config.Routes[0] 198.18.4.1/24: host bits set, want 198.18.4.0/24"},
 	}
 	for _, tt := range tests {
@@ -64,14 +71,26 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// TestOpenRejectsBadConfig checks that Open validates before it touches
-// anything, so it needs no privileges.
-func TestOpenRejectsBadConfig(t *testing.T) {
-	old := devPath
-	devPath = "/nonexistent/must-not-be-opened"
-	defer func() { devPath = old }()
-	_, err := Open(Config{MTU: 40})
-	if want := "tun: invalid Config.MTU 40: want 0 (for 1500) or 68..65535"; err == nil || err.Error() != want {
-		t.Errorf("Open error = %v, want %q", err, want)
+func TestParseDriver(t *testing.T) {
+	for _, d := range Drivers() {
+		if got, err := ParseDriver(string(d)); err != nil || got != d {
+			t.Errorf("ParseDriver(%q) = %q, %v", d, got, err)
+		}
+	}
+	want := `unknown driver "tap": want kernel or water`
+	if runtime.GOOS != "linux" {
+		want = `unknown driver "tap": want water`
+	}
+	if _, err := ParseDriver("tap"); err == nil || err.Error() != want {
+		t.Errorf("ParseDriver(tap) = %v, want %q", err, want)
+	}
+	if _, err := ParseDriver(""); err == nil {
+		t.Errorf("ParseDriver(\"\") succeeded; the empty string is no driver's name")
+	}
+	if runtime.GOOS != "linux" {
+		want := `tun: invalid Config.Driver "kernel": it is Linux-only; on ` + runtime.GOOS + ` use water`
+		if err := (Config{Driver: DriverKernel}).Validate(); err == nil || err.Error() != want {
+			t.Errorf("kernel driver off Linux: %v, want %q", err, want)
+		}
 	}
 }

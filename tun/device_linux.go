@@ -23,13 +23,16 @@ var devPath = "/dev/net/tun"
 
 // Device is an open TUN device and its gVisor link endpoint. Its methods
 // are safe for concurrent use.
+//
+// With DriverWater, fds is empty and inner is a waterEndpoint, which owns
+// the device.
 type Device struct {
 	name    string
 	mtu     int
 	fds     []int              // one per queue, non-blocking, close-on-exec
 	offload bool               // fds have IFF_VNET_HDR and the kernel's offloads
 	tap     bool               // a TAP device: Ethernet frames (fdbased, no offloads)
-	inner   stack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds
+	inner   stack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds; waterEndpoint for DriverWater (no fds)
 	stops   []int              // the readers' stop eventfds, which fdbased never closes
 	link    *linkEndpoint
 
@@ -69,10 +72,17 @@ type Device struct {
 // os.ErrNotExist (no /dev/net/tun), os.ErrPermission (missing
 // CAP_NET_ADMIN or access to /dev/net/tun) and os.ErrExist (the name is
 // taken).
+//
+// With Config.Driver set to DriverWater the device is made by songgao/water
+// instead (see the package doc, "The water driver"): one queue, no
+// offloads, configured over netlink all the same.
 func Open(cfg Config) (*Device, error) {
 	c, err := cfg.check()
 	if err != nil {
 		return nil, err
+	}
+	if c.driver == DriverWater {
+		return openWater(c)
 	}
 
 	// Create the device, and a netlink handle, on a thread in the target
@@ -93,6 +103,10 @@ func Open(cfg Config) (*Device, error) {
 		}
 		if fds, name, offload, err = openDevice(queueSpec{name: c.Name, n: c.Queues, flags: flags, create: true}, c.NoOffload); err != nil {
 			return err
+		}
+		if c.RequireOffload && !offload {
+			closeFDs(fds)
+			return &deviceError{msg: fmt.Sprintf("create device %q: the kernel refused the offloads (IFF_VNET_HDR, TUNSETOFFLOAD) and Config.RequireOffload is set", name), err: errOffloadRefused}
 		}
 		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 			closeFDs(fds)
@@ -167,6 +181,10 @@ func openDevice(s queueSpec, noOffload bool) (fds []int, name string, offload bo
 	fds, name, err = openQueues(s, false)
 	return fds, name, false, err
 }
+
+// errOffloadRefused is the cause of Open's error when Config.RequireOffload
+// is set and the kernel refuses the offloads.
+var errOffloadRefused = errors.New("offloads refused")
 
 // offloadError is a refusal of IFF_VNET_HDR or TUNSETOFFLOAD, after which
 // openDevice falls back to a device without offloads.
@@ -372,7 +390,8 @@ func (d *Device) MTU() int { return d.mtu }
 // Offload reports whether the device runs with the kernel's offloads
 // (IFF_VNET_HDR, TUNSETOFFLOAD): TCP segments of up to 64 KiB cross it in
 // one read or write. It is false with Config.NoOffload, when the kernel
-// refused them, and for a FromFD descriptor opened without IFF_VNET_HDR.
+// refused them, for a FromFD descriptor opened without IFF_VNET_HDR, and
+// with the water driver.
 func (d *Device) Offload() bool { return d.offload }
 
 // Stats counts the packets the device's readers dropped before they
@@ -439,6 +458,11 @@ func (d *Device) Close() error {
 			v.release()
 		}
 		var errs []error
+		if w, ok := d.inner.(*waterEndpoint); ok {
+			if err := w.close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, fmt.Errorf("tun: close %s: %w", d.name, err))
+			}
+		}
 		for _, fd := range d.stops {
 			errs = append(errs, closeFD("close stop eventfd", fd))
 		}

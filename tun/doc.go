@@ -1,6 +1,11 @@
-// Package tun opens Linux TUN devices and turns them into gVisor link
+// Package tun opens TUN devices and turns them into gVisor link
 // endpoints, so that a user-space stack can exchange IP packets with the
 // kernel; it also provides an in-memory link pair for tests and demos.
+//
+// Two drivers make devices (Config.Driver). On Linux the default,
+// DriverKernel, is this package's own code over /dev/net/tun, described
+// below. DriverWater uses github.com/songgao/water, on Linux by choice and
+// on macOS and Windows as the only driver (see "The water driver").
 //
 // # Devices
 //
@@ -96,10 +101,10 @@
 // cores, and extra readers only add wake-ups. BenchmarkDeviceTCP measures
 // a TCP stream each way; bench/fastpath compares with the kernel.
 //
-// # Why not songgao/water
+// # Why the kernel driver is not songgao/water
 //
-// The device is opened with golang.org/x/sys/unix rather than
-// songgao/water, which ustack used at first. water cannot set
+// The default Linux device is opened with golang.org/x/sys/unix rather
+// than songgao/water, which ustack used at first. water cannot set
 // IFF_VNET_HDR, so no offloads, nor IFF_TUN_EXCL, so it attaches to an
 // existing device of the same name instead of failing; it opens
 // /dev/net/tun without O_CLOEXEC, so child processes inherit the device;
@@ -107,6 +112,48 @@
 // descriptor in an os.File read through Go's poller, one packet per
 // read, while fdbased and this package's reader need the raw descriptor.
 // Opening the device takes a few dozen lines, all in device_linux.go.
+//
+// # The water driver
+//
+// With DriverWater, Open makes the device with songgao/water: macOS utun
+// (named utunN by the system; Config.Name may ask for a number), Windows
+// TAP-Windows in TUN mode (adapter tap0901, as OpenVPN installs it;
+// Config.Name picks the adapter by its friendly name, and Config.Addrs
+// needs an IPv4 entry, from which the driver answers ARP), and Linux
+// /dev/net/tun. water has no FreeBSD or other BSD support (its latest
+// version answers "not implemented on this platform"), so there Open fails
+// at once, saying so.
+//
+// The link endpoint (water.go) reads and writes one packet per call, as
+// water's API allows, with one reader goroutine that delivers through the
+// same handoff as the kernel driver. It has no offloads: gVisor computes
+// and verifies every checksum, and TCP segments are at most the MTU, so a
+// 64 KiB stretch of a stream at MTU 1500 costs 44 system calls each way
+// instead of one. It has one queue. Config.MultiQueue and
+// Config.RequireOffload are refused with an error that names them;
+// Config.NoOffload changes nothing. docs/BENCHMARKS.md gives its cost
+// against the kernel driver.
+//
+// The system's side of the device is configured by ustack, not water: over
+// netlink on Linux, as with the kernel driver (Config.NetNS included), and
+// elsewhere with the system's commands, ifconfig and route on macOS and
+// netsh on Windows (for the running session only), each run with an exact
+// argument list through os/exec, never through a shell (ifconfig.go).
+//
+// On Linux the wrapper works around water's defects where it can. water
+// opens /dev/net/tun without O_CLOEXEC; Open holds syscall.ForkLock for
+// reading from before the open until it has set FD_CLOEXEC, as package
+// syscall does around its own non-atomic close-on-exec, so no child can
+// inherit the descriptor. water does not pass IFF_TUN_EXCL, so TUNSETIFF
+// on an existing TUN device's name attaches to it; Open first refuses a
+// name that an interface already has (EEXIST, os.ErrExist), which leaves
+// a race with a device made under that name in between. What remains:
+// when TUNSETIFF itself fails (for instance EPERM without CAP_NET_ADMIN)
+// water leaks the descriptor it opened, one per failed Open, since it
+// returns neither the descriptor nor a file whose finalizer would close
+// it. The water device reads through Go's poller, so a read deadline in
+// the past stops its reader; on macOS and Windows water's files have no
+// deadlines, so removing the NIC there closes the device.
 //
 // # Pipe
 //

@@ -4,8 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // Hints appended to errors that have a known remedy.
@@ -16,12 +15,12 @@ const (
 )
 
 // deviceError is a failure to open or configure a device. errors.Is matches
-// its cause (a syscall.Errno such as unix.EPERM) and, through the errno,
+// its cause (a syscall.Errno such as syscall.EPERM) and, through the errno,
 // the os.ErrNotExist and os.ErrPermission classes; a name clash also
 // matches os.ErrExist.
 type deviceError struct {
 	msg   string // the message after "tun: "
-	err   error  // the cause, usually a unix.Errno
+	err   error  // the cause, usually a syscall.Errno
 	exist bool   // the error means that the name is taken
 }
 
@@ -33,9 +32,9 @@ func (e *deviceError) Is(target error) bool {
 
 // errnoString is like "operation not permitted (EPERM)".
 func errnoString(err error) string {
-	var errno unix.Errno
+	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		if name := unix.ErrnoName(errno); name != "" {
+		if name := errnoName(errno); name != "" {
 			return fmt.Sprintf("%v (%s)", err, name)
 		}
 	}
@@ -46,11 +45,11 @@ func errnoString(err error) string {
 func openError(path string, err error) error {
 	var msg string
 	switch {
-	case errors.Is(err, unix.ENOENT):
+	case errors.Is(err, syscall.ENOENT):
 		msg = fmt.Sprintf("%s does not exist: %s", path, hintNoTun)
-	case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+	case errors.Is(err, syscall.ENODEV), errors.Is(err, syscall.ENXIO):
 		msg = fmt.Sprintf("%s has no driver, %s: %s", path, errnoString(err), hintNoTun)
-	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		msg = fmt.Sprintf("open %s: %s: %s", path, errnoString(err), hintAccess)
 	default:
 		msg = fmt.Sprintf("open %s: %s", path, errnoString(err))
@@ -65,13 +64,13 @@ func createError(name string, err error) error {
 	}
 	e := &deviceError{err: err}
 	switch {
-	case errors.Is(err, unix.EBUSY), errors.Is(err, unix.EEXIST):
+	case errors.Is(err, syscall.EBUSY), errors.Is(err, syscall.EEXIST):
 		// With IFF_TUN_EXCL the kernel answers EBUSY for any existing
 		// interface of that name: another TUN device, whoever holds it,
 		// or any other kind of interface.
 		e.exist = true
 		e.msg = fmt.Sprintf("create device %q: a device named %q already exists, %s: choose another Config.Name, or leave it empty for the kernel to pick one", name, name, errnoString(err))
-	case errors.Is(err, unix.EPERM):
+	case errors.Is(err, syscall.EPERM):
 		e.msg = fmt.Sprintf("create device %q: %s: %s", name, errnoString(err), hintNeedsCap)
 	default:
 		e.msg = fmt.Sprintf("create device %q: %s", name, errnoString(err))
@@ -82,7 +81,7 @@ func createError(name string, err error) error {
 // configError explains a failed configuration step (what) on device name.
 func configError(what, name string, err error) error {
 	e := &deviceError{err: err, msg: fmt.Sprintf("%s on %q: %s", what, name, errnoString(err))}
-	if errors.Is(err, unix.EPERM) {
+	if errors.Is(err, syscall.EPERM) {
 		e.msg += ": " + hintNeedsCap
 	}
 	return e

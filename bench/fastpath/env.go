@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -45,6 +47,7 @@ type tunOptions struct {
 	mtu        int
 	noOffload  bool
 	multiQueue bool
+	driver     tun.Driver          // empty: the Linux default (kernel)
 	stackCfg   func(*stack.Config) // adjusts the stack's Config
 	tuneGVisor func(*stack.Stack)  // adjusts gVisor after New
 }
@@ -80,6 +83,7 @@ func newTUNPairIn(nsFile *os.File, o tunOptions) (*pair, error) {
 		Up:         true,
 		MultiQueue: o.multiQueue,
 		NoOffload:  o.noOffload,
+		Driver:     o.driver,
 	})
 	if err != nil {
 		return nil, err

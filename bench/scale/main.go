@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command scale opens and holds many established TCP connections in one
 // ustack over one TUN, then closes them all and checks that every port
 // came back. Run it as root:

@@ -15,12 +15,14 @@ import (
 	"github.com/ustacknet/ustack/stack"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"github.com/ustacknet/ustack/tun"
 )
 
 func newDemoCmd() *cobra.Command {
 	rng := portalloc.Range{First: 40000, Last: 40009}
 	pol := portalloc.Sequential
 	var useTUN bool
+	var driver string
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "Show the stack and its port allocator at work over an in-memory link (no root needed)",
@@ -40,6 +42,17 @@ server, using addresses from 198.18.0.0/24.`,
 			if rng.Size() < 3 {
 				return usageError{fmt.Errorf("invalid argument %q for \"--range\" flag: the demo needs at least 3 ports", rng)}
 			}
+			var drv tun.Driver
+			if driver != "" {
+				if !useTUN {
+					return usageError{fmt.Errorf("--driver goes with --tun: the in-memory demo has no device")}
+				}
+				d, err := tun.ParseDriver(driver)
+				if err != nil {
+					return usageError{fmt.Errorf("invalid argument %q for \"--driver\" flag: want %s", driver, driverChoices())}
+				}
+				drv = d
+			}
 			var env *demoEnv
 			var err error
 			cfg := stack.Config{Ports: portalloc.Config{
@@ -48,7 +61,7 @@ server, using addresses from 198.18.0.0/24.`,
 				ICMP: portalloc.PoolConfig{Range: rng, Policy: pol},
 			}}
 			if useTUN {
-				env, err = newTUNDemoEnv(cfg)
+				env, err = newTUNDemoEnv(cfg, drv)
 			} else {
 				env, err = newMemDemoEnv(cfg)
 			}
@@ -64,6 +77,7 @@ server, using addresses from 198.18.0.0/24.`,
 	c.Flags().Var(&rng, "range", "ephemeral port range FIRST-LAST or preset ("+joinPresets()+")")
 	c.Flags().Var(&pol, "policy", "port policy: sequential, random or hash")
 	c.Flags().BoolVar(&useTUN, "tun", false, "use a real TUN device in a private network namespace, with the kernel as the server (needs root)")
+	c.Flags().StringVar(&driver, "driver", "", "with --tun, the TUN driver: "+driverChoices())
 	return c
 }
 

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ustacknet/ustack/sandbox"
-
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 )
@@ -59,11 +57,7 @@ func TestDemoInMemory(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestBadFlagsExit2(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	tests := []exit2Case{
 		{"demo bad range", []string{"demo", "--range", "9-3"}, `"--range" flag`},
 		{"demo tiny range", []string{"demo", "--range", "5-6"}, "at least 3 ports"},
 		{"demo bad policy", []string{"demo", "--policy", "lifo"}, "sequential, random, hash"},
@@ -80,8 +74,6 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"run bad log level", []string{"run", "--log-level", "loud"}, "debug, info, warn or error"},
 		{"ports no api", []string{"ports"}, "--api PATH is required"},
 		{"run long tun name", []string{"run", "--tun", "name-too-long-xxxxxxxx", "--addr", "198.18.0.2/24"}, "longer than 15 bytes"},
-		{"sandbox negative procs", []string{"sandbox", "--procs", "-1", "--", "true"}, `"--procs" flag: want 0 (one per CPU) to 1024`},
-		{"sandbox too many procs", []string{"sandbox", "--procs", "5000", "--", "true"}, `"--procs" flag`},
 		{"run bad metrics", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--metrics", "localhost:9109"}, `"--metrics" flag: want IP:PORT`},
 		{"sandbox bad metrics", []string{"sandbox", "--metrics", "9109", "--", "true"}, `"--metrics" flag: want IP:PORT`},
 		{"sandbox netns and command", []string{"sandbox", "--netns", "1", "--", "true"}, "give no command with it"},
@@ -99,8 +91,28 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"run bad icmp range", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--icmp-range", "9-1"}, `"--icmp-range" flag`},
 		{"run unwritable pcap", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--pcap", "/nonexistent/dir/x.pcap"}, `invalid argument "/nonexistent/dir/x.pcap" for "--pcap" flag: open /nonexistent/dir/x.pcap: no such file or directory; want a path where a file can be written`},
 		{"run bad snaplen", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--pcap-snaplen", "-1"}, `"--pcap-snaplen" flag: want 0 (262144) or 1-262144`},
+		{"run unknown driver", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--driver", "tap"}, `invalid argument "tap" for "--driver" flag: want ` + driverChoices()},
+		{"run water multiqueue", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--driver", "water", "--queues", "2"}, "--queues 2 is not supported with the water driver, which opens one queue: use --driver kernel (Linux) for several"},
+		{"run water offload", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--driver", "water", "--offload", "on"}, "--offload on is not supported with the water driver, which cannot set IFF_VNET_HDR: use --driver kernel (Linux) for the offloads"},
+		{"run bad offload", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--offload", "maybe"}, `invalid argument "maybe" for "--offload" flag: want auto, on or off`},
+		{"run zero queues", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--queues", "0"}, `invalid argument 0 for "--queues" flag: want 1-256`},
+		{"demo unknown driver", []string{"demo", "--tun", "--driver", "vpp"}, `invalid argument "vpp" for "--driver" flag: want ` + driverChoices()},
+		{"demo driver without tun", []string{"demo", "--driver", "water"}, "--driver goes with --tun"},
 		{"run bad peer addr", []string{"run", "--tun", "u0", "--addr", "198.18.0.2/24", "--peer-addr", "::ffff:198.18.0.1/120"}, "IPv4-mapped"},
 	}
+	checkExit2(t, tests)
+}
+
+// exit2Case is a command line that must fail with exit code 2 and an
+// error containing want.
+type exit2Case struct {
+	name string
+	args []string
+	want string
+}
+
+func checkExit2(t *testing.T, tests []exit2Case) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := run(tc.args...)
@@ -114,35 +126,5 @@ func TestBadFlagsExit2(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
-	}
-}
-
-func TestSandboxTarget(t *testing.T) {
-	tests := []struct {
-		netns string
-		want  sandbox.Target
-	}{
-		{"", sandbox.Target{}},
-		{"4242", sandbox.Target{PID: 4242}},
-		{"blue", sandbox.Target{NetNS: "/run/netns/blue"}},
-		{"/var/run/netns/blue", sandbox.Target{NetNS: "/var/run/netns/blue"}},
-		{"./ns", sandbox.Target{NetNS: "./ns"}},
-	}
-	for _, tc := range tests {
-		f := sandboxFlags{netns: tc.netns}
-		got, err := f.target()
-		if err != nil {
-			t.Errorf("--netns %q: %v", tc.netns, err)
-			continue
-		}
-		if tc.netns == "" {
-			if got != nil {
-				t.Errorf("no --netns: target %+v, want none", *got)
-			}
-			continue
-		}
-		if got == nil || *got != tc.want {
-			t.Errorf("--netns %q: target %+v, want %+v", tc.netns, got, tc.want)
-		}
 	}
 }

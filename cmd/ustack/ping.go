@@ -6,22 +6,18 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 )
 
 // The peer's IPv6 address in ping's network; IPv4 is demoServer's.
@@ -253,77 +249,4 @@ func newMemPingEnv(cfg stack.Config) (*pingEnv, error) {
 	}
 	return &pingEnv{kind: "a second user-space stack over an in-memory link", st: st,
 		close: func() { st.Close(); peer.Close(); p.Close() }}, nil
-}
-
-// newTUNPingEnv runs the stack over a TUN device whose kernel side lives
-// in a fresh network namespace.
-func newTUNPingEnv(cfg stack.Config) (*pingEnv, error) {
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("ping --tun needs root (CAP_NET_ADMIN) to create a network namespace and a TUN device; run it with sudo, or drop --tun")
-	}
-	ns, err := netns.New()
-	if err != nil {
-		return nil, fmt.Errorf("ping --tun: %w", err)
-	}
-	// The kernel's IPv6 address must answer at once, without duplicate
-	// address detection.
-	if err := ns.Do(func() error {
-		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
-			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("ping --tun: turning off duplicate address detection: %w", err)
-	}
-	dev, err := tun.Open(tun.Config{Name: "ustack%d", NetNS: ns.File(), Addrs: []netip.Prefix{demoServer, pingPeer6}, Up: true})
-	if err != nil {
-		ns.Close()
-		return nil, fmt.Errorf("ping --tun: %w", err)
-	}
-	if err := waitLocalRoutes(ns, demoServer.Addr(), pingPeer6.Addr()); err != nil {
-		dev.Close()
-		ns.Close()
-		return nil, fmt.Errorf("ping --tun: %w", err)
-	}
-	cfg.Link = dev.LinkEndpoint()
-	cfg.Addrs = []netip.Prefix{demoClient, pingLocal6}
-	st, err := stack.New(cfg)
-	if err != nil {
-		dev.Close()
-		ns.Close()
-		return nil, err
-	}
-	return &pingEnv{kind: "the Linux kernel over TUN " + dev.Name() + " in a private namespace", st: st,
-		close: func() { st.Close(); dev.Close(); ns.Close() }}, nil
-}
-
-// waitLocalRoutes waits, up to 5 s, until the kernel in ns has the local
-// route of each address: Linux installs an IPv6 address's from a work
-// queue after the address is added, and drops packets to it until then.
-func waitLocalRoutes(ns *netns.NS, addrs ...netip.Addr) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for _, a := range addrs {
-		family := netlink.FAMILY_V4
-		if a.Is6() {
-			family = netlink.FAMILY_V6
-		}
-		filter := &netlink.Route{Table: unix.RT_TABLE_LOCAL, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
-		for {
-			rs, err := ns.Handle().RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
-			if err != nil {
-				return err
-			}
-			if len(rs) > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("the kernel has no local route for %s after 5s", a)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	return nil
 }

@@ -8,6 +8,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// exitStatus carries the sandboxed command's exit code out of cobra.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("command exited with status %d", int(e)) }
+
 // usageError marks errors caused by bad flags or arguments; they exit 2.
 type usageError struct{ err error }
 

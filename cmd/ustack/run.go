@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -38,6 +39,9 @@ type runFlags struct {
 	pcap      string
 	snapLen   int
 	level     logLevel
+	driver    string
+	queues    int
+	offload   string
 }
 
 func newRunCmd() *cobra.Command {
@@ -48,7 +52,12 @@ func newRunCmd() *cobra.Command {
 		Long: `run creates the TUN device NAME, gives the stack the address --addr and the
 kernel side of the device --peer-addr (if given), and serves the built-in
 services asked for until SIGINT or SIGTERM. On shutdown it closes every
-connection, releases every port and removes the device and the API socket.`,
+connection, releases every port and removes the device and the API socket.
+
+--driver chooses how the device is made: kernel (Linux's default: this
+project's own /dev/net/tun code, with the kernel's offloads and multiple
+queues) or water (github.com/songgao/water: one queue, no offloads; the
+only driver on macOS and Windows).`,
 		Example: `  ustack run --tun ustack0 --addr 198.18.0.2/24 --peer-addr 198.18.0.1/24 --echo 7 --http 80 --api /run/ustack.sock`,
 		Args:    noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -75,6 +84,9 @@ connection, releases every port and removes the device and the API socket.`,
 	fl.StringArrayVar(&f.addrs, "addr", nil, "the stack's address with prefix length, e.g. 198.18.0.2/24 (repeatable, IPv4 and IPv6)")
 	fl.StringArrayVar(&f.peerAddrs, "peer-addr", nil, "the kernel's address on the device, e.g. 198.18.0.1/24 (repeatable)")
 	fl.IntVar(&f.mtu, "mtu", 1500, "MTU of the device and the stack (68-65535)")
+	fl.StringVar(&f.driver, "driver", "", "TUN driver: "+driverChoices()+" (default "+string(tun.Drivers()[0])+")")
+	fl.IntVar(&f.queues, "queues", 1, "TUN queues, each with its own reader (kernel driver only; more than 1 makes a multi-queue device)")
+	fl.StringVar(&f.offload, "offload", "auto", "kernel offloads (IFF_VNET_HDR): auto (on if the kernel agrees), on (fail without them) or off; the water driver has none")
 	fl.Var(&f.tcpRange, "tcp-range", "TCP ephemeral range FIRST-LAST or preset ("+joinPresets()+")")
 	fl.Var(&f.udpRange, "udp-range", "UDP ephemeral range FIRST-LAST or preset")
 	fl.Var(&f.sctpRange, "sctp-range", "SCTP ephemeral range FIRST-LAST or preset")
@@ -83,7 +95,7 @@ connection, releases every port and removes the device and the API socket.`,
 	fl.IntVar(&f.echo, "echo", 0, "serve TCP and UDP echo on this port")
 	fl.IntVar(&f.discard, "discard", 0, "serve TCP and UDP discard on this port")
 	fl.IntVar(&f.http, "http", 0, "serve a page with the allocator's state on this TCP port")
-	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600); it also serves /metrics")
+	fl.StringVar(&f.apiPath, "api", "", "serve the control API on this unix socket (mode 0600; on Windows a token file for a localhost TCP port); it also serves /metrics")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics, e.g. 127.0.0.1:9109")
 	fl.StringVar(&f.pcap, "pcap", "", "write every packet the stack sends and receives to this file, in pcap format (tcpdump -r FILE reads it)")
 	fl.IntVar(&f.snapLen, "pcap-snaplen", 0, "bytes kept of each captured packet (0 = 262144, the most)")
@@ -164,10 +176,56 @@ func (f *runFlags) configs() (stack.Config, tun.Config, error) {
 		return cfg, tcfg, err
 	}
 	tcfg = tun.Config{Name: f.tunName, MTU: f.mtu, Addrs: peers, Up: true}
+	if err := f.deviceFlags(&tcfg); err != nil {
+		return cfg, tcfg, err
+	}
 	if err := tcfg.Validate(); err != nil {
 		return cfg, tcfg, fmt.Errorf("invalid --tun, --mtu or --peer-addr: %v", err)
 	}
 	return cfg, tcfg, nil
+}
+
+// deviceFlags applies --driver, --queues and --offload to tcfg.
+func (f *runFlags) deviceFlags(tcfg *tun.Config) error {
+	if f.driver != "" {
+		d, err := tun.ParseDriver(f.driver)
+		if err != nil {
+			return fmt.Errorf("invalid argument %q for \"--driver\" flag: want %s", f.driver, driverChoices())
+		}
+		tcfg.Driver = d
+	}
+	water := tcfg.Driver == tun.DriverWater || tcfg.Driver == tun.DriverDefault && tun.Drivers()[0] == tun.DriverWater
+	if f.queues < 1 || f.queues > tun.MaxQueues {
+		return fmt.Errorf("invalid argument %d for \"--queues\" flag: want 1-%d", f.queues, tun.MaxQueues)
+	}
+	if f.queues > 1 {
+		if water {
+			return fmt.Errorf("--queues %d is not supported with the water driver, which opens one queue: use --driver %s (Linux) for several", f.queues, tun.DriverKernel)
+		}
+		tcfg.MultiQueue, tcfg.Queues = true, f.queues
+	}
+	switch f.offload {
+	case "auto":
+	case "on":
+		if water {
+			return fmt.Errorf("--offload on is not supported with the water driver, which cannot set IFF_VNET_HDR: use --driver %s (Linux) for the offloads", tun.DriverKernel)
+		}
+		tcfg.RequireOffload = true
+	case "off":
+		tcfg.NoOffload = true
+	default:
+		return fmt.Errorf("invalid argument %q for \"--offload\" flag: want auto, on or off", f.offload)
+	}
+	return nil
+}
+
+// driverChoices lists the --driver values this system has.
+func driverChoices() string {
+	var s []string
+	for _, d := range tun.Drivers() {
+		s = append(s, string(d))
+	}
+	return strings.Join(s, " or ")
 }
 
 func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Config, tcfg tun.Config) error {
@@ -221,7 +279,7 @@ func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Confi
 		}
 		g.HTTP(l, st.Ports)
 	}
-	msrc := metrics.Sources{Ports: st.Ports, Stack: st.GVisor(), Device: dev.Stats}
+	msrc := metrics.Sources{Ports: st.Ports, Stack: st.GVisor(), Device: func() metrics.DeviceStats { return metrics.DeviceStats(dev.Stats()) }}
 	if f.apiPath != "" {
 		srv, err := api.Listen(f.apiPath, st)
 		if err != nil {
@@ -237,7 +295,7 @@ func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Confi
 		}
 		defer m.Close()
 	}
-	log.Info("ustack running", "tun", dev.Name(), "addrs", cfg.Addrs, "mtu", f.mtu, "api", f.apiPath)
+	log.Info("ustack running", "tun", dev.Name(), "driver", tcfg.Driver, "offload", dev.Offload(), "addrs", cfg.Addrs, "mtu", f.mtu, "api", f.apiPath)
 	fmt.Fprintf(c.OutOrStdout(), "ustack: serving on %s (%v); stop with SIGINT or SIGTERM\n", dev.Name(), cfg.Addrs)
 	select {
 	case <-ctx.Done():

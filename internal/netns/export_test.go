@@ -1,3 +1,5 @@
+//go:build linux
+
 package netns
 
 // ErrGoexit exposes errGoexit to the external tests.

@@ -14,6 +14,7 @@ func TestReason(t *testing.T) {
 		want string
 	}{
 		{"root with tun", facts{euid: 0}, ""},
+		{"not linux", facts{goos: "darwin", euid: 0}, "needs Linux (network namespaces and /dev/net/tun); this is darwin"},
 		{"not root", facts{euid: 1000}, "needs root (CAP_NET_ADMIN); running as uid 1000"},
 		{"not root and no tun", facts{euid: 1000, tunErr: noTun}, "needs root (CAP_NET_ADMIN); running as uid 1000"},
 		{"root without caps", facts{euid: 0, missingCaps: []string{"CAP_NET_ADMIN"}}, "needs root (CAP_NET_ADMIN); uid 0 lacks [CAP_NET_ADMIN]"},

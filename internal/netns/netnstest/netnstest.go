@@ -1,6 +1,5 @@
-// Package netnstest gives a test a fresh network namespace. It is apart
-// from package netns so that programs using netns do not link package
-// testing.
+//go:build linux
+
 package netnstest
 
 import (

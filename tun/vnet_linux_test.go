@@ -11,7 +11,6 @@ import (
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -35,8 +34,6 @@ func TestOffloadRefused(t *testing.T) {
 	s := newStack(t, d.LinkEndpoint(), stack4)
 	echoExchange(t, ns, s, 1<<20)
 }
-
-func addr(a netip.Addr) tcpip.Address { return tcpip.AddrFromSlice(a.AsSlice()) }
 
 // TestFromFDOffload hands a device's descriptor to FromFD, as the sandbox
 // does: the new Device must find out from the descriptor whether it

@@ -144,7 +144,7 @@ normal user it joins the user namespace that owns the network namespace (or
 				ms  *metricsServer
 			)
 			o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
-				msrc := metrics.Sources{Ports: gw.Ports, Stack: gw.Stack().GVisor(), Device: dev.Stats, Gateway: gw.Stats}
+				msrc := metrics.Sources{Ports: gw.Ports, Stack: gw.Stack().GVisor(), Device: func() metrics.DeviceStats { return metrics.DeviceStats(dev.Stats()) }, Gateway: func() metrics.GatewayStats { return metrics.GatewayStats(gw.Stats()) }}
 				if f.metrics != "" {
 					ms, err = serveMetrics(f.metrics, msrc, c.OutOrStdout(), o.Gateway.Logger)
 					if err != nil {
@@ -234,11 +234,6 @@ normal user it joins the user namespace that owns the network namespace (or
 // maxProcs bounds --procs (Go's own limit is far higher; no machine this
 // runs on needs more).
 const maxProcs = 1024
-
-// exitStatus carries the sandboxed command's exit code out of cobra.
-type exitStatus int
-
-func (e exitStatus) Error() string { return fmt.Sprintf("command exited with status %d", int(e)) }
 
 // target returns the namespace --netns names, or nil for a command.
 func (f *sandboxFlags) target() (*sandbox.Target, error) {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,13 +26,6 @@ import (
 
 // Every test here that touches a real device runs it in a namespace of its
 // own (netnstest.New), with addresses from 198.18.0.0/15 and fd00::/8.
-
-var (
-	kernel4 = netip.MustParsePrefix("198.18.0.1/24")
-	stack4  = netip.MustParsePrefix("198.18.0.2/24")
-	kernel6 = netip.MustParsePrefix("fd00::1/64")
-	stack6  = netip.MustParsePrefix("fd00::2/64")
-)
 
 // openIn opens cfg in ns and closes the device when the test ends.
 func openIn(t testing.TB, ns *netns.NS, cfg Config) *Device {
@@ -84,13 +78,21 @@ func TestRoundTrip(t *testing.T) {
 		name:   "routes",
 		cfg:    Config{Addrs: []netip.Prefix{kernel4}, Up: true, Routes: []netip.Prefix{netip.MustParsePrefix("198.18.4.0/24"), netip.MustParsePrefix("fd00:4::/64")}},
 		kernel: kernel4.Addr(), stackAddrs: []netip.Prefix{netip.MustParsePrefix("198.18.4.9/32")}, stackListen: netip.MustParseAddr("198.18.4.9"),
+	}, {
+		name:   "water ipv4 and ipv6",
+		cfg:    Config{Driver: DriverWater, Name: "ustk-w%d", Addrs: []netip.Prefix{kernel4, kernel6}, Up: true},
+		kernel: kernel6.Addr(), stackAddrs: []netip.Prefix{stack4, stack6}, stackListen: stack4.Addr(),
+	}, {
+		name:   "water jumbo mtu and routes",
+		cfg:    Config{Driver: DriverWater, MTU: 9000, Addrs: []netip.Prefix{kernel4}, Up: true, Routes: []netip.Prefix{netip.MustParsePrefix("198.18.4.0/24")}},
+		kernel: kernel4.Addr(), stackAddrs: []netip.Prefix{netip.MustParsePrefix("198.18.4.9/32")}, stackListen: netip.MustParseAddr("198.18.4.9"),
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := netnstest.New(t)
 			d := openIn(t, ns, tt.cfg)
 			checkLink(t, ns, d, tt.cfg)
-			if got, want := d.Offload(), !tt.cfg.NoOffload; got != want {
+			if got, want := d.Offload(), !tt.cfg.NoOffload && tt.cfg.Driver != DriverWater; got != want {
 				t.Errorf("Offload() = %v, want %v", got, want)
 			}
 			s := newStack(t, d.LinkEndpoint(), tt.stackAddrs...)
@@ -213,8 +215,32 @@ func checkLink(t *testing.T, ns *netns.NS, d *Device, cfg Config) {
 			t.Errorf("routes to %v: %v, want one via %s", r, routes, d.Name())
 		}
 	}
+	if cfg.Driver == DriverWater {
+		checkWaterCloexec(t, d)
+		return
+	}
 	if want := max(cfg.Queues, 1); len(d.fds) != want {
 		t.Errorf("%d queues open, want %d", len(d.fds), want)
+	}
+}
+
+// checkWaterCloexec checks that the water driver's descriptor has
+// FD_CLOEXEC, which water itself does not set.
+func checkWaterCloexec(t *testing.T, d *Device) {
+	t.Helper()
+	w, ok := d.inner.(*waterEndpoint)
+	if !ok {
+		t.Fatalf("endpoint %T, want the water endpoint", d.inner)
+	}
+	rc, err := w.rw.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int
+	var ferr error
+	rc.Control(func(fd uintptr) { flags, ferr = unix.FcntlInt(fd, unix.F_GETFD, 0) })
+	if ferr != nil || flags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("water's descriptor: F_GETFD = %#x, %v; want FD_CLOEXEC set", flags, ferr)
 	}
 }
 
@@ -312,10 +338,22 @@ func TestClose(t *testing.T) {
 			s.Destroy() // ends the dial
 		}},
 	}
+	// The same endings with the water driver (one queue, no offloads).
+	for _, tt := range slices.Clone(tests) {
+		if !strings.HasPrefix(tt.name, "no offload") {
+			tests = append(tests, struct {
+				name string
+				run  func(t *testing.T, d *Device)
+			}{"water, " + tt.name, tt.run})
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := netnstest.New(t)
 			cfg := Config{Name: "ustk0", Addrs: []netip.Prefix{kernel4}, Up: true, NetNS: ns.File()}
+			if strings.HasPrefix(tt.name, "water, ") {
+				cfg.Driver = DriverWater
+			}
 			if strings.HasPrefix(tt.name, "multiqueue") {
 				cfg.MultiQueue, cfg.Queues = true, 3
 			}
@@ -328,7 +366,7 @@ func TestClose(t *testing.T) {
 			// Without offloads fdbased makes a stop eventfd per queue;
 			// with them each reader has a duplicate descriptor.
 			_, ev := fdCounts(t)
-			if !d.Offload() && ev <= evBefore {
+			if _, water := d.inner.(*waterEndpoint); !water && !d.Offload() && ev <= evBefore {
 				t.Fatalf("no new eventfd after Open: the stop eventfd check below would prove nothing")
 			}
 			var readerFiles []*os.File
@@ -439,6 +477,25 @@ func TestOpenErrors(t *testing.T) {
 		cfg:     Config{Name: "ustk0", MTU: 1000, Addrs: []netip.Prefix{kernel4, kernel6}},
 		wantMsg: `tun: add address fd00::1/64 on "ustk0": invalid argument (EINVAL)`,
 		errno:   unix.EINVAL,
+	}, {
+		// water cannot pass IFF_TUN_EXCL; Open refuses a taken name first.
+		name: "water: name of a TUN device held by another descriptor",
+		setup: func(t *testing.T, ns *netns.NS) {
+			openIn(t, ns, Config{Name: "ustk0"})
+		},
+		cfg:     Config{Driver: DriverWater, Name: "ustk0"},
+		wantMsg: `tun: create device "ustk0": a device named "ustk0" already exists, file exists (EEXIST): choose another Config.Name, or leave it empty for the kernel to pick one`,
+		errno:   unix.EEXIST, class: os.ErrExist,
+	}, {
+		name:    "water: name of the loopback device",
+		cfg:     Config{Driver: DriverWater, Name: "lo"},
+		wantMsg: `tun: create device "lo": a device named "lo" already exists, file exists (EEXIST): choose another Config.Name, or leave it empty for the kernel to pick one`,
+		errno:   unix.EEXIST, class: os.ErrExist,
+	}, {
+		name:    "water: duplicate route",
+		cfg:     Config{Driver: DriverWater, Name: "ustk0", Up: true, Routes: []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("198.18.1.0/24")}},
+		wantMsg: `tun: add route 198.18.1.0/24 on "ustk0": file exists (EEXIST)`,
+		errno:   unix.EEXIST, class: os.ErrExist,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -617,10 +674,19 @@ func TestTeardownUnderLoad(t *testing.T) {
 // TestGone: deleting an attached device in the kernel (ip link del) closes
 // Gone, on both link endpoints; Close does not.
 func TestGone(t *testing.T) {
-	for _, noOffload := range []bool{false, true} {
-		t.Run(map[bool]string{false: "offload", true: "no offload"}[noOffload], func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"offload", Config{}},
+		{"no offload", Config{NoOffload: true}},
+		{"water", Config{Driver: DriverWater}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ns := netnstest.New(t)
-			d := openIn(t, ns, Config{NoOffload: noOffload, Addrs: []netip.Prefix{kernel4}, Up: true})
+			cfg := tc.cfg
+			cfg.Addrs, cfg.Up = []netip.Prefix{kernel4}, true
+			d := openIn(t, ns, cfg)
 			newStack(t, d.LinkEndpoint(), stack4)
 			select {
 			case <-d.Gone():

@@ -1,0 +1,5 @@
+//go:build !windows
+
+package errno
+
+const useWSA = false

@@ -1,0 +1,3 @@
+package errno
+
+const useWSA = true

@@ -1,0 +1,23 @@
+// Package sandbox gives a network namespace its network from a ustack
+// stack, as slirp4netns and pasta do. The Gateway side runs in the host's
+// namespace: it owns the stack on the sandbox's TUN device, carries the
+// guest's TCP connections over host sockets through a relay that
+// translates segments to socket calls on one epoll loop (relay.go,
+// relayhost.go), terminates its UDP flows in the stack,
+// answers DNS at the DNS address, and forwards host ports into the guest. The process side creates the TUN device and serves it: Run
+// (run_linux.go) makes new namespaces for a command, Attach
+// (attach_linux.go) serves a namespace that already exists (and, left
+// unconfigured, attaches to a TAP device made there beforehand, as
+// rootlesskit makes one for slirp4netns). SlirpAPI (slirpapi.go) speaks
+// slirp4netns's control protocol over a Gateway, and the Gateway can send
+// IPv6 router advertisements for guests that configure themselves
+// (ra.go).
+//
+// The defaults follow slirp4netns: guest 10.0.2.100/24, gateway 10.0.2.2,
+// DNS 10.0.2.3, MTU 65520, IPv6 fd00::100/64 with gateway fd00::2 and DNS
+// fd00::3. Unlike slirp4netns, the host's loopback is closed unless
+// Policy.AllowHostLoopback is set.
+//
+// The package is Linux-only: on other systems it is empty, and the
+// commands built on it (ustack sandbox, ustack slirp4netns) fail at once.
+package sandbox
