@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
+	"github.com/ustacknet/ustack/tun"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
-	"github.com/ustacknet/ustack/tun"
 )
 
 func newDemoCmd() *cobra.Command {
