@@ -173,8 +173,14 @@ func (c *udpCarrier) attach(f *guestFlow, fd int, err error) bool {
 	} else {
 		g.udpFlows.Add(1)
 	}
+	f.mu.Lock()
+	if f.ended { // by close, meanwhile
+		f.mu.Unlock()
+		return false
+	}
 	f.entry = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) { c.schedule(f) })
 	f.wq.EventRegister(&f.entry)
+	f.mu.Unlock()
 	// The datagram that opened the flow is in the endpoint already.
 	c.schedule(f)
 	return true
@@ -312,7 +318,10 @@ func (f *guestFlow) fromGuest(buf []byte) {
 
 // sendLocked sends one datagram on the host socket and reports whether
 // the flow can go on: if the socket is full it keeps the datagram and
-// waits for the socket to be writable; on any other error the flow ends.
+// waits for the socket to be writable. A datagram the host refuses
+// otherwise (an ICMP error from an earlier one, too big for the path, no
+// route) is lost, as it would be from a socket of the guest's own, and the
+// flow goes on; an ICMP error read from the socket ends it (hostEvent).
 func (f *guestFlow) sendLocked(b []byte) bool {
 	for {
 		_, err := rawSend(f.fd, b)
@@ -328,15 +337,9 @@ func (f *guestFlow) sendLocked(b []byte) bool {
 				f.endLocked()
 			}
 			return false
-		case unix.ECONNREFUSED, unix.EMSGSIZE:
-			// An ICMP error from an earlier datagram, or one too big
-			// for the host's path: this datagram is lost, as with a
-			// socket of the guest's own; the flow goes on.
-			return true
 		default:
 			f.c.g.log.Debug("udp flow: send", "err", err)
-			f.endLocked()
-			return false
+			return true
 		}
 	}
 }
