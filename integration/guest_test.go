@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // guestMain runs one guest role inside a sandbox (see TestMain) and
@@ -84,6 +86,48 @@ func guestMain(role, arg string) int {
 			return fail("lookup %s: %v, want %s", name, addrs, want)
 		}
 		return 0
+	case "udpburst":
+		// arg: ADDR,N. Greet ADDR from a control socket until it answers,
+		// then open N more sockets, send one datagram from each, back to
+		// back, report the interface's transmit queue and drops, and wait
+		// for the host to say bye on the control socket.
+		addr, ns, _ := strings.Cut(arg, ",")
+		n, _ := strconv.Atoi(ns)
+		ctl, err := net.Dial("udp", addr)
+		if err != nil {
+			return fail("dial: %v", err)
+		}
+		defer ctl.Close()
+		b := make([]byte, 16)
+		for tries := 0; ; tries++ {
+			if tries == 50 {
+				return fail("no answer to hello")
+			}
+			ctl.Write([]byte("hello"))
+			ctl.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if k, err := ctl.Read(b); err == nil && string(b[:k]) == "ack" {
+				break
+			}
+		}
+		conns := make([]net.Conn, n)
+		for i := range conns {
+			if conns[i], err = net.Dial("udp", addr); err != nil {
+				return fail("dial %d: %v", i, err)
+			}
+			defer conns[i].Close()
+		}
+		for i, c := range conns {
+			if _, err := c.Write([]byte("burst")); err != nil {
+				return fail("send %d: %v", i, err)
+			}
+		}
+		qlen, drops := txQueue()
+		fmt.Printf("sent %d; txqueuelen %s, tx drops %s\n", n, qlen, drops)
+		ctl.SetReadDeadline(time.Now().Add(time.Minute))
+		if k, err := ctl.Read(b); err != nil || string(b[:k]) != "bye" {
+			return fail("waiting for bye: %q %v", b[:k], err)
+		}
+		return 0
 	case "udpflood":
 		// arg: ADDR,N. Open N UDP flows (one socket each) and report how
 		// many got an answer.
@@ -111,4 +155,15 @@ func guestMain(role, arg string) int {
 		return 0
 	}
 	return fail("unknown role")
+}
+
+// txQueue reports the sandbox interface's transmit queue length and TX
+// drop count (through netlink: /sys shows the namespace that mounted it,
+// not this one).
+func txQueue() (qlen, drops string) {
+	l, err := netlink.LinkByName("ustack0")
+	if err != nil || l.Attrs().Statistics == nil {
+		return "?", "?"
+	}
+	return strconv.Itoa(l.Attrs().TxQLen), strconv.FormatUint(l.Attrs().Statistics.TxDropped, 10)
 }

@@ -140,6 +140,12 @@ func (o *Options) fill() (childConfig, error) {
 	if o.IfName == "" {
 		o.IfName = DefaultIfName
 	}
+	if o.TxQueueLen == 0 {
+		o.TxQueueLen = DefaultTxQueueLen
+	}
+	if o.TxQueueLen < 1 || o.TxQueueLen > tun.MaxTxQueueLen {
+		return childConfig{}, fmt.Errorf("sandbox: TxQueueLen %d: want 1-%d packets", o.TxQueueLen, tun.MaxTxQueueLen)
+	}
 	if o.Self == "" {
 		o.Self = "/proc/self/exe"
 	}
@@ -147,7 +153,7 @@ func (o *Options) fill() (childConfig, error) {
 	if err != nil {
 		return childConfig{}, err
 	}
-	cc := childConfig{IfName: o.IfName, MTU: o.MTU, Addrs: []netip.Prefix{addrs.Guest}, Gateway: []netip.Addr{addrs.Gateway.Addr()}}
+	cc := childConfig{IfName: o.IfName, MTU: o.MTU, TxQueueLen: o.TxQueueLen, Addrs: []netip.Prefix{addrs.Guest}, Gateway: []netip.Addr{addrs.Gateway.Addr()}}
 	if addrs.Guest6.IsValid() {
 		cc.Addrs = append(cc.Addrs, addrs.Guest6)
 		cc.Gateway = append(cc.Gateway, addrs.Gateway6.Addr())
@@ -285,7 +291,7 @@ func openGuestDevice(nsf *os.File, cc childConfig) (*tun.Device, error) {
 			return nil, fmt.Errorf("sandbox: attaching to %s: %w", cc.IfName, err)
 		}
 	}
-	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, Addrs: cc.Addrs, Up: !cc.Down, NetNS: nsf})
+	dev, err := tun.Open(tun.Config{Name: cc.IfName, MTU: cc.MTU, TxQueueLen: cc.TxQueueLen, Addrs: cc.Addrs, Up: !cc.Down, NetNS: nsf})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: creating the interface: %w", err)
 	}

@@ -3,8 +3,10 @@
 // namespace: it owns the stack on the sandbox's TUN device, carries the
 // guest's TCP connections over host sockets through a relay that
 // translates segments to socket calls on one epoll loop (relay.go,
-// relayhost.go), terminates its UDP flows in the stack,
-// answers DNS at the DNS address, and forwards host ports into the guest. The process side creates the TUN device and serves it: Run
+// relayhost.go), carries its UDP flows between the stack's endpoints and
+// host sockets on two goroutines for all of them (udpcarry.go), answers
+// DNS at the DNS address, and forwards host ports into the guest. The
+// process side creates the TUN device and serves it: Run
 // (run_linux.go) makes new namespaces for a command, Attach
 // (attach_linux.go) serves a namespace that already exists (and, left
 // unconfigured, attaches to a TAP device made there beforehand, as

@@ -322,6 +322,7 @@ type Gateway struct {
 	st    *stack.Stack
 	log   *slog.Logger
 	relay *relay // nil with NoTCPRelay, or on a link the relay cannot serve
+	udp   *udpCarrier
 
 	tcpFlows, udpFlows, dnsQueries, denied, refused, inbound atomic.Uint64
 	live                                                     atomic.Int64
@@ -397,18 +398,29 @@ func NewGateway(cfg Config) (*Gateway, error) {
 			sc.Addrs = append(sc.Addrs, netip.PrefixFrom(raSource, 64))
 		}
 	}
+	udpc, err := newUDPCarrier(g)
+	if err != nil {
+		cancel()
+		if g.relay != nil {
+			g.relay.poll.close()
+		}
+		return nil, fmt.Errorf("sandbox: UDP flows: %w", err)
+	}
+	g.udp = udpc
 	st, err := stack.New(sc)
 	if err != nil {
 		cancel()
 		if g.relay != nil {
 			g.relay.poll.close()
 		}
+		udpc.ep.Close()
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	g.st = st
 	if g.relay != nil {
 		g.relay.start()
 	}
+	udpc.start()
 	s := st.GVisor()
 	tf := tcp.NewForwarder(s, 0, cfg.MaxSYNs, g.handleTCP)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
@@ -451,6 +463,7 @@ func (g *Gateway) Close() error {
 		if g.relay != nil {
 			g.relay.shut()
 		}
+		g.udp.close()
 		for _, c := range open {
 			c.Close()
 		}
@@ -685,8 +698,9 @@ func (g *Gateway) splice(guest, host net.Conn) {
 	}
 }
 
-// handleUDP starts carrying a new guest UDP flow. Returning false makes
-// the stack answer with ICMP port unreachable.
+// handleUDP starts carrying a new guest UDP flow (udpcarry.go). It runs
+// on the packet path. Returning false makes the stack answer with ICMP
+// port unreachable.
 func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
@@ -701,97 +715,16 @@ func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
 		g.log.Warn("udp flow refused: too many flows", "src", src, "dst", dst, "max", g.cfg.MaxFlows)
 		return false
 	}
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
+	wq := new(waiter.Queue)
+	ep, terr := r.CreateEndpoint(wq)
 	if terr != nil {
 		g.dropFlow()
 		g.log.Debug("udp endpoint", "err", terr)
 		return true
 	}
-	gc, err := g.st.WrapUDP(ep, &wq)
-	if err != nil {
-		g.dropFlow()
-		return true
-	}
 	isDNS := dst.Addr() == g.addrs.DNS.Addr() || (g.addrs.DNS6.IsValid() && dst.Addr() == g.addrs.DNS6.Addr())
-	if !g.go_(func() { defer g.dropFlow(); g.carryUDP(gc, to, isDNS) }) {
-		g.dropFlow()
-		gc.Close()
-	}
+	g.udp.add(ep, wq, to, isDNS)
 	return true
-}
-
-// carryUDP relays datagrams between a guest flow and a host socket until
-// the flow has been idle for UDPTimeout, or, for DNS, until the first
-// answer.
-func (g *Gateway) carryUDP(gc *stack.UDPConn, to netip.AddrPort, isDNS bool) {
-	defer gc.Close()
-	ctx, cancel := context.WithTimeout(g.ctx, dialTimeout)
-	hc, err := g.cfg.Dial(ctx, "udp", to)
-	cancel()
-	if err != nil {
-		g.refused.Add(1)
-		return
-	}
-	if !g.track(hc) {
-		hc.Close()
-		return
-	}
-	defer g.untrack(hc)
-	defer hc.Close()
-	if isDNS {
-		g.dnsQueries.Add(1)
-	} else {
-		g.udpFlows.Add(1)
-	}
-	timeout := g.cfg.UDPTimeout
-	if isDNS {
-		timeout = 10 * time.Second
-	}
-	var last atomic.Int64
-	touch := func() { last.Store(time.Now().UnixNano()) }
-	touch()
-	var (
-		wg       sync.WaitGroup
-		stopped  atomic.Bool
-		stopOnce sync.Once
-	)
-	// stop ends both directions: their reads fail at once and see stopped.
-	stop := func() {
-		stopOnce.Do(func() {
-			stopped.Store(true)
-			gc.SetReadDeadline(time.Unix(1, 0))
-			hc.SetReadDeadline(time.Unix(1, 0))
-		})
-	}
-	relay := func(dst, src net.Conn, answers bool) {
-		defer wg.Done()
-		defer stop()
-		buf := udpBufs.Get().(*[]byte)
-		defer udpBufs.Put(buf)
-		for {
-			src.SetReadDeadline(time.Unix(0, last.Load()).Add(timeout))
-			if stopped.Load() {
-				return
-			}
-			n, err := src.Read(*buf)
-			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) && !stopped.Load() && time.Since(time.Unix(0, last.Load())) < timeout {
-					continue // the other direction kept the flow alive
-				}
-				return
-			}
-			touch()
-			dst.Write((*buf)[:n])
-			if answers && isDNS {
-				return // a DNS flow ends with its answer
-			}
-		}
-	}
-	wg.Add(2)
-	go relay(hc, gc, false)
-	relay(gc, hc, true)
-	wg.Wait()
 }
 
 // resolvConf reads the nameservers of a resolv.conf file.

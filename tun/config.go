@@ -17,6 +17,11 @@ const (
 	MaxMTU = 65535
 	// MaxQueues is the kernel's limit on queues of a multi-queue TUN device.
 	MaxQueues = 256
+	// MaxTxQueueLen bounds Config.TxQueueLen. The kernel would take more,
+	// but every packet in the queue holds its buffer (up to 64 KiB with
+	// the offloads), and a queue this long already holds more than a
+	// second of a busy link's packets.
+	MaxTxQueueLen = 1 << 16
 	// maxNameLen is IFNAMSIZ less the terminating NUL.
 	maxNameLen = 15
 )
@@ -59,6 +64,16 @@ type Config struct {
 	// runtime.GOMAXPROCS(0), otherwise 1..MaxQueues. Without MultiQueue it
 	// must be 0 or 1.
 	Queues int
+
+	// TxQueueLen is the length of the device's transmit queue in the
+	// kernel (ip link's txqueuelen), in packets: what the kernel's side
+	// sends waits there until this process reads it, and a packet sent to
+	// a full queue is dropped (counted as a TX drop of the device). 0
+	// keeps the kernel's default, 500 for a TUN device; otherwise
+	// 1..MaxTxQueueLen. A queue longer than the default absorbs bursts
+	// the reader cannot take at once, such as when this process waits for
+	// a CPU.
+	TxQueueLen int
 
 	// NoOffload opens the device without the kernel's offloads
 	// (IFF_VNET_HDR with TUNSETOFFLOAD; see the package doc). Default
@@ -117,6 +132,9 @@ func (c Config) check() (checked, error) {
 		k.Queues = 1
 	case c.Queues == 0:
 		k.Queues = min(runtime.GOMAXPROCS(0), MaxQueues)
+	}
+	if c.TxQueueLen < 0 || c.TxQueueLen > MaxTxQueueLen {
+		return k, fmt.Errorf("tun: invalid Config.TxQueueLen %d: want 0 (the kernel's default) or 1..%d packets", c.TxQueueLen, MaxTxQueueLen)
 	}
 	for i, p := range c.Addrs {
 		if err := checkPrefix(p); err != nil {

@@ -283,6 +283,13 @@ func (d *Device) configure(h *netlink.Handle, c checked) error {
 	if err := h.LinkSetMTU(link, c.MTU); err != nil {
 		return configError(fmt.Sprintf("set MTU %d", c.MTU), d.name, err)
 	}
+	if c.TxQueueLen > 0 {
+		// The kernel resizes the device's queue of packets for the
+		// reader to match (tun_queue_resize).
+		if err := h.LinkSetTxQLen(link, c.TxQueueLen); err != nil {
+			return configError(fmt.Sprintf("set txqueuelen %d", c.TxQueueLen), d.name, err)
+		}
+	}
 	for _, p := range c.Addrs {
 		a := &netlink.Addr{IPNet: ipNet(p)}
 		if p.Addr().Is6() {

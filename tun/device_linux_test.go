@@ -723,3 +723,57 @@ func TestGone(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// TestTxQueueLen checks that Config.TxQueueLen sets the device's queue,
+// and that it is the queue the kernel's packets wait in for the reader:
+// with no reader yet, a burst larger than the queue fills it and the rest
+// is dropped.
+func TestTxQueueLen(t *testing.T) {
+	privtest.Require(t)
+	for _, tt := range []struct {
+		name      string
+		qlen      int // Config.TxQueueLen
+		wantQLen  int // what the kernel reports
+		burst     int // datagrams the kernel sends
+		wantDrops int // at least; a few more are the kernel's own IPv6 packets
+	}{
+		{name: "default", qlen: 0, wantQLen: 500, burst: 200, wantDrops: 0},
+		{name: "short", qlen: 64, wantQLen: 64, burst: 200, wantDrops: 200 - 64},
+		{name: "long", qlen: 4096, wantQLen: 4096, burst: 3000, wantDrops: 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			d := openIn(t, ns, Config{Name: "ustk-q", TxQueueLen: tt.qlen, Addrs: []netip.Prefix{kernel4}, Up: true})
+			link, err := ns.Handle().LinkByName(d.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := link.Attrs().TxQLen; got != tt.wantQLen {
+				t.Fatalf("txqueuelen = %d, want %d", got, tt.wantQLen)
+			}
+			before := link.Attrs().Statistics.TxDropped
+			if err := ns.Do(func() error {
+				c, err := net.Dial("udp4", netip.AddrPortFrom(stack4.Addr(), 9).String())
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				for range tt.burst {
+					if _, err := c.Write([]byte("q")); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if link, err = ns.Handle().LinkByName(d.Name()); err != nil {
+				t.Fatal(err)
+			}
+			drops := int(link.Attrs().Statistics.TxDropped - before)
+			if drops < tt.wantDrops || drops > tt.wantDrops+16 {
+				t.Errorf("%d of %d datagrams dropped with txqueuelen %d; want %d (up to 16 more for the kernel's own packets)", drops, tt.burst, tt.wantQLen, tt.wantDrops)
+			}
+		})
+	}
+}

@@ -84,6 +84,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{"sandbox closed ready-fd", []string{"sandbox", "--ready-fd", "987", "--", "true"}, `"--ready-fd" flag: not an open descriptor`},
 		{"sandbox negative exit-fd", []string{"sandbox", "--exit-fd", "-5", "--", "true"}, `"--exit-fd" flag: want an open descriptor`},
 		{"sandbox same control fds", []string{"sandbox", "--ready-fd", "2", "--exit-fd", "2", "--", "true"}, "want two descriptors"},
+		{"sandbox zero tx-queue-len", []string{"sandbox", "--tx-queue-len", "0", "--", "true"}, `"--tx-queue-len" flag: want 1-65536 packets`},
+		{"sandbox huge tx-queue-len", []string{"sandbox", "--tx-queue-len", "70000", "--", "true"}, `"--tx-queue-len" flag: want 1-65536 packets`},
 		{"sandbox bad if-name", []string{"sandbox", "--if-name", "a/b", "--", "true"}, `"--if-name" flag: want an interface name`},
 		{"sandbox link-local outbound", []string{"sandbox", "--outbound-addr", "fe80::1", "--", "true"}, `global or private (not loopback, link-local`},
 		{"sandbox bad outbound", []string{"sandbox", "--outbound-addr", "eth0", "--", "true"}, `"--outbound-addr" flag: want an IPv4 or IPv6 address`},

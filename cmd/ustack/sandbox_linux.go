@@ -42,6 +42,7 @@ func sandboxInit() {
 type sandboxFlags struct {
 	cidr, cidr6   string
 	mtu           int
+	txQueueLen    int
 	ipv6, noIPv6  bool
 	tcpRange      portalloc.Range
 	udpRange      portalloc.Range
@@ -203,6 +204,7 @@ normal user it joins the user namespace that owns the network namespace (or
 	fl.StringVar(&f.cidr, "cidr", sandbox.DefaultCIDR.String(), "the sandbox's IPv4 network (/8 to /25): guest .100, gateway .2, DNS .3")
 	fl.StringVar(&f.cidr6, "cidr6", sandbox.DefaultCIDR6.String(), "the sandbox's IPv6 network (/64 to /120)")
 	fl.IntVar(&f.mtu, "mtu", sandbox.DefaultMTU, "MTU of the sandbox's interface (1280-65520)")
+	fl.IntVar(&f.txQueueLen, "tx-queue-len", sandbox.DefaultTxQueueLen, fmt.Sprintf("transmit queue of the sandbox's interface, in packets (1-%d): what the sandbox sends waits there for ustack, and a burst longer than it is dropped", tun.MaxTxQueueLen))
 	fl.BoolVar(&f.ipv6, "ipv6", true, "give the sandbox IPv6")
 	fl.BoolVar(&f.noIPv6, "no-ipv6", false, "no IPv6 in the sandbox")
 	fl.Var(&f.tcpRange, "tcp-range", "source ports for TCP connections ustack opens into the sandbox: FIRST-LAST or preset")
@@ -367,6 +369,9 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	if f.mtu < 1280 || f.mtu > 65520 {
 		return o, fmt.Errorf("invalid argument %d for \"--mtu\" flag: want 1280-65520", f.mtu)
 	}
+	if f.txQueueLen < 1 || f.txQueueLen > tun.MaxTxQueueLen {
+		return o, fmt.Errorf("invalid argument %d for \"--tx-queue-len\" flag: want 1-%d packets", f.txQueueLen, tun.MaxTxQueueLen)
+	}
 	allow, err := parsePrefixList("allow", f.allow)
 	if err != nil {
 		return o, err
@@ -421,6 +426,7 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	}
 	o.Command = args
 	o.MTU = f.mtu
+	o.TxQueueLen = f.txQueueLen
 	o.IfName = f.ifName
 	o.Gateway = sandbox.Config{
 		CIDR:          cidr,
