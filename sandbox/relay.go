@@ -734,6 +734,7 @@ type rflow struct {
 	rto            time.Duration
 	retries        int
 	budgetWait     bool // in relay.budget's waiting list
+	hostFull       bool // the host socket's last write found it full; cleared once pend is written
 }
 
 // sendSynAck sends (or sends again) the SYN-ACK.
@@ -765,7 +766,14 @@ func (f *rflow) window() uint16 {
 // window the relay could not hold when it does not would have the guest
 // send segments that are then dropped.
 func (f *rflow) rcvRoom() int {
-	return max(0, min(relayWindow-int(f.pend.Size()), f.r.budget.avail()))
+	room := relayWindow - int(f.pend.Size())
+	if f.hostFull {
+		// Only what pend can still hold; a socket that takes data
+		// at once needs no budget, so a new flow is never starved by
+		// the others' stalls.
+		room = min(room, f.r.budget.avail())
+	}
+	return max(0, room)
 }
 
 // ack sends a bare ACK.

@@ -1055,10 +1055,23 @@ func TestRelayISN(t *testing.T) {
 func TestRelayBudget(t *testing.T) {
 	const (
 		flows  = 12
-		size   = 1 << 20
+		size   = 4 << 20
 		budget = 256 << 10
 	)
-	l, dst := hostListen(t, "tcp4")
+	// Small receive buffers on the host's side, so that a host that does
+	// not read stops taking data after a little, whatever the kernel's
+	// autotuning would give it.
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<10) })
+		return serr
+	}}
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dst := fmt.Sprintf("10.0.2.2:%d", l.Addr().(*net.TCPAddr).Port)
 	w := newWorldLink(t, 0, nil, loopback(func(c *Config) { c.RelayBuffer = budget }))
 	r := w.gw.relay
 	data := make([]byte, size)

@@ -407,6 +407,7 @@ func (f *rflow) toHost(p [][]byte, n int) (int, bool) {
 			}
 			if err == unix.EAGAIN {
 				// The socket's EPOLLOUT edge calls flush.
+				f.hostFull = true
 				if !f.watchOut() {
 					return 0, false
 				}
@@ -468,6 +469,9 @@ func (f *rflow) flush() {
 		}
 		f.pend.TrimFront(int64(w))
 		f.r.budget.give(w)
+	}
+	if f.pend.Size() == 0 {
+		f.hostFull = false
 	}
 	// Tell the guest once the window has grown by a quarter, or from
 	// less than a segment.
