@@ -13,6 +13,8 @@
 #        DUR=10 CONNS=5000 REPS=5 WORKERS=1 bench/sandbox.sh
 #        MTUS=1500 TOOLS="ustack pasta" SKIP_IPERF=1 bench/sandbox.sh
 #          (a subset: the MTUs and helpers to run, connection rate only)
+#        BASE=REV TOOLS="base ustack" bench/sandbox.sh
+#          (ustack against itself as of git revision REV, built alongside)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
@@ -29,6 +31,11 @@ if [ "${USTACK_BENCH_INNER:-}" != 1 ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   bench_build "$work"
+  if [ -n "${BASE:-}" ]; then
+    mkdir "$work/base"
+    git archive "$BASE" | tar -x -C "$work/base"
+    (cd "$work/base" && go build -o "$work/ustack-base" ./cmd/ustack)
+  fi
   USTACK_BENCH_INNER=1 WORK=$work exec unshare --net "$0" "$@"
 fi
 
@@ -52,8 +59,8 @@ for i in \$(seq $REPS); do $WORK/connrate -c $1:7000 -n $CONNS -w $WORKERS; done
 EOS
 }
 
-run_ustack() { # MTU
-  /usr/bin/time -f %M -o "$WORK/rss" "$WORK/ustack" sandbox --allow-host-loopback --mtu "$1" -- sh -c "$(guest_script 10.0.2.2)"
+run_ustack() { # MTU [BINARY]
+  /usr/bin/time -f %M -o "$WORK/rss" "${2:-$WORK/ustack}" sandbox --allow-host-loopback --mtu "$1" -- sh -c "$(guest_script 10.0.2.2)"
 }
 
 run_slirp() { # MTU
@@ -77,16 +84,22 @@ for mtu in $MTUS; do
     rm -f "$WORK"/up.json "$WORK"/down.json "$WORK"/conns.txt "$WORK"/rss
     case $tool in
       ustack) run_ustack "$mtu" ;;
+      base) run_ustack "$mtu" "$WORK/ustack-base" ;;
       slirp4netns) run_slirp "$mtu" ;;
       pasta) run_pasta "$mtu" ;;
     esac
-    R[$tool,$mtu,up]=$(gbps < "$WORK/up.json" 2>/dev/null || echo 0)
-    R[$tool,$mtu,down]=$(gbps < "$WORK/down.json" 2>/dev/null || echo 0)
-    R[$tool,$mtu,conns]=$(awk '{print $1}' "$WORK/conns.txt" 2>/dev/null | sort -n | awk '{v[NR]=$1} END {print NR ? v[int((NR+1)/2)] : 0}')
-    R[$tool,$mtu,rss]=$(tail -1 "$WORK/rss" 2>/dev/null || echo 0)
-    echo "# $tool mtu $mtu: up ${R[$tool,$mtu,up]} Gbps, down ${R[$tool,$mtu,down]} Gbps, ${R[$tool,$mtu,conns]} conns/s, peak RSS ${R[$tool,$mtu,rss]} KiB" >&2
+    up=$(gbps < "$WORK/up.json" 2>/dev/null || echo 0)
+    down=$(gbps < "$WORK/down.json" 2>/dev/null || echo 0)
+    conns=$(awk '{print $1}' "$WORK/conns.txt" 2>/dev/null | sort -n | awk '{v[NR]=$1} END {print NR ? v[int((NR+1)/2)] : 0}')
+    rss=$(tail -1 "$WORK/rss" 2>/dev/null || echo 0)
+    # A helper named more than once in TOOLS runs that often, taking
+    # turns with the others; the tables give its medians.
+    R[$tool,$mtu,up]+=" $up" R[$tool,$mtu,down]+=" $down" R[$tool,$mtu,conns]+=" $conns" R[$tool,$mtu,rss]+=" $rss"
+    echo "# $tool mtu $mtu: up $up Gbps, down $down Gbps, $conns conns/s, peak RSS $rss KiB" >&2
   done
 done
+median() { printf '%s\n' $1 | sort -n | awk '{v[NR]=$1} END {print NR ? v[int((NR+1)/2)] : 0}'; }
+for k in "${!R[@]}"; do R[$k]=$(median "${R[$k]}"); done
 
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print('%.2fx' % (a/b) if b else '-')"; }
 echo
@@ -102,3 +115,17 @@ for mtu in 65520 1500; do
     echo "| $mtu | $name | $u | $s | $p | $(ratio "$u" "$s") | $(ratio "$u" "$p") |"
   done
 done
+if [ -n "${BASE:-}" ]; then
+  echo
+  echo "ustack against itself at $BASE (base), same run:"
+  echo
+  echo "| MTU | measure | ustack | base | ustack/base |"
+  echo "| --- | --- | ---: | ---: | ---: |"
+  for mtu in $MTUS; do
+    for m in up down conns rss; do
+      case $m in up) name="upload Gbps";; down) name="download Gbps";; conns) name="TCP conns/s";; rss) name="peak RSS KiB";; esac
+      u=${R[ustack,$mtu,$m]:-0} b=${R[base,$mtu,$m]:-0}
+      echo "| $mtu | $name | $u | $b | $(ratio "$u" "$b") |"
+    done
+  done
+fi

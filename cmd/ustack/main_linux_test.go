@@ -8,6 +8,9 @@ import (
 
 func TestSandboxBadFlagsExit2(t *testing.T) {
 	checkExit2(t, []exit2Case{
+		{"sandbox negative idle timeout", []string{"sandbox", "--tcp-idle-timeout", "-1s", "--", "true"}, `invalid argument -1s for "--tcp-idle-timeout" flag: want 0 (never) or at least 1s`},
+		{"sandbox tiny idle timeout", []string{"sandbox", "--tcp-idle-timeout", "10ms", "--", "true"}, `"--tcp-idle-timeout" flag: want 0 (never) or at least 1s`},
+		{"sandbox tiny tcp buffer", []string{"sandbox", "--tcp-buffer", "100", "--", "true"}, `invalid argument 100 for "--tcp-buffer" flag: want at least 65536 bytes`},
 		{"sandbox negative procs", []string{"sandbox", "--procs", "-1", "--", "true"}, `"--procs" flag: want 0 (one per CPU) to 1024`},
 		{"sandbox too many procs", []string{"sandbox", "--procs", "5000", "--", "true"}, `"--procs" flag`},
 		{"sandbox bad metrics", []string{"sandbox", "--metrics", "9109", "--", "true"}, `"--metrics" flag: want IP:PORT`},

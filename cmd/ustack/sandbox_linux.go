@@ -53,6 +53,8 @@ type sandboxFlags struct {
 	dnsUpstream   string
 	udpTimeout    time.Duration
 	maxFlows      int
+	idleTimeout   time.Duration
+	relayBuffer   int
 	apiPath       string
 	level         logLevel
 	procs         int
@@ -218,6 +220,8 @@ normal user it joins the user namespace that owns the network namespace (or
 	fl.StringVar(&f.dnsUpstream, "dns-upstream", "", "where DNS queries to 10.0.2.3 go, ADDR:PORT (default: nameservers of /etc/resolv.conf)")
 	fl.DurationVar(&f.udpTimeout, "udp-timeout", sandbox.DefaultUDPTimeout, "close a UDP flow idle this long")
 	fl.IntVar(&f.maxFlows, "max-flows", sandbox.DefaultMaxFlows, "most flows open at once; more are refused")
+	fl.DurationVar(&f.idleTimeout, "tcp-idle-timeout", 0, "reset a guest TCP connection idle this long, both ways (0: never)")
+	fl.IntVar(&f.relayBuffer, "tcp-buffer", sandbox.DefaultRelayBuffer, "bytes the TCP relay may hold in user space for all connections together")
 	fl.StringVar(&f.apiPath, "api", "", "serve the control API (ports, forwards, stats, /metrics) on this unix socket")
 	fl.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics over HTTP at IP:PORT/metrics on the host, e.g. 127.0.0.1:9109")
 	fl.StringVar(&f.pcap, "pcap", "", "write every packet on the sandbox's interface, both ways, to this file in pcap format (tcpdump -r FILE reads it)")
@@ -411,6 +415,12 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	if f.maxFlows < 1 {
 		return o, fmt.Errorf("invalid argument %d for \"--max-flows\" flag: want at least 1", f.maxFlows)
 	}
+	if f.idleTimeout < 0 || (f.idleTimeout > 0 && f.idleTimeout < time.Second) {
+		return o, fmt.Errorf("invalid argument %v for \"--tcp-idle-timeout\" flag: want 0 (never) or at least 1s", f.idleTimeout)
+	}
+	if f.relayBuffer < 64<<10 {
+		return o, fmt.Errorf("invalid argument %d for \"--tcp-buffer\" flag: want at least 65536 bytes", f.relayBuffer)
+	}
 	for _, p := range f.publish {
 		fw, err := sandbox.ParseForward(p)
 		if err != nil {
@@ -429,16 +439,18 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	o.TxQueueLen = f.txQueueLen
 	o.IfName = f.ifName
 	o.Gateway = sandbox.Config{
-		CIDR:          cidr,
-		CIDR6:         cidr6,
-		NoIPv6:        f.noIPv6 || !f.ipv6,
-		Ports:         portalloc.Config{TCP: portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy}, UDP: portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy}},
-		Policy:        sandbox.Policy{AllowHostLoopback: f.allowLoopback, Allow: allow, Deny: deny},
-		DNSUpstream:   upstream,
-		OutboundAddrs: outbound,
-		UDPTimeout:    f.udpTimeout,
-		MaxFlows:      f.maxFlows,
-		Logger:        f.level.logger(),
+		CIDR:           cidr,
+		CIDR6:          cidr6,
+		NoIPv6:         f.noIPv6 || !f.ipv6,
+		Ports:          portalloc.Config{TCP: portalloc.PoolConfig{Range: f.tcpRange, Policy: f.policy}, UDP: portalloc.PoolConfig{Range: f.udpRange, Policy: f.policy}},
+		Policy:         sandbox.Policy{AllowHostLoopback: f.allowLoopback, Allow: allow, Deny: deny},
+		DNSUpstream:    upstream,
+		OutboundAddrs:  outbound,
+		UDPTimeout:     f.udpTimeout,
+		MaxFlows:       f.maxFlows,
+		TCPIdleTimeout: f.idleTimeout,
+		RelayBuffer:    f.relayBuffer,
+		Logger:         f.level.logger(),
 	}
 	return o, nil
 }
