@@ -574,6 +574,9 @@ func (g *Gateway) handleTCP(r *tcp.ForwarderRequest) {
 	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
 	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
 	to, why := g.target(dst, "tcp")
+	if !g.guestSource(src.Addr()) {
+		why = "source address outside the guest's networks"
+	}
 	if why != "" {
 		g.denied.Add(1)
 		g.log.Debug("tcp flow denied", "src", src, "dst", dst, "why", why)
@@ -701,11 +704,30 @@ func (g *Gateway) splice(guest, host net.Conn) {
 // handleUDP starts carrying a new guest UDP flow (udpcarry.go). It runs
 // on the packet path. Returning false makes the stack answer with ICMP
 // port unreachable.
+// guestSource reports whether a is an address the guest may send from:
+// one of its networks', other than the gateway's own addresses. A flow
+// from anywhere else (spoofed, or from an address the guest was never
+// given) is refused on every path, so that a guest cannot open flows
+// under addresses that are not its own.
+func (g *Gateway) guestSource(a netip.Addr) bool {
+	ad := g.addrs
+	if a == ad.Gateway.Addr() || a == ad.DNS.Addr() {
+		return false
+	}
+	if ad.Guest6.IsValid() && (a == ad.Gateway6.Addr() || a == ad.DNS6.Addr()) {
+		return false
+	}
+	return ad.Guest.Masked().Contains(a) || (ad.Guest6.IsValid() && ad.Guest6.Masked().Contains(a))
+}
+
 func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
 	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
 	to, why := g.target(dst, "udp")
+	if !g.guestSource(src.Addr()) {
+		why = "source address outside the guest's networks"
+	}
 	if why != "" {
 		g.denied.Add(1)
 		g.log.Debug("udp flow denied", "src", src, "dst", dst, "why", why)

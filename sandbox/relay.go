@@ -122,8 +122,7 @@ type relay struct {
 	isnSeed  maphash.Seed
 	dialWait time.Duration // a host connect's deadline
 	tm       relayTiming
-	guestNet [2]netip.Prefix // the guest's networks: SYNs from elsewhere are not the relay's
-	failed   atomic.Bool     // the host poller stopped: new flows are refused
+	failed   atomic.Bool // the host poller stopped: new flows are refused
 	refusals refusalLog
 	budget   relayBudget
 
@@ -149,10 +148,6 @@ func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
 	}
 	r.refusals.log = g.log
 	r.budget = relayBudget{r: r, limit: g.cfg.RelayBuffer}
-	r.guestNet[0] = g.addrs.Guest.Masked()
-	if g.addrs.Guest6.IsValid() {
-		r.guestNet[1] = g.addrs.Guest6.Masked()
-	}
 	r.Endpoint.Init(link, r)
 	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
 	r.eth = link.ARPHardwareType() == header.ARPHardwareEther
@@ -328,7 +323,7 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	if !srcA.IsGlobalUnicast() && !srcA.IsPrivate() || !dstA.IsValid() || dstA.IsMulticast() {
 		return false
 	}
-	if !r.fromGuest(srcA) {
+	if !r.g.guestSource(srcA) {
 		// Spoofed, or from an address the guest was never given:
 		// no flow, and not gVisor's either.
 		if t.Flags()&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) == header.TCPFlagSyn {

@@ -4,7 +4,6 @@ package sandbox
 
 import (
 	"encoding/binary"
-	"net/netip"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -55,14 +54,4 @@ func ipv6TCP(pkt *gvstack.PacketBuffer, next uint8, total int) (off int, frag, o
 		}
 	}
 	return 0, false, false
-}
-
-// fromGuest reports whether a is an address the guest may send from: one
-// of its networks', other than the gateway's own addresses.
-func (r *relay) fromGuest(a netip.Addr) bool {
-	ad := r.g.addrs
-	if a == ad.Gateway.Addr() || a == ad.DNS.Addr() || (ad.Gateway6.IsValid() && (a == ad.Gateway6.Addr() || a == ad.DNS6.Addr())) {
-		return false
-	}
-	return r.guestNet[0].Contains(a) || (r.guestNet[1].IsValid() && r.guestNet[1].Contains(a))
 }

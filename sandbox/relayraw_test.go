@@ -501,8 +501,8 @@ func TestRelayIPv6ExtHeaders(t *testing.T) {
 	}
 }
 
-// A SYN from outside the guest's networks takes no flow, not even
-// gVisor's, and is counted as denied.
+// A SYN or a datagram from outside the guest's networks takes no flow,
+// not even gVisor's, and is counted as denied.
 func TestRelaySpoofedSource(t *testing.T) {
 	w := newRawWorld(t, nil, nil)
 	before := w.gw.Stats().Denied
@@ -511,6 +511,25 @@ func TestRelaySpoofedSource(t *testing.T) {
 		if s := w.gw.Stats(); s.Denied != before+uint64(i+1) || s.Live != 0 || w.r.live() != 0 {
 			t.Errorf("SYN from %s: stats %+v, relay flows %d; want it denied and no flow", src, s, w.r.live())
 		}
+	}
+	// UDP takes the same admission.
+	udpFrom := func(src netip.AddrPort) []byte {
+		b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+4)
+		sa, da := tcpip.AddrFrom4(src.Addr().As4()), tcpip.AddrFrom4(w.dst.Addr().As4())
+		ip := header.IPv4(b)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: sa, DstAddr: da})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		u := header.UDP(b[header.IPv4MinimumSize:])
+		u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: w.dst.Port(), Length: uint16(len(u))})
+		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, sa, da, uint16(len(u)))
+		u.SetChecksum(^checksum.Checksum(u, xsum))
+		return b
+	}
+	before = w.gw.Stats().Denied
+	w.inject(udpFrom(netip.MustParseAddrPort("192.0.2.1:40020")))
+
+	if s := w.gw.Stats(); s.Denied != before+1 || s.UDPFlows != 0 {
+		t.Errorf("UDP from 192.0.2.1: stats %+v; want it denied and no flow", s)
 	}
 	w.handshake(40015, nil) // the guest's own address still works
 }
