@@ -2,6 +2,7 @@ package wg
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -21,7 +22,6 @@ import (
 	"github.com/ustacknet/ustack/wgtun"
 	"github.com/ustacknet/ustack/wgtun/wgtest"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -241,18 +241,10 @@ func configure(ns *netns.NS, kdev tun.Device) error {
 	if err := h.LinkSetUp(link); err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		addrs, err := h.AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if a.IP.Equal(net.IP(kernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-				return nil
-			}
-		}
+	if err := netnstest.AwaitAddr(ns, 5*time.Second, netnstest.Settled(link.Attrs().Index, kernel6.Addr())); err != nil {
+		return fmt.Errorf("kernel address %v: %w", kernel6.Addr(), err)
 	}
-	return os.ErrDeadlineExceeded
+	return nil
 }
 
 // serve runs handle on each connection to the kernel's port until the
