@@ -15,32 +15,50 @@ import (
 // blocking, before it does what should unblock them.
 func Blocked(n int, fn string) func() error {
 	return func() error {
-		buf := make([]byte, 1<<16)
-		for {
-			m := runtime.Stack(buf, true)
-			if m < len(buf) {
-				buf = buf[:m]
-				break
-			}
-			buf = make([]byte, 2*len(buf))
-		}
-		var states []string
+		states := goroutinesWith(fn)
 		parkedN := 0
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if !onStack(g, fn) {
-				continue
-			}
-			state := goroutineState(g)
-			if parked(state) {
+		for _, s := range states {
+			if parked(s) {
 				parkedN++
 			}
-			states = append(states, state)
 		}
 		if parkedN < n {
 			return fmt.Errorf("%d goroutines parked in %s, want %d; states of those with it on their stack: %q", parkedN, fn, n, states)
 		}
 		return nil
 	}
+}
+
+// Gone returns a condition for WaitFor that holds once no goroutine has fn
+// on its stack: the goroutines running it have ended, not merely said so.
+func Gone(fn string) func() error {
+	return func() error {
+		if states := goroutinesWith(fn); len(states) > 0 {
+			return fmt.Errorf("%d goroutines still in %s, states %q", len(states), fn, states)
+		}
+		return nil
+	}
+}
+
+// goroutinesWith returns the states of the goroutines with fn on their
+// stack.
+func goroutinesWith(fn string) []string {
+	buf := make([]byte, 1<<16)
+	for {
+		m := runtime.Stack(buf, true)
+		if m < len(buf) {
+			buf = buf[:m]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var states []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if onStack(g, fn) {
+			states = append(states, goroutineState(g))
+		}
+	}
+	return states
 }
 
 // onStack reports whether the traceback of goroutine g has a frame of fn.

@@ -76,9 +76,13 @@ func TestBlocked(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); blockHere(ch) }()
 	WaitFor(t, 10*time.Second, "blockHere to block", Blocked(1, fn))
+	if err := Gone(fn)(); err == nil {
+		t.Fatal("Gone holds while blockHere runs")
+	}
 	close(ch)
 	<-done
 	if err := Blocked(1, fn)(); err == nil {
 		t.Fatal("Blocked still holds after blockHere returned")
 	}
+	WaitFor(t, 10*time.Second, "blockHere's goroutine to end", Gone(fn))
 }
