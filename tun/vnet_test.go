@@ -209,8 +209,10 @@ func TestReaderSurvivesBlockingFlag(t *testing.T) {
 func waitTCPQuiet(t *testing.T, ns *netns.NS, s *stack.Stack) {
 	t.Helper()
 	testnet.WaitFor(t, 10*time.Second, "the TCP connections to end on both sides", func() error {
-		socks, err := ns.Handle().SocketDiagTCP(unix.AF_INET)
-		if err != nil {
+		// sock_diag from a thread in ns: ns.Handle() has only a route
+		// socket there, and would ask the host's namespace instead.
+		var socks []*netlink.Socket
+		if err := ns.Do(func() (err error) { socks, err = netlink.SocketDiagTCP(unix.AF_INET); return err }); err != nil {
 			return fmt.Errorf("kernel sockets: %v", err)
 		}
 		for _, k := range socks {
