@@ -11,9 +11,7 @@ import (
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
-	"github.com/vishvananda/netlink"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -72,33 +70,16 @@ func newEnv(t *testing.T, cfg stack.Config, mtu int) *env {
 	return e
 }
 
-// waitIPv6 waits (bounded) until the kernel's IPv6 address is no longer
-// tentative.
+// waitIPv6 waits (bounded), from the namespace's address events, until
+// the kernel's IPv6 address is no longer tentative.
 func (e *env) waitIPv6(t *testing.T) {
 	t.Helper()
 	link, err := e.ns.Handle().LinkByName(e.dev.Name())
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		addrs, err := e.ns.Handle().AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready := false
-		for _, a := range addrs {
-			if a.IP.Equal(net.IP(kernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-				ready = true
-			}
-		}
-		if ready {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kernel address %s still tentative after 5s", kernel6)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := netnstest.AwaitAddr(e.ns, 5*time.Second, netnstest.Settled(link.Attrs().Index, kernel6.Addr())); err != nil {
+		t.Fatalf("kernel address %s: %v", kernel6, err)
 	}
 }
 

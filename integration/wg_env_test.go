@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"github.com/ustacknet/ustack/wgtun"
 	"github.com/ustacknet/ustack/wgtun/wgtest"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	wgtundev "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -117,22 +117,10 @@ func configureKernelSide(ns *netns.NS, name string) error {
 	if err := h.LinkSetUp(link); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		addrs, err := h.AddrList(link, netlink.FAMILY_V6)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if a.IP.Equal(net.IP(wgKernel6.Addr().AsSlice())) && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return os.ErrDeadlineExceeded
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := netnstest.AwaitAddr(ns, 5*time.Second, netnstest.Settled(link.Attrs().Index, wgKernel6.Addr())); err != nil {
+		return fmt.Errorf("kernel address %v: %w", wgKernel6.Addr(), err)
 	}
+	return nil
 }
 
 // kernelListen listens in the kernel of the env's namespace.
