@@ -604,13 +604,16 @@ func TestDialWaitsForClosingPort(t *testing.T) {
 			}
 			c.Close() // FIN_WAIT until the server closes: the only port is closing
 
+			// start is taken before the context's deadline is set, so
+			// that a delay between the two cannot make the dial seem to
+			// give up early.
+			start := time.Now()
 			ctx := context.Background()
 			if tc.timeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
 				defer cancel()
 			}
-			start := time.Now()
 			c2, err := st.DialContext(ctx, "tcp", "127.0.0.1:80")
 			took := time.Since(start)
 			// The pool counts only a dial that finally fails, not the
