@@ -46,18 +46,16 @@ func (r *sandboxRun) nsHolder(cred *syscall.Credential, argv ...string) int {
 	r.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	pid := cmd.Process.Pid
 	own, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", os.Getpid()))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// unshare execs sleep once it has made the namespace: watch /proc.
+	testnet.WaitFor(r.t, 10*time.Second, fmt.Sprintf("namespace holder %d to run sleep in a namespace of its own", pid), func() error {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
 		if strings.TrimSpace(string(comm)) == "sleep" && ns != "" && ns != own {
-			return pid
+			return nil
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("namespace holder %d never reached sleep in a namespace of its own (comm %q)", pid, comm)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("comm %q, namespace %q (ours %q)", comm, ns, own)
+	})
+	return pid
 }
 
 // inNS runs fn on a thread inside the network namespace at path.
@@ -396,20 +394,15 @@ func TestSandboxAttachRootless(t *testing.T) {
 func TestSandboxSeccomp(t *testing.T) {
 	r := newSandboxRun(t)
 	port := r.hostHTTP("served under seccomp")
-	cmd, out, done := r.start([]string{"--seccomp", "--allow-host-loopback", "--api", r.apiSock}, "sh", "-c",
-		fmt.Sprintf("sleep 0.5; curl -sS --max-time 10 http://10.0.2.2:%d/; sleep 30", port))
-	waitAPI(t, r.apiSock, out)
+	// ustack installs the filter before it reports ready and before the
+	// command starts, so the command's fetch is served under it.
+	cmd, out, done := r.startReady([]string{"--seccomp", "--allow-host-loopback", "--api", r.apiSock}, "sh", "-c",
+		fmt.Sprintf("curl -sS --max-time 10 http://10.0.2.2:%d/; sleep 30", port))
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
 	if err != nil || !strings.Contains(string(st), "Seccomp:\t2") {
 		t.Fatalf("ustack's status lacks Seccomp 2: %v\n%s", err, st)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "served under seccomp") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the command's fetch through the filtered gateway failed\n%s", out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitOutput(t, out, "served under seccomp")
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 )
 
@@ -57,22 +58,17 @@ func TestRunBinary(t *testing.T) {
 		cmd.Process.Kill()
 		<-exited
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
+	// ustack run has no readiness descriptor: watch for its socket.
+	testnet.WaitFor(t, 20*time.Second, "the API socket", func() error {
 		select {
 		case err := <-exited:
 			exited <- err
 			t.Fatalf("ustack run exited early: %v\n%s", err, out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("API socket did not appear\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		_, err := os.Stat(sock)
+		return err
+	})
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("API socket mode: %v %v, want 0600", fi.Mode(), err)
 	}

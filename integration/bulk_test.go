@@ -15,9 +15,11 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
@@ -139,6 +141,29 @@ func testInboundBulkIntegrity(t *testing.T, drv tun.Driver) {
 	}
 }
 
+// echoByte is the churn test's server: it echoes one byte and closes.
+// It is a named function so that the test can tell when its goroutines
+// have ended (testnet.Gone).
+func echoByte(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err == nil {
+		c.Write(b)
+	}
+}
+
+// waitNoTCPPort waits (bounded) until the stack holds no TCP port.
+func waitNoTCPPort(t *testing.T, st *stack.Stack) {
+	t.Helper()
+	testnet.WaitFor(t, 10*time.Second, "no TCP port in use", func() error {
+		if n := st.Allocator().Pool(portalloc.TCP).InUse(); n != 0 {
+			return fmt.Errorf("%d in use", n)
+		}
+		return nil
+	})
+}
+
 // 6. Churn: 20,000 connect/echo/close cycles through a 64-port range:
 // zero failures, zero ports in use at the end, no goroutine growth.
 func TestChurn(t *testing.T) {
@@ -150,14 +175,7 @@ func TestChurn(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					c.Write(b)
-				}
-			}()
+			go echoByte(c)
 		}
 	}()
 	const cycles, workers = 20000, 4
@@ -167,7 +185,10 @@ func TestChurn(t *testing.T) {
 	if _, err := cycle(t, e.st, dst); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The baseline is taken once the warm-up connection has ended on both
+	// sides: its port is back and its server goroutine has ended.
+	waitNoTCPPort(t, e.st)
+	testnet.WaitFor(t, 10*time.Second, "the warm-up's server goroutine to end", testnet.Gone("github.com/ustacknet/ustack/integration.echoByte"))
 	base := runtime.NumGoroutine()
 	var mu sync.Mutex
 	var failures []error
@@ -191,19 +212,13 @@ func TestChurn(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d of %d cycles failed; first: %v", len(failures), cycles, failures[0])
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for e.st.Allocator().Pool(portalloc.TCP).InUse() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("ports in use after churn: %d, want 0", e.st.Allocator().Pool(portalloc.TCP).InUse())
+	waitNoTCPPort(t, e.st)
+	testnet.WaitFor(t, 10*time.Second, fmt.Sprintf("goroutines back to the baseline of %d", base), func() error {
+		if n := runtime.NumGoroutine(); n > base {
+			return fmt.Errorf("%d goroutines", n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines grew from %d to %d", base, runtime.NumGoroutine())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	s := e.st.Allocator().Pool(portalloc.TCP).Stats()
 	if s.Allocations != cycles+1 || s.Releases != cycles+1 || s.Exhausted != 0 {
 		t.Errorf("pool stats %+v; want %d allocations and releases, no exhaustion", s, cycles+1)
@@ -316,6 +331,7 @@ func TestCloseUnderLoad(t *testing.T) {
 	}
 	results := make(chan error, 100)
 	calls := 0
+	var writing atomic.Int32 // writers that have had a write go through
 	for i := 0; i < 20; i++ {
 		c, err := e.st.Dial("tcp", "198.18.0.1:9")
 		if err != nil {
@@ -325,10 +341,13 @@ func TestCloseUnderLoad(t *testing.T) {
 		go func() { _, err := c.Read(make([]byte, 10)); results <- err }()
 		go func() {
 			buf := bytes.Repeat([]byte{'x'}, 1<<16)
-			for {
+			for first := true; ; first = false {
 				if _, err := c.Write(buf); err != nil {
 					results <- err
 					return
+				}
+				if first {
+					writing.Add(1)
 				}
 			}
 		}()
@@ -336,7 +355,24 @@ func TestCloseUnderLoad(t *testing.T) {
 	calls += 2
 	go func() { _, err := ln.Accept(); results <- err }()
 	go func() { _, _, err := pc.ReadFrom(make([]byte, 100)); results <- err }()
-	time.Sleep(200 * time.Millisecond) // let the writers fill the pipes
+	// Close once every read and the accept are blocked and data flows on
+	// every connection.
+	for _, b := range []struct {
+		n  int
+		fn string
+	}{
+		{20, "github.com/ustacknet/ustack/stack.(*TCPConn).Read"},
+		{1, "github.com/ustacknet/ustack/stack.(*UDPConn).ReadFrom"},
+		{1, "github.com/ustacknet/ustack/stack.(*TCPListener).AcceptTCP"},
+	} {
+		testnet.WaitFor(t, 10*time.Second, fmt.Sprintf("%d calls blocked in %s", b.n, b.fn), testnet.Blocked(b.n, b.fn))
+	}
+	testnet.WaitFor(t, 10*time.Second, "a write through on every connection", func() error {
+		if n := writing.Load(); n != 20 {
+			return fmt.Errorf("%d of 20 writers have had a write go through", n)
+		}
+		return nil
+	})
 	start := time.Now()
 	e.st.Close()
 	for i := 0; i < calls; i++ {

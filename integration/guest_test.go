@@ -6,12 +6,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // guestMain runs one guest role inside a sandbox (see TestMain) and
@@ -126,6 +129,23 @@ func guestMain(role, arg string) int {
 		ctl.SetReadDeadline(time.Now().Add(time.Minute))
 		if k, err := ctl.Read(b); err != nil || string(b[:k]) != "bye" {
 			return fail("waiting for bye: %q %v", b[:k], err)
+		}
+		return 0
+	case "v6addr":
+		// arg: PREFIX. Wait, from the address events, for a global
+		// address in PREFIX that has passed duplicate address detection
+		// (SLAAC from the gateway's adverts).
+		prefix, err := netip.ParsePrefix(arg)
+		if err != nil {
+			return fail("%v", err)
+		}
+		err = netnstest.AwaitAddr(nil, 10*time.Second, func(u netlink.AddrUpdate) bool {
+			a, ok := netip.AddrFromSlice(u.LinkAddress.IP)
+			return ok && u.NewAddr && prefix.Contains(a.Unmap()) && u.Scope == unix.RT_SCOPE_UNIVERSE &&
+				u.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0
+		})
+		if err != nil {
+			return fail("no settled address in %v: %v", prefix, err)
 		}
 		return 0
 	case "udpflood":

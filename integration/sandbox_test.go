@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"github.com/ustacknet/ustack/internal/privtest"
 	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -85,6 +87,34 @@ func guest(role, arg string) []string {
 // file, so that waiting for it never waits for stray holders of a pipe.
 func (r *sandboxRun) start(flags []string, cmdline ...string) (*exec.Cmd, *outFile, chan error) {
 	r.t.Helper()
+	return r.startFiles(nil, flags, cmdline...)
+}
+
+// startReady is start with --ready-fd: it returns once ustack reports its
+// network up, which it does after its forwards, API socket and metrics
+// listener are up and its system call filter is in, and before the
+// command starts. It fails the test if ustack exits first or stays silent
+// for 20 s.
+func (r *sandboxRun) startReady(flags []string, cmdline ...string) (*exec.Cmd, *outFile, chan error) {
+	r.t.Helper()
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer rd.Close()
+	cmd, out, done := r.startFiles([]*os.File{wr}, append([]string{"--ready-fd", "3"}, flags...), cmdline...)
+	wr.Close() // ustack holds the only write end now
+	rd.SetReadDeadline(time.Now().Add(20 * time.Second))
+	b := make([]byte, 1)
+	if n, err := rd.Read(b); n != 1 || b[0] != '1' {
+		r.t.Fatalf("ustack did not report ready (read %q, %v)\n%s", b[:n], err, out.String())
+	}
+	return cmd, out, done
+}
+
+// startFiles is start with extra descriptors for ustack, from 3 on.
+func (r *sandboxRun) startFiles(extra []*os.File, flags []string, cmdline ...string) (*exec.Cmd, *outFile, chan error) {
+	r.t.Helper()
 	args := append([]string{"sandbox"}, flags...)
 	args = append(args, "--")
 	args = append(args, cmdline...)
@@ -94,6 +124,7 @@ func (r *sandboxRun) start(flags []string, cmdline ...string) (*exec.Cmd, *outFi
 		r.t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = f, f
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := r.ns.Do(cmd.Start); err != nil {
 		r.t.Fatal(err)
@@ -250,33 +281,25 @@ func TestSandboxIntegrity(t *testing.T) {
 	t.Logf("1 GiB each way in %v", time.Since(start).Round(time.Millisecond))
 }
 
-// waitAPI waits for the sandbox's API socket.
-func waitAPI(t *testing.T, sock string, out fmt.Stringer) *api.Client {
+// apiClient returns a client of the API socket of a sandbox started with
+// startReady, closed when the test ends.
+func apiClient(t *testing.T, sock string) *api.Client {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			cl := api.NewClient(sock)
-			t.Cleanup(cl.Close)
-			return cl
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("API socket %s did not appear\n%s", sock, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	cl := api.NewClient(sock)
+	t.Cleanup(cl.Close)
+	return cl
 }
 
-// waitOutput waits for text to appear in the sandbox's output.
+// waitOutput waits (bounded) for text to appear in the sandbox's output,
+// a file the sandbox writes directly, which gives no event to wait on.
 func waitOutput(t *testing.T, out fmt.Stringer, text string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%q did not appear in the output:\n%s", text, out.String())
+	testnet.WaitFor(t, 20*time.Second, fmt.Sprintf("%q in the output", text), func() error {
+		if o := out.String(); !strings.Contains(o, text) {
+			return fmt.Errorf("output so far:\n%s", o)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func freePort(t *testing.T, ns *netns.NS) int {
@@ -288,18 +311,10 @@ func freePort(t *testing.T, ns *netns.NS) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// readPort connects to the forward and reads the guest-seen peer port.
+// readPort connects to the forward, which must be listening already, and
+// reads the guest-seen peer port.
 func readPort(t *testing.T, ns *netns.NS, addr string) (string, error) {
-	var c net.Conn
-	var err error
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err = ns.Dial("tcp4", addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c, err := ns.Dial("tcp4", addr)
 	if err != nil {
 		return "", err
 	}
@@ -311,17 +326,16 @@ func readPort(t *testing.T, ns *netns.NS, addr string) (string, error) {
 
 func waitTCPFree(t *testing.T, cl *api.Client) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testnet.WaitFor(t, 10*time.Second, "no TCP port in use", func() error {
 		snaps, err := cl.Ports(context.Background())
-		if err == nil && snaps[portalloc.TCP].InUse == 0 {
-			return
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TCP ports still in use: %+v %v", snaps, err)
+		if snaps[portalloc.TCP].InUse != 0 {
+			return fmt.Errorf("ports %+v", snaps)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // Forwarding: twelve host connections through -p reach the guest from
@@ -329,8 +343,8 @@ func waitTCPFree(t *testing.T, cl *api.Client) {
 func TestSandboxForwardSequentialPorts(t *testing.T) {
 	r := newSandboxRun(t)
 	hp := freePort(t, r.ns)
-	_, out, _ := r.start([]string{"-p", fmt.Sprintf("127.0.0.1:%d:8080", hp), "--tcp-range", "45000-45004", "--api", r.apiSock}, guest("portlog", "8080")...)
-	cl := waitAPI(t, r.apiSock, out)
+	_, out, _ := r.startReady([]string{"-p", fmt.Sprintf("127.0.0.1:%d:8080", hp), "--tcp-range", "45000-45004", "--api", r.apiSock}, guest("portlog", "8080")...)
+	cl := apiClient(t, r.apiSock)
 	waitOutput(t, out, "guest ready")
 	var got []string
 	for i := 0; i < 12; i++ {
@@ -350,8 +364,7 @@ func TestSandboxForwardSequentialPorts(t *testing.T) {
 // Runtime control: forwards added, listed and removed with `ustack forward`.
 func TestSandboxRuntimeForwards(t *testing.T) {
 	r := newSandboxRun(t)
-	_, out, _ := r.start([]string{"--api", r.apiSock, "--tcp-range", "46000-46009"}, guest("portlog", "8080")...)
-	waitAPI(t, r.apiSock, out)
+	_, out, _ := r.startReady([]string{"--api", r.apiSock, "--tcp-range", "46000-46009"}, guest("portlog", "8080")...)
 	waitOutput(t, out, "guest ready")
 	hp := freePort(t, r.ns)
 	spec := fmt.Sprintf("127.0.0.1:%d:8080", hp)
@@ -395,8 +408,7 @@ func TestSandboxExit(t *testing.T) {
 		t.Fatalf("missing command: exit %d, want 127\n%s", code, out)
 	}
 	// SIGKILL of the command: ustack exits 137 and removes its socket.
-	cmd, out, done := r.start([]string{"--api", r.apiSock}, "sleep", "60")
-	waitAPI(t, r.apiSock, out)
+	cmd, out, done := r.startReady([]string{"--api", r.apiSock}, "sleep", "60")
 	child := findChild(t, cmd.Process.Pid, "sleep")
 	syscall.Kill(child, syscall.SIGKILL)
 	select {
@@ -413,18 +425,16 @@ func TestSandboxExit(t *testing.T) {
 	}
 	// SIGKILL of ustack itself: the command dies with it.
 	sock2 := r.apiSock + "2"
-	cmd, out, done = r.start([]string{"--api", sock2}, "sleep", "60")
-	waitAPI(t, sock2, out)
+	cmd, _, done = r.startReady([]string{"--api", sock2}, "sleep", "60")
 	child = findChild(t, cmd.Process.Pid, "sleep")
+	exit := pidExit(t, child)
 	cmd.Process.Kill()
 	err := <-done
 	done <- err
-	deadline := time.Now().Add(5 * time.Second)
-	for syscall.Kill(child, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("sandboxed command %d outlived ustack's SIGKILL", child)
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-exit:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("sandboxed command %d outlived ustack's SIGKILL by 5 s", child)
 	}
 	// SIGTERM to ustack goes to the command.
 	cmd, out, done = r.start(nil, "sh", "-c", "trap 'exit 42' TERM; sleep 60 & wait")
@@ -441,43 +451,89 @@ func TestSandboxExit(t *testing.T) {
 	}
 }
 
-// findChild finds the pid of a descendant of pid running comm.
-func findChild(t *testing.T, pid int, comm string) int {
+// pidExit returns a channel closed when process pid exits (it need not be
+// our child), from a pidfd in Go's poller. If pid has gone already, the
+// channel is closed at once.
+func pidExit(t *testing.T, pid int) <-chan struct{} {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		parent := map[int]int{}
-		name := map[int]string{}
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			p, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-			if err != nil {
-				continue
-			}
-			st := string(stat)
-			name[p] = st[strings.Index(st, "(")+1 : strings.LastIndex(st, ")")]
-			fields := strings.Fields(st[strings.LastIndex(st, ")")+2:])
-			if len(fields) > 1 {
-				parent[p], _ = strconv.Atoi(fields[1])
-			}
-		}
-		for p, n := range name {
-			if n != comm {
-				continue
-			}
-			for q := parent[p]; q > 1; q = parent[q] {
-				if q == pid {
-					return p
+	exited := make(chan struct{})
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if errors.Is(err, unix.ESRCH) {
+		close(exited)
+		return exited
+	}
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", pid, err)
+	}
+	f := os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid))
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(exited)
+		// A pidfd turns readable when its process exits; Close ends
+		// the wait too.
+		rc.Read(func(fd uintptr) bool {
+			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			for {
+				n, err := unix.Poll(p, 0)
+				if err != unix.EINTR {
+					return err != nil || n > 0
 				}
 			}
+		})
+	}()
+	t.Cleanup(func() { f.Close(); <-exited })
+	return exited
+}
+
+// findChild waits (bounded) for a descendant of pid running comm, and
+// returns its pid.
+func findChild(t *testing.T, pid int, comm string) int {
+	t.Helper()
+	found := 0
+	testnet.WaitFor(t, 10*time.Second, fmt.Sprintf("a %s descendant of %d", comm, pid), func() error {
+		found = descendant(pid, comm)
+		if found == 0 {
+			return errors.New("none in /proc")
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	return found
+}
+
+// descendant returns the pid of a descendant of pid running comm, or 0.
+func descendant(pid int, comm string) int {
+	parent := map[int]int{}
+	name := map[int]string{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		st := string(stat)
+		name[p] = st[strings.Index(st, "(")+1 : strings.LastIndex(st, ")")]
+		fields := strings.Fields(st[strings.LastIndex(st, ")")+2:])
+		if len(fields) > 1 {
+			parent[p], _ = strconv.Atoi(fields[1])
+		}
 	}
-	t.Fatalf("no %s descendant of %d", comm, pid)
+	for p, n := range name {
+		if n != comm {
+			continue
+		}
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				return p
+			}
+		}
+	}
 	return 0
 }
 
@@ -641,8 +697,8 @@ func TestSandboxProcs(t *testing.T) {
 		if tc.env != "" {
 			t.Setenv(strings.SplitN(tc.env, "=", 2)[0], strings.SplitN(tc.env, "=", 2)[1])
 		}
-		cmd, out, done := r.start(append([]string{"--api", sock}, tc.args...), "sleep", "60")
-		cl := waitAPI(t, sock, out)
+		cmd, out, done := r.startReady(append([]string{"--api", sock}, tc.args...), "sleep", "60")
+		cl := apiClient(t, sock)
 		var st struct {
 			Procs int `json:"procs"`
 		}
@@ -668,8 +724,7 @@ func TestSandboxMetrics(t *testing.T) {
 	r := newSandboxRun(t)
 	port := r.hostHTTP("ok")
 	script := fmt.Sprintf("curl -sS --max-time 10 http://10.0.2.2:%d/ >/dev/null; curl -sS --max-time 5 http://198.18.3.3/; sleep 60", port)
-	cmd, out, done := r.start([]string{"--allow-host-loopback", "--deny", "198.18.3.0/24", "--api", r.apiSock, "--metrics", "127.0.0.1:19110"}, "sh", "-c", script)
-	waitAPI(t, r.apiSock, out).Close()
+	cmd, out, done := r.startReady([]string{"--allow-host-loopback", "--deny", "198.18.3.0/24", "--api", r.apiSock, "--metrics", "127.0.0.1:19110"}, "sh", "-c", script)
 	scrape := func(args ...string) string {
 		var text []byte
 		err := r.ns.Do(func() error {
@@ -689,24 +744,16 @@ func TestSandboxMetrics(t *testing.T) {
 		`ustack_tcp_active_opens_total 0`, // the gateway dialled nothing into the guest
 		`ustack_tun_checksum_errors_total 0`,
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	// The counters move as the command's two fetches go by.
+	testnet.WaitFor(t, 15*time.Second, "the metrics over TCP to count the command's fetches", func() error {
 		text := scrape("http://127.0.0.1:19110/metrics")
-		missing := ""
 		for _, w := range want {
 			if !strings.Contains(text, w) {
-				missing = w
-				break
+				return fmt.Errorf("they lack %q:\n%.4000s\n%s", w, text, out)
 			}
 		}
-		if missing == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metrics over TCP lack %q:\n%.4000s\n%s", missing, text, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	if text := scrape("--unix-socket", r.apiSock, "http://ustack/metrics"); !strings.Contains(text, want[0]) {
 		t.Errorf("metrics on the API socket lack %q:\n%.4000s", want[0], text)
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -297,11 +298,10 @@ func TestSlirp4netnsRootlesskit(t *testing.T) {
 	hostPort := freePort(t, r.ns)
 	guestScript := fmt.Sprintf(`set -e
 curl -sS --max-time 10 http://10.0.2.2:%d/; echo
-for i in $(seq 100); do ip -6 addr show scope global | grep 'inet6 fd00:' | grep -qv tentative && break; sleep 0.1; done
-ip -6 addr show scope global | grep 'inet6 fd00:' || { echo no SLAAC address; exit 1; }
+env USTACK_GUEST_ROLE=v6addr %[3]s -test.run=^$ fd00::/16 || { echo no SLAAC address; exit 1; }
 ip -6 route show default | grep 'via fe80::2' || { echo no default route via fe80::2; exit 1; }
-curl -sS --max-time 10 -g 'http://[fd00::2]:%d/'; echo
-exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80`, port, port6, guestBin)
+curl -sS --max-time 10 -g 'http://[fd00::2]:%[2]d/'; echo
+exec env USTACK_GUEST_ROLE=portlog %[3]s -test.run=^$ 80`, port, port6, guestBin)
 	cmd := exec.Command(rk, "--state-dir", filepath.Join(state, "rk"), "--net=slirp4netns", "--ipv6", "--slirp4netns-seccomp=true", "--slirp4netns-binary="+link,
 		"--port-driver=slirp4netns", "-p", fmt.Sprintf("127.0.0.1:%d:80/tcp", hostPort),
 		"sh", "-c", guestScript)
@@ -320,19 +320,18 @@ exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80`, port, port6, guestBin)
 		err := <-done
 		done <- err
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(out.String(), "guest ready") {
+	testnet.WaitFor(t, 60*time.Second, "the guest to be ready", func() error {
 		select {
 		case err := <-done:
 			done <- err
 			t.Fatalf("rootlesskit exited (%v) before its guest was ready\n%s", err, out)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the guest was not ready in 60 s\n%s", out)
+		if !strings.Contains(out.String(), "guest ready") {
+			return fmt.Errorf("output so far:\n%s", out)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if !strings.Contains(out.String(), "rootlesskit guest reached the host") {
 		t.Fatalf("guest to host loopback through 10.0.2.2 failed\n%s", out)
 	}
@@ -343,10 +342,33 @@ exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80`, port, port6, guestBin)
 		t.Fatalf("guest to host loopback over IPv6 ([fd00::2], SLAAC from the adverts) failed\n%s", out)
 	}
 	// Host to guest through the forward rootlesskit added over the API
-	// socket: the guest reports the peer port it saw.
+	// socket: the guest reports the peer port it saw. Nothing tells when
+	// rootlesskit has added it, so watch for its listening socket.
+	testnet.WaitFor(t, 10*time.Second, fmt.Sprintf("the forward to listen on 127.0.0.1:%d", hostPort), func() error {
+		var socks []*netlink.Socket
+		// From a thread in the namespace: r.ns.Handle() has only a
+		// route socket there, and would ask the host's namespace.
+		if err := r.ns.Do(func() (err error) { socks, err = netlink.SocketDiagTCP(unix.AF_INET); return err }); err != nil {
+			return err
+		}
+		for _, k := range socks {
+			if k.State == netlink.TCP_LISTEN && k.ID.SourcePort == uint16(hostPort) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no listening socket among %d", len(socks))
+	})
 	got, err := readPort(t, r.ns, fmt.Sprintf("127.0.0.1:%d", hostPort))
 	if err != nil || got == "" {
 		t.Fatalf("host to guest through -p: %q %v\n%s", got, err, out)
+	}
+	helpers := procsRunning(link)
+	if len(helpers) == 0 {
+		t.Fatalf("no ustack (as slirp4netns) running under rootlesskit\n%s", out)
+	}
+	var exits []<-chan struct{}
+	for _, pid := range helpers {
+		exits = append(exits, pidExit(t, pid))
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -355,12 +377,31 @@ exec env USTACK_GUEST_ROLE=portlog %s -test.run=^$ 80`, port, port6, guestBin)
 	case <-time.After(15 * time.Second):
 		t.Fatalf("rootlesskit did not exit on SIGTERM\n%s", out)
 	}
-	// No helper left behind.
-	time.Sleep(200 * time.Millisecond)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.HasPrefix(string(cmdline), link) {
-			t.Errorf("ustack (as slirp4netns) %s outlived rootlesskit: %q", e.Name(), cmdline)
+	// No helper left behind: each exits with rootlesskit.
+	for i, exit := range exits {
+		select {
+		case <-exit:
+		case <-time.After(5 * time.Second):
+			t.Errorf("ustack (as slirp4netns) %d outlived rootlesskit by 5 s", helpers[i])
 		}
 	}
+	if left := procsRunning(link); len(left) > 0 {
+		t.Errorf("ustack (as slirp4netns) %v outlived rootlesskit", left)
+	}
+}
+
+// procsRunning returns the processes whose command line starts with path.
+func procsRunning(path string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.HasPrefix(string(cmdline), path) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

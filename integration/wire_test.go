@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
@@ -98,13 +100,12 @@ func errString(err error) string {
 
 func waitFree(t testing.TB, st *stack.Stack, proto portalloc.Protocol, port uint16) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for st.Allocator().Pool(proto).Held(port) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%v port %d still held 5s after close", proto, port)
+	testnet.WaitFor(t, 5*time.Second, fmt.Sprintf("%v port %d released after close", proto, port), func() error {
+		if st.Allocator().Pool(proto).Held(port) {
+			return errors.New("still held")
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // 1. TCP on the wire: the kernel sees exactly sequential, wrapping ports.
@@ -308,14 +309,12 @@ func testExhaustionOnTheWire(t *testing.T, drv tun.Driver) {
 	// The kernel closes 40005 first; our side follows; no TIME_WAIT here.
 	victim := conns[5]
 	var kc any
-	deadline := time.Now().Add(5 * time.Second)
-	for kc == nil && time.Now().Before(deadline) {
-		kc, _ = kconns.Load(uint16(40005))
-		time.Sleep(time.Millisecond)
-	}
-	if kc == nil {
-		t.Fatal("kernel never accepted the connection from 40005")
-	}
+	testnet.WaitFor(t, 5*time.Second, "the kernel to accept the connection from 40005", func() error {
+		if kc, _ = kconns.Load(uint16(40005)); kc == nil {
+			return errors.New("not accepted yet")
+		}
+		return nil
+	})
 	kc.(net.Conn).Close()
 	victim.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := victim.Read(make([]byte, 1)); err != io.EOF {

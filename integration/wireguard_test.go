@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,6 +236,7 @@ func TestWireGuardTeardownUnderLoad(t *testing.T) {
 			results <- f()
 		}()
 	}
+	var writing atomic.Int32 // writers that have had a write go through
 	for _, f := range wgFamilies {
 		for range 4 {
 			c, err := st.DialTCPAddrPort(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(f.kernel, 9))
@@ -244,14 +246,18 @@ func TestWireGuardTeardownUnderLoad(t *testing.T) {
 			run(func() error { _, err := c.Read(make([]byte, 10)); return err })
 			run(func() error {
 				buf := make([]byte, 64<<10)
-				for {
+				for first := true; ; first = false {
 					if _, err := c.Write(buf); err != nil {
 						return err
+					}
+					if first {
+						writing.Add(1)
 					}
 				}
 			})
 		}
 	}
+	writers := int32(calls / 2)
 	uc, err := st.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(wgKernel6.Addr(), 9))
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +268,24 @@ func TestWireGuardTeardownUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(func() error { _, err := ln.Accept(); return err })
-	time.Sleep(300 * time.Millisecond) // let the writers fill the tunnel
+	// Tear down once every read and the accept are blocked and data flows
+	// through the tunnel on every connection.
+	for _, b := range []struct {
+		n  int
+		fn string
+	}{
+		{int(writers), "github.com/ustacknet/ustack/stack.(*TCPConn).Read"},
+		{1, "github.com/ustacknet/ustack/stack.(*UDPConn).Read"},
+		{1, "github.com/ustacknet/ustack/stack.(*TCPListener).AcceptTCP"},
+	} {
+		testnet.WaitFor(t, 10*time.Second, fmt.Sprintf("%d calls blocked in %s", b.n, b.fn), testnet.Blocked(b.n, b.fn))
+	}
+	testnet.WaitFor(t, 10*time.Second, "a write through on every connection", func() error {
+		if n := writing.Load(); n != writers {
+			return fmt.Errorf("%d of %d writers have had a write go through", n, writers)
+		}
+		return nil
+	})
 	if s := e.a.LinkStats(); s.OutPackets == 0 {
 		t.Fatalf("no traffic through the tunnel before teardown: %+v", s)
 	}

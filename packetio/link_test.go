@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -273,7 +274,13 @@ func TestCloseUnblocks(t *testing.T) {
 		_, err := empty.ReadPackets([][]byte{make([]byte, 64)}, []int{0}, 0)
 		readErr <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	testnet.WaitFor(t, 5*time.Second, "the send to block", func() error {
+		if s := l.Stats(); s.OutBlocked != 1 {
+			return fmt.Errorf("stats %+v, want 1 blocked", s)
+		}
+		return nil
+	})
+	testnet.WaitFor(t, 5*time.Second, "ReadPackets to block", testnet.Blocked(1, "github.com/ustacknet/ustack/packetio.(*Link).read"))
 	l.Close()
 	empty.Close()
 	select {

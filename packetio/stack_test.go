@@ -179,7 +179,7 @@ func TestStackCloseClosesLink(t *testing.T) {
 		_, err := l.ReadPackets([][]byte{make([]byte, 1500)}, []int{0}, 0)
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	testnet.WaitFor(t, 5*time.Second, "ReadPackets to block", testnet.Blocked(1, "github.com/ustacknet/ustack/packetio.(*Link).read"))
 	st.Close()
 	select {
 	case err := <-done:

@@ -250,10 +250,12 @@ func TestForwardSequentialPorts(t *testing.T) {
 		// Wait until the port is back before the next connection, so the
 		// order is exact.
 		port := portOf(string(b))
-		deadline := time.Now().Add(5 * time.Second)
-		for w.gw.Stack().Allocator().Pool(portalloc.TCP).Held(port) && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		testnet.WaitFor(t, 5*time.Second, fmt.Sprintf("port %d back in the pool", port), func() error {
+			if w.gw.Stack().Allocator().Pool(portalloc.TCP).Held(port) {
+				return errors.New("still held")
+			}
+			return nil
+		})
 	}
 	want := []string{"45000", "45001", "45002", "45003", "45004", "45000", "45001", "45002", "45003", "45004", "45000", "45001"}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -533,16 +535,17 @@ func TestUDPForwardIdleTimeout(t *testing.T) {
 		} else if port != first {
 			t.Fatalf("datagram %d came from port %d, want the flow's %d: host traffic did not keep it alive", i, port, first)
 		}
+		// The contract under test: a datagram every half timeout keeps
+		// the flow open, so the test must let that time pass.
 		time.Sleep(timeout / 2)
 	}
 	// Silence both ways: the flow closes.
-	deadline := time.Now().Add(5 * time.Second)
-	for w.gw.Stats().Live != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("flow still open %v after the last datagram; stats %+v", 5*time.Second, w.gw.Stats())
+	testnet.WaitFor(t, 5*time.Second, "the flow to close after the last datagram", func() error {
+		if st := w.gw.Stats(); st.Live != 0 {
+			return fmt.Errorf("stats %+v", st)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if _, err := c.Write([]byte("again")); err != nil {
 		t.Fatal(err)
 	}

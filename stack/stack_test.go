@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -13,9 +14,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/portalloc"
 	"go.uber.org/goleak"
 	"golang.org/x/net/nettest"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -76,13 +81,43 @@ func inUse(st *Stack, p portalloc.Protocol) int {
 // want, since TCP ports come back asynchronously.
 func waitInUse(t *testing.T, st *Stack, p portalloc.Protocol, want int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for inUse(st, p) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%v ports in use = %d, want %d; snapshot %+v", p, inUse(st, p), want, st.Allocator().Pool(p).Snapshot())
+	testnet.WaitFor(t, 5*time.Second, fmt.Sprintf("%d %v ports in use", want, p), func() error {
+		if n := inUse(st, p); n != want {
+			return fmt.Errorf("%d in use; snapshot %+v", n, st.Allocator().Pool(p).Snapshot())
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
+}
+
+// waitTimeWait waits (bounded) until every one of eps, closed, has
+// reached TIME_WAIT: gVisor moves an endpoint there when it processes the
+// peer's FIN, which gives no event of its own.
+func waitTimeWait(t *testing.T, eps []tcpip.Endpoint) {
+	t.Helper()
+	testnet.WaitFor(t, 5*time.Second, fmt.Sprintf("%d closed endpoints in TIME_WAIT", len(eps)), func() error {
+		var states []string
+		for _, ep := range eps {
+			states = append(states, tcp.EndpointState(ep.State()).String())
+		}
+		for _, ep := range eps {
+			if tcp.EndpointState(ep.State()) != tcp.StateTimeWait {
+				return fmt.Errorf("endpoint states %v", states)
+			}
+		}
+		return nil
+	})
+}
+
+// waitReading waits (bounded) until a reader or acceptor is blocked on
+// wq: Read and Accept register for readable events before they block.
+func waitReading(t *testing.T, what string, wq *waiter.Queue) {
+	t.Helper()
+	testnet.WaitFor(t, 5*time.Second, what+" to block", func() error {
+		if ev := wq.Events(); ev&waiter.ReadableEvents == 0 {
+			return fmt.Errorf("waiters registered for %#x, none for reading", ev)
+		}
+		return nil
+	})
 }
 
 func TestDialSequentialPortsWrap(t *testing.T) {
@@ -174,16 +209,23 @@ func TestTimeWaitHoldsPortAndReuse(t *testing.T) {
 			}
 			serveTCP(t, l, func(c net.Conn) { io.Copy(c, c); c.Close() })
 			// Close from our side first: both ports go to TIME_WAIT.
+			var eps []tcpip.Endpoint
 			for i := 0; i < 2; i++ {
 				c, err := st.Dial("tcp", "127.0.0.1:80")
 				if err != nil {
 					t.Fatal(err)
 				}
+				eps = append(eps, c.(*TCPConn).ep)
 				c.(*TCPConn).CloseWrite()
 				io.Copy(io.Discard, c)
 				c.Close()
 			}
-			time.Sleep(50 * time.Millisecond)
+			waitTimeWait(t, eps)
+			// Sweep now, as the reaper's ticker would: an endpoint in
+			// TIME_WAIT must keep its port.
+			if n := st.reap.sweep(); n != 0 {
+				t.Fatalf("sweep released %d ports of conns in TIME_WAIT, want 0", n)
+			}
 			if n := inUse(st, portalloc.TCP); n != 2 {
 				t.Fatalf("ports in use with both conns in TIME_WAIT = %d, want 2", n)
 			}
@@ -370,7 +412,7 @@ func TestDeadlinesAndClose(t *testing.T) {
 	c.SetReadDeadline(time.Time{})
 	errc := make(chan error, 1)
 	go func() { _, err := c.Read(make([]byte, 1)); errc <- err }()
-	time.Sleep(20 * time.Millisecond)
+	waitReading(t, "Read", c.(*TCPConn).wq)
 	c.Close()
 	select {
 	case err := <-errc:
@@ -414,7 +456,10 @@ func TestStackCloseUnblocksAndReleases(t *testing.T) {
 		go func() { _, err := c.Read(make([]byte, 1)); errs <- err }()
 	}
 	go func() { _, err := idle.Accept(); errs <- err }()
-	time.Sleep(20 * time.Millisecond)
+	for i, c := range conns {
+		waitReading(t, fmt.Sprintf("Read on conn %d", i), c.(*TCPConn).wq)
+	}
+	waitReading(t, "Accept", idle.(*TCPListener).wq)
 	st.Close()
 	st.Close() // idempotent
 	for range len(conns) + 1 {
@@ -559,13 +604,16 @@ func TestDialWaitsForClosingPort(t *testing.T) {
 			}
 			c.Close() // FIN_WAIT until the server closes: the only port is closing
 
+			// start is taken before the context's deadline is set, so
+			// that a delay between the two cannot make the dial seem to
+			// give up early.
+			start := time.Now()
 			ctx := context.Background()
 			if tc.timeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
 				defer cancel()
 			}
-			start := time.Now()
 			c2, err := st.DialContext(ctx, "tcp", "127.0.0.1:80")
 			took := time.Since(start)
 			// The pool counts only a dial that finally fails, not the

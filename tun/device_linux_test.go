@@ -17,6 +17,7 @@ import (
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/internal/privtest"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -325,7 +326,7 @@ func TestClose(t *testing.T) {
 			s := newStack(t, d.LinkEndpoint(), stack4)
 			// A dial into the void keeps the stack writing SYNs.
 			go gonet.DialTCP(s, fullAddr(netip.MustParseAddrPort("198.18.0.77:9")), protoOf(kernel4.Addr()))
-			time.Sleep(50 * time.Millisecond)
+			waitNICPackets(t, s, "the first SYN written to the device", func(st tcpip.NICStats) uint64 { return st.Tx.Packets.Value() })
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -651,7 +652,7 @@ func TestTeardownUnderLoad(t *testing.T) {
 					}
 					flooded <- n
 				}()
-				time.Sleep(20 * time.Millisecond)
+				waitNICPackets(t, s, "the first flood datagram read from the device", func(st tcpip.NICStats) uint64 { return st.Rx.Packets.Value() })
 				done := make(chan error, 1)
 				go func() { done <- tt.teardown(s, d) }()
 				select {
@@ -776,4 +777,16 @@ func TestTxQueueLen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitNICPackets waits (bounded) until count, applied to the stack's NIC
+// counters, is at least 1: what names the packet awaited.
+func waitNICPackets(t *testing.T, s *stack.Stack, what string, count func(tcpip.NICStats) uint64) {
+	t.Helper()
+	testnet.WaitFor(t, 10*time.Second, what, func() error {
+		if n := count(s.NICInfo()[nicID].Stats); n == 0 {
+			return errors.New("the NIC counts no such packet")
+		}
+		return nil
+	})
 }

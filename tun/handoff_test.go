@@ -2,11 +2,13 @@ package tun
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/testnet"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -109,19 +111,14 @@ func TestHandoffKeepsFlowsInOrder(t *testing.T) {
 			pkt.DecRef()
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testnet.WaitFor(t, 10*time.Second, "every packet delivered", func() error {
 		rec.mu.Lock()
-		n := rec.total
-		rec.mu.Unlock()
-		if n == flows*perFlow {
-			break
+		defer rec.mu.Unlock()
+		if rec.total != flows*perFlow {
+			return fmt.Errorf("delivered %d packets, want %d", rec.total, flows*perFlow)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("delivered %d packets, want %d", n, flows*perFlow)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	h.stopWorkers()
 	h.wait()
 	for f := range flows {
@@ -254,19 +251,14 @@ func TestHandoffInline(t *testing.T) {
 			t.Fatalf("after packet %d: %d taken inline, want %d (synchronously)", i, taken, want)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testnet.WaitFor(t, 10*time.Second, "the declined packets delivered", func() error {
 		d.declined.mu.Lock()
-		got := d.declined.total
-		d.declined.mu.Unlock()
-		if got == n/2 {
-			break
+		defer d.declined.mu.Unlock()
+		if d.declined.total != n/2 {
+			return fmt.Errorf("%d packets declined and delivered, want %d", d.declined.total, n/2)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d packets declined and delivered, want %d", got, n/2)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	h.stopWorkers()
 	h.wait()
 	for i, b := range d.declined.got[1000] {

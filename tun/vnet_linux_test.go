@@ -3,6 +3,7 @@ package tun
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -10,10 +11,13 @@ import (
 
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
+	"github.com/ustacknet/ustack/internal/testnet"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // TestOffloadRefused makes TUNSETOFFLOAD fail: Open must fall back to a
@@ -180,9 +184,9 @@ func TestReaderSurvivesBlockingFlag(t *testing.T) {
 		t.Fatal("O_NONBLOCK still set; the test would prove nothing")
 	}
 	echoExchange(t, ns, s, 1<<20)
-	// Let the connection's last packets go by, so that none wakes a
-	// reader that would be blocked.
-	time.Sleep(300 * time.Millisecond)
+	// Wait for the connection's last packets to go by, so that none wakes
+	// a reader that would be blocked.
+	waitTCPQuiet(t, ns, s)
 	closed := make(chan error, 1)
 	go func() { closed <- d.Close() }()
 	select {
@@ -193,6 +197,39 @@ func TestReaderSurvivesBlockingFlag(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung: the reader could not be stopped") // and leaks the reader
 	}
+}
+
+// waitTCPQuiet waits (bounded) until every TCP connection between the
+// kernel in ns and s has ended on both sides: each side's end of it is
+// gone or in TIME_WAIT, so neither has a FIN or an ACK still to send
+// unprompted, and no packet of theirs is still on its way.
+func waitTCPQuiet(t *testing.T, ns *netns.NS, s *stack.Stack) {
+	t.Helper()
+	testnet.WaitFor(t, 10*time.Second, "the TCP connections to end on both sides", func() error {
+		// sock_diag from a thread in ns: ns.Handle() has only a route
+		// socket there, and would ask the host's namespace instead.
+		var socks []*netlink.Socket
+		if err := ns.Do(func() (err error) { socks, err = netlink.SocketDiagTCP(unix.AF_INET); return err }); err != nil {
+			return fmt.Errorf("kernel sockets: %v", err)
+		}
+		for _, k := range socks {
+			if k.ID.Destination.Equal(stack4.Addr().AsSlice()) && k.State != netlink.TCP_TIME_WAIT {
+				return fmt.Errorf("kernel socket %v:%d -> %v:%d in state %d", k.ID.Source, k.ID.SourcePort, k.ID.Destination, k.ID.DestinationPort, k.State)
+			}
+		}
+		for _, te := range append(s.RegisteredEndpoints(), s.CleanupEndpoints()...) {
+			ep, ok := te.(*tcp.Endpoint)
+			if !ok {
+				continue
+			}
+			switch st := tcp.EndpointState(ep.State()); st {
+			case tcp.StateTimeWait, tcp.StateClose, tcp.StateError:
+			default:
+				return fmt.Errorf("gVisor endpoint in state %v", st)
+			}
+		}
+		return nil
+	})
 }
 
 // echoExchange runs a kernel echo server in ns, dials it from s through

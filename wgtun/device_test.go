@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,7 +92,7 @@ func TestDeviceContract(t *testing.T) {
 		_, err := d.Read(bufs, []int{0}, 0)
 		readErr <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	testnet.WaitFor(t, 5*time.Second, "Read to block", testnet.Blocked(1, "github.com/ustacknet/ustack/wgtun.(*Device).Read"))
 	d.Close()
 	select {
 	case err := <-readErr:
@@ -222,12 +224,13 @@ func TestDeviceCloseUnderLoad(t *testing.T) {
 	}
 	testnet.Serve(t, l, discard)
 	results := make(chan error, 20)
-	for range 5 {
+	var written [5]atomic.Int64 // buffers each writer has written
+	for i := range 5 {
 		c, err := tn.a.Stack().Dial("tcp", "198.18.30.1:7")
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() { _, err := c.Read(make([]byte, 10)); results <- err }()
+		go readBlocked(c, results)
 		go func() {
 			buf := make([]byte, 64<<10)
 			for {
@@ -235,10 +238,20 @@ func TestDeviceCloseUnderLoad(t *testing.T) {
 					results <- err
 					return
 				}
+				written[i].Add(1)
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Close once every reader is blocked and data flows on every conn.
+	testnet.WaitFor(t, 10*time.Second, "the 5 reads to block", testnet.Blocked(5, "github.com/ustacknet/ustack/wgtun_test.readBlocked"))
+	testnet.WaitFor(t, 10*time.Second, "a 64 KiB write through on each conn", func() error {
+		for i := range written {
+			if written[i].Load() == 0 {
+				return fmt.Errorf("conn %d has written nothing yet", i)
+			}
+		}
+		return nil
+	})
 	start := time.Now()
 	tn.wg.A.Close()
 	for i := range 10 {
@@ -257,4 +270,12 @@ func TestDeviceCloseUnderLoad(t *testing.T) {
 			t.Errorf("%v: %d ports in use after Close", p.Protocol, p.InUse)
 		}
 	}
+}
+
+// readBlocked reads c once, which blocks since its peer sends nothing, and
+// sends the error to results. It is a named function so that the test can
+// find its goroutines blocked (testnet.Blocked).
+func readBlocked(c net.Conn, results chan<- error) {
+	_, err := c.Read(make([]byte, 10))
+	results <- err
 }

@@ -151,6 +151,7 @@ func TestFetch(t *testing.T) {
 	}
 	srv := startServer(t, pub)
 	config := writeConfig(t, priv, srv)
+	last := time.Now()
 	for _, tc := range []struct {
 		name, url  string
 		wantCode   int
@@ -165,9 +166,11 @@ func TestFetch(t *testing.T) {
 	} {
 		// Each run is a new client with the same key. WireGuard rejects a
 		// handshake whose timestamp is not later than the last one from
-		// that key, and wireguard-go rounds timestamps down to 2^24 ns
-		// (about 17 ms), so the runs must be further apart than that.
-		time.Sleep(50 * time.Millisecond)
+		// that key, and wireguard-go rounds the timestamp's nanoseconds
+		// down to a multiple of 2^24 (about 17 ms): the clock itself is
+		// the condition, so wait for it to pass the next such step after
+		// the previous run, whose handshakes all came before it ended.
+		time.Sleep(time.Until(nextHandshakeStamp(last)))
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			code := run([]string{"-timeout", "20s", config, tc.url}, &stdout, &stderr)
@@ -175,7 +178,20 @@ func TestFetch(t *testing.T) {
 				t.Fatalf("run = %d, stdout %q, stderr %q; want %d, %q, stderr containing %q", code, stdout.String(), stderr.String(), tc.wantCode, tc.wantOut, tc.wantStderr)
 			}
 		})
+		last = time.Now()
 	}
+}
+
+// nextHandshakeStamp returns the first instant whose WireGuard handshake
+// timestamp (TAI64N, nanoseconds rounded down to a multiple of 2^24) is
+// later than t's.
+func nextHandshakeStamp(t time.Time) time.Time {
+	const step = 1 << 24
+	next := (int64(t.Nanosecond())/step + 1) * step
+	if next >= int64(time.Second) {
+		return time.Unix(t.Unix()+1, 0)
+	}
+	return time.Unix(t.Unix(), next)
 }
 
 // Bad usage and bad configuration files exit with 2 and say what is wrong.

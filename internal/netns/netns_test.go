@@ -19,6 +19,7 @@ import (
 	"github.com/ustacknet/ustack/internal/netns"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/ustacknet/ustack/internal/privtest"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -342,19 +343,16 @@ func TestDoSwitchBackFailureDiscardsThread(t *testing.T) {
 		wedgedMain = tid
 	}
 	// The goroutine reports before it exits, so the thread may take a
-	// moment to go.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// moment to go; its /proc entry is the state to watch (a thread's
+	// pidfd reports the exit before the entry goes).
+	testnet.WaitFor(t, 5*time.Second, fmt.Sprintf("thread %d, stuck in the namespace, to end", tid), func() error {
 		bad := threadsOutside(t, host)
 		_, statErr := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
 		if len(bad) == 0 && (statErr != nil || tid == wedgedMain) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("thread %d, stuck in the namespace, is still alive; threads outside the host namespace: %v", tid, bad)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("thread alive: %v; threads outside the host namespace: %v", statErr == nil, bad)
+	})
 }
 
 func TestClose(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,19 +33,24 @@ func TestMain(m *testing.M) {
 // what is refused and that ordinary work goes on. It prints one line per
 // check and exits 0 if all hold.
 func child() int {
-	// Threads that exist before the filter: TSYNC must reach them.
-	var wg sync.WaitGroup
+	// Threads that exist before the filter: TSYNC must reach them. Each
+	// goroutine holds a thread of its own from before Install (locked,
+	// then counted in ready) and makes its call on it after.
+	var wg, ready sync.WaitGroup
 	start := make(chan struct{})
 	results := make(chan error, 4)
 	for range 4 {
 		wg.Add(1)
+		ready.Add(1)
 		go func() {
 			defer wg.Done()
+			runtime.LockOSThread() // the thread ends with the goroutine
+			ready.Done()
 			<-start
 			results <- unix.Unshare(unix.CLONE_NEWUTS)
 		}()
 	}
-	time.Sleep(20 * time.Millisecond)
+	ready.Wait()
 	if err := Install(); err != nil {
 		fmt.Println("install:", err)
 		return 1
@@ -95,7 +101,14 @@ func child() int {
 		bad++
 	}
 	_ = make([]byte, 64<<20)
+	// A timer is part of the ordinary work under test: the sleep must
+	// work, and last, under the filter.
+	slept := time.Now()
 	time.Sleep(10 * time.Millisecond)
+	if d := time.Since(slept); d < 10*time.Millisecond {
+		fmt.Println("a 10 ms sleep took", d)
+		bad++
+	}
 	if bad > 0 {
 		return 1
 	}
