@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ustacknet/ustack/internal/conformance"
 )
 
 // guestMain runs one guest role inside a sandbox (see TestMain) and
@@ -80,6 +82,20 @@ func guestMain(role, arg string) int {
 		}
 		if len(addrs) != 1 || addrs[0] != want {
 			return fail("lookup %s: %v, want %s", name, addrs, want)
+		}
+		return 0
+	case "conform":
+		// arg: NAME,ADDR,LONG. One conformance scenario against the
+		// peer's control listener at ADDR; the result line goes to
+		// stdout.
+		f := strings.Split(arg, ",")
+		if len(f) != 3 {
+			return fail("want NAME,ADDR,LONG, got %q", arg)
+		}
+		res := conformance.RunGuest(context.Background(), f[1], f[0], f[2] == "true")
+		fmt.Println(res)
+		if !res.Pass {
+			return 1
 		}
 		return 0
 	case "udpflood":
