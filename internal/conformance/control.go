@@ -206,8 +206,8 @@ type Config struct {
 // Server is the host's peer: it serves the scenarios' host parts to
 // guests that connect to its control listener.
 type Server struct {
-	l     net.Listener
-	hooks Config
+	l   net.Listener
+	cfg Config
 
 	mu    sync.Mutex // guards conns
 	conns map[net.Conn]bool
@@ -224,7 +224,7 @@ func Serve(l net.Listener, cfg Config) *Server {
 	if cfg.ListenPacket == nil {
 		cfg.ListenPacket = net.ListenPacket
 	}
-	s := &Server{l: l, hooks: cfg, conns: map[net.Conn]bool{}}
+	s := &Server{l: l, cfg: cfg, conns: map[net.Conn]bool{}}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -280,30 +280,30 @@ func (s *Server) serve(c net.Conn) {
 		return
 	}
 	ip := s.l.Addr().(*net.TCPAddr).IP
-	h := &hostRun{ctl: k, p: *hello.Params, name: sc.Name, hooks: s.hooks}
+	h := &hostRun{ctl: k, p: *hello.Params, name: sc.Name, cfg: s.cfg}
 	defer h.closeAll()
 	verdict := func(ok bool, v string) {
-		if s.hooks.Result != nil {
-			s.hooks.Result(sc.Name, ok, v)
+		if s.cfg.Result != nil {
+			s.cfg.Result(sc.Name, ok, v)
 		}
 		k.send(msg{Event: "verdict", OK: ok, Value: v})
 	}
-	any, err := s.hooks.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	ln, err := s.cfg.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
 		verdict(false, "data listener: "+err.Error())
 		return
 	}
-	dl, ok := any.(*net.TCPListener)
+	dl, ok := ln.(*net.TCPListener)
 	if !ok {
-		any.Close()
-		verdict(false, fmt.Sprintf("data listener: a %T, want a *net.TCPListener", any))
+		ln.Close()
+		verdict(false, fmt.Sprintf("data listener: a %T, want a *net.TCPListener", ln))
 		return
 	}
 	h.l = dl
 	h.track(dl)
 	ready := msg{Event: "ready", Port: dl.Addr().(*net.TCPAddr).Port}
 	if sc.udp {
-		pc, err := s.hooks.ListenPacket("udp", net.JoinHostPort(ip.String(), "0"))
+		pc, err := s.cfg.ListenPacket("udp", net.JoinHostPort(ip.String(), "0"))
 		if err != nil {
 			verdict(false, "UDP socket: "+err.Error())
 			return
@@ -331,12 +331,12 @@ func (s *Server) serve(c net.Conn) {
 
 // hostRun is what a scenario's host part works with.
 type hostRun struct {
-	ctl   *ctl
-	p     Params
-	name  string
-	hooks Config
-	l     *net.TCPListener
-	udp   *net.UDPConn
+	ctl  *ctl
+	p    Params
+	name string
+	cfg  Config
+	l    *net.TCPListener
+	udp  *net.UDPConn
 
 	mu      sync.Mutex // guards closers
 	closers []interface{ Close() error }
@@ -370,7 +370,7 @@ func (h *hostRun) accept(d time.Duration) (*net.TCPConn, error) {
 
 // mark calls the Event hook.
 func (h *hostRun) mark(event string) {
-	if h.hooks.Event != nil {
-		h.hooks.Event(h.name, event)
+	if h.cfg.Event != nil {
+		h.cfg.Event(h.name, event)
 	}
 }

@@ -169,7 +169,7 @@ func mss1Guest(g *guestRun) (string, error) {
 	start := time.Now()
 	rerr := recvStream(c, 10, g.p.Bytes)
 	took := time.Since(start)
-	segs, n, werr := w.close()
+	segs, n, maxSeg, werr := w.close()
 	if rerr != nil {
 		return "", fmt.Errorf("after %.1f s (%d segments seen): %w", took.Seconds(), segs, rerr)
 	}
@@ -180,9 +180,12 @@ func mss1Guest(g *guestRun) (string, error) {
 		return "", errors.New("the packet socket saw no data segments")
 	}
 	mean := float64(n) / float64(segs)
-	figs := fmt.Sprintf("%d KiB in %d segments (%.0f bytes each) in %.2f s", g.p.Bytes>>10, segs, mean, took.Seconds())
+	figs := fmt.Sprintf("%d KiB in %d segments (%.0f bytes each, at most %d) in %.2f s", g.p.Bytes>>10, segs, mean, maxSeg, took.Seconds())
 	if mean < 32 {
 		return "", errors.New(figs + ": below 32 bytes per segment")
+	}
+	if maxSeg > 536 {
+		return "", errors.New(figs + ": segments above the MSS (a floor may raise 1, but not past 536)")
 	}
 	return figs, nil
 }

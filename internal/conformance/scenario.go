@@ -165,7 +165,7 @@ func All() []Scenario {
 		},
 		{
 			Name:   "mss-1",
-			Doc:    "the guest's SYN carries MSS 1 (nft rewrites the option): Bytes arrive intact within Limit, with at least 32 bytes of data per segment on average (Linux floors the MSS at 48 and sends 36 bytes next to timestamps)",
+			Doc:    "the guest's SYN carries MSS 1 (nft rewrites the option): Bytes arrive intact within Limit, with at least 32 bytes of data per segment on average (Linux floors the MSS at 48 and sends 36 bytes next to timestamps) and none above 536 (segment sizes from the packets' GSO headers, through a PACKET_VNET_HDR socket)",
 			Params: Params{Bytes: 64 << 10, Limit: 60 * time.Second},
 			Long:   Params{Bytes: 64 << 10, Limit: 60 * time.Second},
 			guest:  mss1Guest, host: mss1Host,

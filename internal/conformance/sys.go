@@ -247,6 +247,7 @@ type segWatch struct {
 
 	// Written by the reader, read after done closes.
 	segs, bytes int64
+	maxSeg      int
 	err         error
 }
 
@@ -270,12 +271,12 @@ func newSegWatch(sport uint16) (*segWatch, error) {
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // close stops the reader (within its 100 ms receive timeout) and
-// returns the segments and bytes counted.
-func (w *segWatch) close() (segs, bytes int64, err error) {
+// returns the segments and bytes counted, and the largest segment.
+func (w *segWatch) close() (segs, bytes int64, maxSeg int, err error) {
 	close(w.stop)
 	<-w.done
 	unix.Close(w.fd)
-	return w.segs, w.bytes, w.err
+	return w.segs, w.bytes, w.maxSeg, w.err
 }
 
 func (w *segWatch) read() {
@@ -326,10 +327,12 @@ func (w *segWatch) read() {
 			continue
 		}
 		w.bytes += int64(payload)
-		if gsoType != 0 && gsoSize > 0 {
+		if gsoType != 0 && gsoSize > 0 && payload > gsoSize {
 			w.segs += int64((payload + gsoSize - 1) / gsoSize)
+			w.maxSeg = max(w.maxSeg, gsoSize)
 		} else {
 			w.segs++
+			w.maxSeg = max(w.maxSeg, payload)
 		}
 	}
 }
