@@ -326,6 +326,13 @@ func guestVanishesGuest(g *guestRun) (string, error) {
 	if err := g.ctl.event("vanished", ""); err != nil {
 		return "", err
 	}
+	// Silent until the peer is done: the deferred nftClear would let
+	// the kernel's resets out.
+	v, err := g.ctl.expect("verdict", g.p.Limit+30*time.Second)
+	if err != nil {
+		return "", err
+	}
+	g.verdict = &v
 	return "", nil
 }
 

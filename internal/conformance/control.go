@@ -131,6 +131,8 @@ func RunGuest(ctx context.Context, addr, name string, long bool) Result {
 	var verr error
 	if ve := (*errVerdict)(nil); errors.As(gerr, &ve) {
 		v = ve.m
+	} else if g.verdict != nil {
+		v = *g.verdict
 	} else {
 		v, verr = k.expect("verdict", verdictWait(p))
 	}
@@ -170,6 +172,9 @@ type guestRun struct {
 	host    string // the peer's address as the guest reaches it
 	port    int    // the peer's data listener
 	udpPort int    // the peer's UDP socket, for UDP scenarios
+	// verdict is the peer's verdict when the guest's part had to wait
+	// for it itself (to stay silent until the peer is done).
+	verdict *msg
 }
 
 // dataAddr is the peer's data listener as the guest reaches it.
