@@ -85,6 +85,23 @@ wait_netns() {
   return 1
 }
 
+# helper_gone PID: once the guest is done, stop the helper; if it had
+# already exited (crashed), say so in $WORK/helper.
+helper_gone() {
+  local st=0
+  if kill -0 "$1" 2>/dev/null; then
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    return
+  fi
+  wait "$1" 2>/dev/null || st=$?
+  if [ "$st" -gt 128 ]; then
+    echo "the helper died of signal $((st - 128)) ($(kill -l $((st - 128))))" >"$WORK/helper"
+  else
+    echo "the helper exited with status $st" >"$WORK/helper"
+  fi
+}
+
 run_ustack() { # NAMES
   "$WORK/ustack" sandbox --allow-host-loopback --mtu "$MTU" -- sh -c "$(guest_script 10.0.2.2 "$1")" &
   local helper=$!
@@ -103,8 +120,7 @@ run_slirp() { # NAMES
   watch_hwm "$helper" &
   local watcher=$!
   wait "$guest" || true
-  kill "$helper" 2>/dev/null || true
-  wait "$helper" 2>/dev/null || true
+  helper_gone "$helper"
   wait "$watcher" || true
 }
 
@@ -123,8 +139,7 @@ run_pasta() { # NAMES
   watch_hwm "$helper" &
   local watcher=$!
   wait "$guest" || true
-  kill "$helper" 2>/dev/null || true
-  wait "$helper" 2>/dev/null || true
+  helper_gone "$helper"
   wait "$watcher" || true
   ip netns delete "$name"
 }
@@ -132,7 +147,7 @@ run_pasta() { # NAMES
 declare -A R
 for tool in $TOOLS; do
   for s in $SCENARIOS; do
-    rm -f "$WORK/results.txt" "$WORK/rss"
+    rm -f "$WORK/results.txt" "$WORK/rss" "$WORK/helper"
     case $tool in
       ustack) run_ustack "$s" ;;
       slirp4netns) run_slirp "$s" ;;
@@ -147,6 +162,9 @@ for tool in $TOOLS; do
       verdict=$(awk '{print $3}' <<<"$line")
       figs=$(cut -d' ' -f4- <<<"$line" | sed 's/|/\\|/g')
       R[$tool,$s]="$verdict${figs:+: $figs}"
+    fi
+    if [ -s "$WORK/helper" ]; then
+      R[$tool,$s]="${R[$tool,$s]}; $(cat "$WORK/helper")"
     fi
     R[$tool,$s,rss]=$(tail -1 "$WORK/rss" 2>/dev/null || echo 0)
   done
