@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/conformance"
 	"github.com/ustacknet/ustack/internal/netns/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -146,6 +147,20 @@ func guestMain(role, arg string) int {
 		})
 		if err != nil {
 			return fail("no settled address in %v: %v", prefix, err)
+		}
+		return 0
+	case "conform":
+		// arg: NAME,ADDR,LONG. One conformance scenario against the
+		// peer's control listener at ADDR; the result line goes to
+		// stdout.
+		f := strings.Split(arg, ",")
+		if len(f) != 3 {
+			return fail("want NAME,ADDR,LONG, got %q", arg)
+		}
+		res := conformance.RunGuest(context.Background(), f[1], f[0], f[2] == "true")
+		fmt.Println(res)
+		if !res.Pass {
+			return 1
 		}
 		return 0
 	case "udpflood":
