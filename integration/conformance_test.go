@@ -16,36 +16,11 @@ import (
 	"github.com/ustacknet/ustack/internal/privtest"
 )
 
-// Environment variables of TestConformance.
-const (
-	// envLong runs the real-scale variants: 3-minute zero windows, 1 GiB
-	// each way with loss, and the scenarios that only make sense at real
-	// scale (guest-vanishes waits for the relay's 60 s FIN timeout).
-	envLong = "USTACK_LONG"
-	// envPending runs the scenarios that fail against today's relay
-	// (pendingToday). The list shrinks as the relay is fixed, and this
-	// variable goes with its last entry.
-	envPending = "USTACK_CONFORMANCE_PENDING"
-)
-
-// pendingToday names the scenarios that fail against today's relay, and
-// why (issue 14's findings). Without USTACK_CONFORMANCE_PENDING=1 they
-// are skipped with that reason.
-var pendingToday = map[string]string{
-	"keepalive":      "C1: keepalive probes, old zero-length segments, get no ACK; the guest kills the connection after 3.1 s",
-	"zerowindow-up":  "C1: the guest's zero-window probes get no ACK",
-	"syn-flood":      "M2, M3: no SYN-RECEIVED timeout; the host connections of half-open handshakes stay open",
-	"stalled-flows":  "M1: up to 2 MiB per flow buffered in user space; peak RSS about 850 MiB",
-	"udp-burst":      "item 7: the guest's TUN queue overflows while new UDP flows are set up; about 28% arrive",
-	"guest-vanishes": "M2: no FIN-WAIT or idle timeout; the host connection stays open past 65 s",
-}
-
-// pendingTodayLong names the scenarios whose real-scale variant
-// (USTACK_LONG=1) fails against today's relay while the default one
-// passes.
-var pendingTodayLong = map[string]string{
-	"zerowindow-down": "C2: every probe the relay sends counts as a retry; the flow is reset after about 120 s of zero window",
-}
+// envLong runs TestConformance's real-scale variants: 3-minute zero
+// windows, 1 GiB each way with loss, and the scenarios that only make
+// sense at real scale (guest-vanishes waits for the relay's 60 s FIN
+// timeout).
+const envLong = "USTACK_LONG"
 
 // maxStalledRSS bounds ustack's peak RSS (KiB) with the stalled-flows
 // scenario's 256 stalled flows: twice pasta's 30 MiB as measured on
@@ -58,7 +33,6 @@ const maxStalledRSS = 64 << 10
 // a sandbox of its own.
 func TestConformance(t *testing.T) {
 	long := os.Getenv(envLong) == "1"
-	pending := os.Getenv(envPending) == "1"
 	privtest.Require(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Fatalf("nft is needed (scripts/test.sh installs nftables): %v", err)
@@ -67,13 +41,6 @@ func TestConformance(t *testing.T) {
 		t.Run(s.Name, func(t *testing.T) {
 			if s.LongOnly && !long {
 				t.Skipf("runs only at real scale: %s=1", envLong)
-			}
-			why := pendingToday[s.Name]
-			if long && why == "" {
-				why = pendingTodayLong[s.Name]
-			}
-			if why != "" && !pending {
-				t.Skipf("fails against today's relay (%s); %s=1 runs it", why, envPending)
 			}
 			p := s.Params
 			if long {
