@@ -701,9 +701,6 @@ func (g *Gateway) splice(guest, host net.Conn) {
 	}
 }
 
-// handleUDP starts carrying a new guest UDP flow (udpcarry.go). It runs
-// on the packet path. Returning false makes the stack answer with ICMP
-// port unreachable.
 // guestSource reports whether a is an address the guest may send from:
 // one of its networks', other than the gateway's own addresses. A flow
 // from anywhere else (spoofed, or from an address the guest was never
@@ -720,6 +717,9 @@ func (g *Gateway) guestSource(a netip.Addr) bool {
 	return ad.Guest.Masked().Contains(a) || (ad.Guest6.IsValid() && ad.Guest6.Masked().Contains(a))
 }
 
+// handleUDP starts carrying a new guest UDP flow (udpcarry.go). It runs
+// on the packet path. Returning false makes the stack answer with ICMP
+// port unreachable.
 func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)

@@ -73,24 +73,26 @@ const (
 	relayDelAck = time.Millisecond
 	relayMaxRTO = 30 * time.Second
 	// relayRetries is how many times a segment is sent again, with no
-	// answer from the guest, before the flow is reset (about a minute
-	// and a half with the back-off above). Any acceptable ACK starts the
-	// count again: a guest that answers the probes of its zero window
-	// keeps the flow as long as it likes (RFC 1122 4.2.2.17).
-	relayRetries = 9
+	// answer from the guest, before the flow is reset: with the back-off
+	// above, 51 s of silence, within the FIN timeout, so that a guest
+	// gone silent mid-transfer (a killed namespace whose device lingers)
+	// frees its flow as soon as one that closed. The link is a local one
+	// to a kernel that answers even when its programs are stopped, so
+	// that long a silence means the guest is gone. Any acceptable ACK
+	// starts the count again: a guest that answers the probes of its
+	// zero window keeps the flow as long as it likes (RFC 1122
+	// 4.2.2.17).
+	relayRetries = 7
 	// relaySynTimeout ends a flow whose guest has not completed its
 	// handshake this long after its SYN.
 	relaySynTimeout = 10 * time.Second
 	// relayFinTimeout ends a flow with one side closed (a FIN sent or
 	// taken) when nothing has moved either way for this long.
 	relayFinTimeout = 60 * time.Second
-	// The host socket's keepalive, which notices a host peer that died
-	// without a word while the flow is idle: a first probe after
-	// relayKeepIdle of silence, then relayKeepCount more relayKeepIntvl
-	// apart (about 15 minutes in all).
-	relayKeepIdle  = 600 // seconds
-	relayKeepIntvl = 60
-	relayKeepCount = 5
+	// relayKeepIdle is the silence, in seconds, after which a host
+	// socket's keepalive probes a host peer that may have died without a
+	// word (keepAlive).
+	relayKeepIdle = 600
 )
 
 // relayTiming holds the relay's timer settings; tests scale them down.
@@ -323,16 +325,6 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	if !srcA.IsGlobalUnicast() && !srcA.IsPrivate() || !dstA.IsValid() || dstA.IsMulticast() {
 		return false
 	}
-	if !r.g.guestSource(srcA) {
-		// Spoofed, or from an address the guest was never given:
-		// no flow, and not gVisor's either.
-		if t.Flags()&(header.TCPFlagSyn|header.TCPFlagAck|header.TCPFlagRst) == header.TCPFlagSyn {
-			r.g.denied.Add(1)
-			r.refusals.note(refuseSource, srcA, dstA)
-			return true
-		}
-		return false
-	}
 	s.src, s.dst = src, dst
 	s.key = relayKey{netip.AddrPortFrom(srcA, t.SourcePort()), netip.AddrPortFrom(dstA, t.DestinationPort())}
 	s.seq, s.ack = seqnum.Value(t.SequenceNumber()), seqnum.Value(t.AckNumber())
@@ -346,6 +338,13 @@ func (r *relay) take(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffe
 	r.mu.Unlock()
 	if f == nil && (!syn || closing) {
 		return false // gVisor's: a -p flow, or none (gVisor resets it)
+	}
+	if f == nil && !r.g.guestSource(srcA) {
+		// Spoofed, or from an address the guest was never given:
+		// no flow, and not gVisor's either.
+		r.g.denied.Add(1)
+		r.refusals.note(refuseSource, srcA, dstA)
+		return true
 	}
 	if frag {
 		// A fragmented segment of the relay's (Linux sets DF on TCP,
@@ -426,11 +425,15 @@ func (r *relay) open(s *seg) {
 		refuse(refusePoller)
 		return
 	}
-	if r.syns.Load() >= int32(g.cfg.MaxSYNs) {
+	// Counted first, then checked: readers on several queues cannot
+	// overshoot MaxSYNs together.
+	if r.syns.Add(1) > int32(g.cfg.MaxSYNs) {
+		r.syns.Add(-1)
 		refuse(refuseSYNs)
 		return
 	}
 	if !g.takeFlow() {
+		r.syns.Add(-1)
 		refuse(refuseFlows)
 		return
 	}
@@ -460,8 +463,11 @@ func (r *relay) open(s *seg) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r.mu.Lock()
-	if r.closing || r.flows[s.key] != nil {
+	if r.closing || r.flows[s.key] != nil || r.failed.Load() {
+		// Under r.mu: fail takes its list of flows under it after
+		// marking the relay failed, so no flow slips past both.
 		r.mu.Unlock()
+		f.endSyn()
 		g.dropFlow()
 		return
 	}
@@ -470,7 +476,6 @@ func (r *relay) open(s *seg) {
 	r.flows[s.key] = f
 	r.byID[f.id] = f
 	r.mu.Unlock()
-	r.syns.Add(1)
 	if g.cfg.host == nil {
 		// Config.Dial is the caller's: it may block, so it runs on
 		// a goroutine, and the flow takes its socket's descriptor.
@@ -702,6 +707,7 @@ type rflow struct {
 	guestFin  bool          // the guest's FIN is accepted
 	hostShut  bool          // CloseWrite done on the host socket
 	lastWnd   uint32        // the window last advertised, in bytes
+	rcvAdv    seqnum.Value  // the right edge of the windows advertised so far
 	ackNeeded bool          // the guest has not heard of rcvNxt yet
 	ackDelay  bool          // and may wait for relayDelAck (see input)
 	rcvAcked  seqnum.Value  // the ACK number last sent
@@ -746,13 +752,22 @@ func (f *rflow) sendSynAck() {
 	f.r.write(f, header.TCPFlagSyn|header.TCPFlagAck, f.iss, f.rcvNxt, wnd, buffer.Buffer{}, opts[:n])
 }
 
-// window returns the window to advertise, scaled, and notes it.
+// window returns the window to advertise, scaled, and notes it. Its
+// right edge never moves back (RFC 9293 3.8.6.2.2, as Linux does): a
+// guest may already have sent up to the edge it was given.
 func (f *rflow) window() uint16 {
 	w := uint32(f.rcvRoom())
+	if edge := f.rcvNxt.Add(seqnum.Size(w)); edge.LessThan(f.rcvAdv) {
+		w = uint32(f.rcvNxt.Size(f.rcvAdv))
+	}
 	if f.ourWS == 0 {
 		w = min(w, 0xffff)
 	}
+	w = min(w, 0xffff<<f.ourWS)
 	f.lastWnd = w >> f.ourWS << f.ourWS
+	if edge := f.rcvNxt.Add(seqnum.Size(f.lastWnd)); f.rcvAdv.LessThan(edge) {
+		f.rcvAdv = edge
+	}
 	return uint16(w >> f.ourWS)
 }
 
@@ -766,7 +781,7 @@ func (f *rflow) rcvRoom() int {
 		// Only what pend can still hold; a socket that takes data
 		// at once needs no budget, so a new flow is never starved by
 		// the others' stalls.
-		room = min(room, f.r.budget.avail())
+		room = min(room, f.r.budget.availPend())
 	}
 	return max(0, room)
 }
@@ -840,7 +855,8 @@ func (f *rflow) input(s *seg) {
 		return
 	}
 	if !f.onData(s) { // first, so that data sent below carries the new ACK
-		return // unacceptable: answered with an ACK, and dropped
+		f.active() // a keepalive probe is activity too
+		return     // unacceptable: answered with an ACK, and dropped
 	}
 	if f.state == stDone {
 		return
@@ -952,6 +968,12 @@ func (f *rflow) onAck(s *seg) {
 
 func (f *rflow) setWindow(w uint32) {
 	grew := w > f.sndWnd
+	if f.sndWnd == 0 && w > 0 && f.sndUna == f.sndNxt {
+		// The window opened: the persist timer, backed off maybe to
+		// maxRTO, gives way to a fresh retransmission timer.
+		f.stopTimer()
+		f.rto = f.r.tm.rto
+	}
 	f.sndWnd = w
 	if grew {
 		f.push()
@@ -961,7 +983,7 @@ func (f *rflow) setWindow(w uint32) {
 
 // trim drops n acknowledged bytes from the front of the send queue.
 func (f *rflow) trim(n int) {
-	f.r.budget.give(n)
+	f.r.budget.give(n, false)
 	f.qLen -= n
 	for n > 0 && len(f.q) > 0 {
 		v := f.q[0]
@@ -986,7 +1008,9 @@ func (f *rflow) onData(s *seg) bool {
 		// that is open. Otherwise it gets an ACK: keepalive probes
 		// (one below rcvNxt) are such segments, and their senders
 		// count on the answer.
-		if s.seq != f.rcvNxt && !(f.rcvNxt.LessThan(s.seq) && s.seq.LessThan(f.rcvNxt.Add(seqnum.Size(f.lastWnd)))) {
+		// The right edge counts (as Linux's tcp_sequence has it): a
+		// guest that filled the window sends its ACKs from there.
+		if s.seq != f.rcvNxt && !(f.rcvNxt.LessThan(s.seq) && s.seq.LessThanEq(f.rcvAdv)) {
 			f.ack()
 			return false
 		}
@@ -1022,11 +1046,11 @@ func (f *rflow) onData(s *seg) bool {
 		return true
 	}
 	room := relayWindow - int(f.pend.Size())
+	whole := true // all the segment's new data was taken
 	if n > room {
-		n, fin = room, false // beyond the window offered
+		n, fin, whole = room, false, false // beyond the window offered
 		payload = capSlices(payload, n)
 	}
-	whole := true // all the segment's new data was taken
 	if n > 0 {
 		took, ok := f.toHost(payload, n)
 		if !ok {
@@ -1038,7 +1062,7 @@ func (f *rflow) onData(s *seg) bool {
 			n, fin = took, false
 		}
 		f.rcvNxt = f.rcvNxt.Add(seqnum.Size(n))
-		whole = n == s.n-int(s.seq.Size(seq))
+		whole = whole && n == s.n-int(s.seq.Size(seq))
 	}
 	// The ACK of a FIN may wait too, for the host's FIN (as Linux's
 	// does in CLOSE_WAIT): a host that closes in turn saves the guest a
@@ -1092,7 +1116,7 @@ func (f *rflow) finish(graceful bool) {
 	f.endDial()
 	f.endSyn()
 	f.trim(f.qLen)
-	f.r.budget.give(int(f.pend.Size()))
+	f.r.budget.give(int(f.pend.Size()), true)
 	f.pend.Release()
 	f.closeHost(graceful)
 	f.r.drop(f)

@@ -440,9 +440,9 @@ func TestRelayBackpressure(t *testing.T) {
 		hc := <-accepted
 		defer hc.Close()
 		// The guest stalls: the host's buffers, then the relay's, fill,
-		// until the relay's window is closed.
+		// until the relay takes no more.
 		var pend int
-		waitFor(t, "the relay's window to close", func() bool {
+		waitFor(t, "the relay to take no more", func() bool {
 			f := oneFlow(w.gw.relay)
 			if f == nil {
 				return false
@@ -450,7 +450,7 @@ func TestRelayBackpressure(t *testing.T) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			pend = int(f.pend.Size())
-			return pend > 0 && f.lastWnd == 0 // the window it last offered is zero
+			return pend > 0 && f.rcvRoom() == 0 // it takes no more
 		})
 		if pend > relayWindow {
 			t.Errorf("relay holds %d bytes for a stalled host, more than its window %d", pend, relayWindow)
@@ -1174,4 +1174,95 @@ func TestRelayBudget(t *testing.T) {
 		used, _ := held()
 		return r.live() == 0 && used == 0
 	})
+}
+
+// TestRelayBudgetFairness: uploads to hosts that stopped reading hold at
+// most half the budget, so a download through the relay still completes
+// while they stall; and once the hosts read again, the uploads finish
+// (their windows, closed by the budget, open again).
+func TestRelayBudgetFairness(t *testing.T) {
+	const (
+		uploads = 8
+		size    = 4 << 20
+		budget  = 256 << 10
+	)
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<10) })
+		return serr
+	}}
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dst := fmt.Sprintf("10.0.2.2:%d", l.Addr().(*net.TCPAddr).Port)
+	w := newWorldLink(t, 0, nil, loopback(func(c *Config) { c.RelayBuffer = budget }))
+	r := w.gw.relay
+	data := bytes.Repeat([]byte("fairness"), size/8)
+	accept := func() net.Conn {
+		l.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+		hc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hc.Close() })
+		return hc
+	}
+	var hosts []net.Conn
+	wrote := make(chan error, uploads)
+	for range uploads {
+		c, err := w.guest.Dial("tcp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		hosts = append(hosts, accept())
+		go func() {
+			err := writeProgress(c, data)
+			c.(*stack.TCPConn).CloseWrite()
+			wrote <- err
+		}()
+	}
+	waitFor(t, "the uploads to hold pend's share of the budget", func() bool {
+		r.budget.mu.Lock()
+		defer r.budget.mu.Unlock()
+		if r.budget.usedPend > budget/2 {
+			t.Fatalf("pend holds %d bytes, more than half the budget %d", r.budget.usedPend, budget)
+		}
+		return r.budget.usedPend > budget/2-relayReadMax
+	})
+	// A download, while the uploads stall.
+	c, err := w.guest.Dial("tcp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hc := accept()
+	go func() {
+		writeProgress(hc, data)
+		hc.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := readProgress(c)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("download during the stall: %d of %d bytes, %v", len(got), len(data), err)
+	}
+	// The hosts read again: every upload completes.
+	var wg sync.WaitGroup
+	for i, hc := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := readProgress(hc)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("upload %d: %d of %d bytes, %v", i, len(got), len(data), err)
+			}
+		}()
+	}
+	wg.Wait()
+	for range uploads {
+		if err := <-wrote; err != nil {
+			t.Error(err)
+		}
+	}
 }

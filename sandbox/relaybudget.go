@@ -25,22 +25,30 @@ type relayBudget struct {
 	// with its lock held; the budget never takes a flow's lock (wake
 	// runs without it).
 
-	mu      sync.Mutex // guards the fields below
-	limit   int
-	used    int
-	waiting []*rflow // flows that found it spent, in order; each once (rflow.budgetWait)
-	waking  bool     // a wake goroutine runs
+	mu       sync.Mutex // guards the fields below, and rflow.budgetWait
+	limit    int
+	used     int
+	usedPend int      // of used, what pend (guest data for full host sockets) holds
+	waiting  []*rflow // flows that found it spent, in order; each once (rflow.budgetWait)
+	waking   bool     // a wake goroutine runs
 }
 
 // take grants f up to n bytes, and reports how many. A flow granted less
-// than it asked for waits for a wake.
-func (b *relayBudget) take(f *rflow, n int) int {
+// than it asked for waits for a wake. Guest data kept for full host
+// sockets (pend) may hold at most half the budget: hosts that stop
+// reading cannot starve the downloads of the other flows.
+func (b *relayBudget) take(f *rflow, n int, pend bool) int {
 	if n <= 0 {
 		return 0
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	g := min(n, b.limit-b.used)
+	if pend {
+		g = min(g, b.limit/2-b.usedPend)
+		g = max(g, 0)
+		b.usedPend += g
+	}
 	b.used += g
 	if g < n && !f.budgetWait {
 		f.budgetWait = true
@@ -49,22 +57,26 @@ func (b *relayBudget) take(f *rflow, n int) int {
 	return g
 }
 
-// avail is what take would grant now, at most.
-func (b *relayBudget) avail() int {
+// availPend is what take would grant pend now, at most.
+func (b *relayBudget) availPend() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.limit - b.used
+	return max(0, min(b.limit-b.used, b.limit/2-b.usedPend))
 }
 
-// give returns n bytes, and wakes the waiting flows once a useful amount
-// is free.
-func (b *relayBudget) give(n int) {
+// give returns n bytes (of pend's, if pend), and wakes the waiting flows.
+// One wake goroutine at a time serves every waiter, so returns while it
+// runs cost nothing more.
+func (b *relayBudget) give(n int, pend bool) {
 	if n <= 0 {
 		return
 	}
 	b.mu.Lock()
 	b.used -= n
-	if len(b.waiting) == 0 || b.waking || b.limit-b.used < min(relayReadMax, b.limit/4) {
+	if pend {
+		b.usedPend -= n
+	}
+	if len(b.waiting) == 0 || b.waking || b.used >= b.limit {
 		b.mu.Unlock()
 		return
 	}
@@ -90,9 +102,9 @@ func (b *relayBudget) wake() {
 		f := b.waiting[0]
 		b.waiting[0] = nil
 		b.waiting = b.waiting[1:]
+		f.budgetWait = false // here, so that a take from now on queues f again
 		b.mu.Unlock()
 		f.mu.Lock()
-		f.budgetWait = false
 		if f.state != stDone {
 			f.resume()
 		}

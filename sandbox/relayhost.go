@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -176,7 +177,7 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 		f.finQueued = events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 		f.pull()
 	}
-	if f.state != stDone && f.pend.Size() > 0 && events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+	if f.state != stDone && (f.pend.Size() > 0 || f.hostFull) && events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.flush()
 	}
 	f.maybeDone()
@@ -277,15 +278,15 @@ func socketOf(c net.Conn) (int, error) {
 	return fd, nil
 }
 
-// keepAlive turns on keepalive on a host socket (relayKeepIdle and the
-// rest): a host peer that dies without a word while the flow is idle
-// then fails the socket, and the guest hears a reset, instead of the flow
-// and its descriptor being held for good.
+// keepAlive turns on keepalive on a host socket, first probe after
+// relayKeepIdle of silence, then the system's interval and count
+// (net.ipv4.tcp_keepalive_intvl and _probes: 75 s and 9 by default): a
+// host peer that dies without a word while the flow is idle then fails
+// the socket, and the guest hears a reset, instead of the flow and its
+// descriptor being held for good. Two calls per connection.
 func keepAlive(fd int) {
 	rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, relayKeepIdle)
-	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, relayKeepIntvl)
-	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, relayKeepCount)
 }
 
 // dialFailed refuses the guest's connection after a failed dial.
@@ -304,7 +305,8 @@ func (f *rflow) endDial() { f.dialing = false }
 // connected completes the guest's handshake once the host's is done.
 func (f *rflow) connected() {
 	f.endDial()
-	f.stopTimer() // the dial's deadline
+	f.born = time.Now() // SYN-RECEIVED starts: its timeout counts from the SYN-ACK
+	f.stopTimer()       // the dial's deadline
 	f.r.g.tcpFlows.Add(1)
 	f.sndNxt, f.sndMax = f.iss+1, f.iss+1
 	f.sendSynAck()
@@ -322,13 +324,13 @@ func (f *rflow) pull() {
 		if room <= 0 {
 			break // resumed by the guest's ACKs (onAck)
 		}
-		size := f.r.budget.take(f, min(room, f.readSize))
+		size := f.r.budget.take(f, min(room, f.readSize), false)
 		if size == 0 {
 			break // resumed by a wake (relayBudget)
 		}
 		v := buffer.NewViewSize(size)
 		n, err := rawRead(f.fd, v.AsSlice())
-		f.r.budget.give(size - max(n, 0))
+		f.r.budget.give(size-max(n, 0), false)
 		if n <= 0 {
 			v.Release()
 		}
@@ -347,9 +349,9 @@ func (f *rflow) pull() {
 			f.hostEOF = true
 		default:
 			read = true
-			if n <= size/2 && size > relayReadFirst {
-				// A short read into a large view: keep only what
-				// it holds, so the memory matches the budget.
+			if n < size {
+				// A short read: keep a view of the size it holds,
+				// so the memory matches what the budget counts.
 				w := buffer.NewViewWithData(v.AsSlice()[:n])
 				v.Release()
 				v = w
@@ -428,10 +430,11 @@ func (f *rflow) toHost(p [][]byte, n int) (int, bool) {
 			}
 		}
 		if n == 0 {
+			f.hostFull = false
 			return total, true
 		}
 	}
-	kept := f.r.budget.take(f, n)
+	kept := f.r.budget.take(f, n, true)
 	left := kept
 	for _, b := range p {
 		if left == 0 {
@@ -451,7 +454,7 @@ func (f *rflow) flush() {
 	var iov [16][]byte
 	for f.pend.Size() > 0 {
 		p := iov[:0]
-		f.pend.SubApply(0, int(f.pend.Size()), func(v *buffer.View) {
+		f.pend.Apply(func(v *buffer.View) { // no clones, unlike SubApply
 			if len(p) < len(iov) {
 				p = append(p, v.AsSlice())
 			}
@@ -468,7 +471,7 @@ func (f *rflow) flush() {
 			return
 		}
 		f.pend.TrimFront(int64(w))
-		f.r.budget.give(w)
+		f.r.budget.give(w, true)
 	}
 	if f.pend.Size() == 0 {
 		f.hostFull = false

@@ -38,12 +38,13 @@ const refusalLogEvery = time.Second
 type refusalLog struct {
 	log *slog.Logger
 
-	mu     sync.Mutex // guards the fields below
-	counts [nRefuseReasons]int
-	first  [nRefuseReasons][2]netip.Addr // source and destination of the period's first
-	armed  bool
-	last   time.Time // the last flush
-	timer  *time.Timer
+	mu      sync.Mutex // guards the fields below
+	counts  [nRefuseReasons]int
+	first   [nRefuseReasons][2]netip.Addr // source and destination of the period's first
+	armed   bool
+	stopped bool      // no logging from now on
+	last    time.Time // the last flush
+	timer   *time.Timer
 }
 
 // note counts one refusal.
@@ -54,7 +55,7 @@ func (l *refusalLog) note(why refuseReason, src, dst netip.Addr) {
 		l.first[why] = [2]netip.Addr{src, dst}
 	}
 	l.counts[why]++
-	if l.armed {
+	if l.armed || l.stopped {
 		return
 	}
 	l.armed = true
@@ -68,6 +69,10 @@ func (l *refusalLog) note(why refuseReason, src, dst netip.Addr) {
 
 func (l *refusalLog) flush() {
 	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
 	counts, first := l.counts, l.first
 	l.counts = [nRefuseReasons]int{}
 	l.armed = false
@@ -87,5 +92,5 @@ func (l *refusalLog) stop() {
 	if l.timer != nil {
 		l.timer.Stop()
 	}
-	l.armed = true // no timer again
+	l.stopped = true
 }
