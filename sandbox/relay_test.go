@@ -1058,20 +1058,7 @@ func TestRelayBudget(t *testing.T) {
 		size   = 4 << 20
 		budget = 256 << 10
 	)
-	// Small receive buffers on the host's side, so that a host that does
-	// not read stops taking data after a little, whatever the kernel's
-	// autotuning would give it.
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<10) })
-		return serr
-	}}
-	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	dst := fmt.Sprintf("10.0.2.2:%d", l.Addr().(*net.TCPAddr).Port)
+	l, dst := stingyHost(t)
 	w := newWorldLink(t, 0, nil, loopback(func(c *Config) { c.RelayBuffer = budget }))
 	r := w.gw.relay
 	data := make([]byte, size)
@@ -1186,17 +1173,7 @@ func TestRelayBudgetFairness(t *testing.T) {
 		size    = 4 << 20
 		budget  = 256 << 10
 	)
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<10) })
-		return serr
-	}}
-	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	dst := fmt.Sprintf("10.0.2.2:%d", l.Addr().(*net.TCPAddr).Port)
+	l, dst := stingyHost(t)
 	w := newWorldLink(t, 0, nil, loopback(func(c *Config) { c.RelayBuffer = budget }))
 	r := w.gw.relay
 	data := bytes.Repeat([]byte("fairness"), size/8)
@@ -1265,4 +1242,23 @@ func TestRelayBudgetFairness(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// stingyHost listens on host loopback with small receive buffers, so that
+// a host that does not read stops taking data after a little, whatever
+// the kernel's autotuning would give it; it returns the listener and the
+// address the guest dials for it.
+func stingyHost(t *testing.T) (net.Listener, string) {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 32<<10) })
+		return serr
+	}}
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, fmt.Sprintf("10.0.2.2:%d", l.Addr().(*net.TCPAddr).Port)
 }
