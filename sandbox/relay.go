@@ -707,7 +707,7 @@ type rflow struct {
 	guestFin  bool          // the guest's FIN is accepted
 	hostShut  bool          // CloseWrite done on the host socket
 	lastWnd   uint32        // the window last advertised, in bytes
-	rcvAdv    seqnum.Value  // the right edge of the windows advertised so far
+	rcvAdv    seqnum.Value  // the furthest right edge advertised so far
 	ackNeeded bool          // the guest has not heard of rcvNxt yet
 	ackDelay  bool          // and may wait for relayDelAck (see input)
 	rcvAcked  seqnum.Value  // the ACK number last sent
@@ -752,14 +752,15 @@ func (f *rflow) sendSynAck() {
 	f.r.write(f, header.TCPFlagSyn|header.TCPFlagAck, f.iss, f.rcvNxt, wnd, buffer.Buffer{}, opts[:n])
 }
 
-// window returns the window to advertise, scaled, and notes it. Its
-// right edge never moves back (RFC 9293 3.8.6.2.2, as Linux does): a
-// guest may already have sent up to the edge it was given.
+// window returns the window to advertise, scaled, and notes it, with the
+// furthest right edge advertised so far (rcvAdv). The window may shrink,
+// down to zero, when the budget is spent: RFC 9293 3.8.6.2.2 advises
+// against it, but a window the relay could not honour would have the
+// guest send what is then dropped, and a zero window is what tells a
+// stalled guest to wait. Segments up to rcvAdv stay acceptable, so a
+// guest that had sent up to an earlier edge still gets its ACKs through.
 func (f *rflow) window() uint16 {
 	w := uint32(f.rcvRoom())
-	if edge := f.rcvNxt.Add(seqnum.Size(w)); edge.LessThan(f.rcvAdv) {
-		w = uint32(f.rcvNxt.Size(f.rcvAdv))
-	}
 	if f.ourWS == 0 {
 		w = min(w, 0xffff)
 	}
