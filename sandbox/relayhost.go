@@ -3,6 +3,7 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -249,12 +250,31 @@ func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
 }
 
 // socketOf takes the descriptor of a connection Config.Dial returned: a
-// non-blocking duplicate, after which c is closed.
+// non-blocking duplicate with keepalive on, after which c is closed.
 func socketOf(c net.Conn) (int, error) {
+	fd, err := dupSocket(c)
+	if errors.Is(err, errNoSocket) {
+		return -1, fmt.Errorf("Config.Dial returned a %T; the TCP relay needs a socket (a syscall.Conn such as *net.TCPConn), or set NoTCPRelay", c)
+	}
+	if err != nil {
+		return -1, err
+	}
+	keepAlive(fd)
+	return fd, nil
+}
+
+// errNoSocket is dupSocket's error for a connection with no descriptor
+// under it.
+var errNoSocket = errors.New("not a syscall.Conn")
+
+// dupSocket takes the descriptor of a connection Config.Dial returned, for
+// the TCP relay and the UDP carrier: a non-blocking, close-on-exec
+// duplicate, after which c is closed.
+func dupSocket(c net.Conn) (int, error) {
 	defer c.Close()
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return -1, fmt.Errorf("Config.Dial returned a %T; the TCP relay needs a socket (a syscall.Conn such as *net.TCPConn), or set NoTCPRelay", c)
+		return -1, errNoSocket
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
@@ -274,7 +294,6 @@ func socketOf(c net.Conn) (int, error) {
 		unix.Close(fd)
 		return -1, os.NewSyscallError("fcntl", err)
 	}
-	keepAlive(fd)
 	return fd, nil
 }
 

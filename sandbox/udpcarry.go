@@ -197,30 +197,11 @@ func (c *udpCarrier) dialCustom(to netip.AddrPort) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	defer hc.Close()
-	sc, ok := hc.(syscall.Conn)
-	if !ok {
+	fd, err := dupSocket(hc)
+	if errors.Is(err, errNoSocket) {
 		return -1, errors.New("Config.Dial returned a connection without a descriptor (not a syscall.Conn)")
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	cerr := rc.Control(func(s uintptr) {
-		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	})
-	if cerr != nil {
-		return -1, cerr
-	}
-	if err != nil {
-		return -1, os.NewSyscallError("fcntl", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return -1, os.NewSyscallError("fcntl", err)
-	}
-	return fd, nil
+	return fd, err
 }
 
 // udpSocket opens a non-blocking UDP socket connected to to, from the
