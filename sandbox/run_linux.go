@@ -310,7 +310,11 @@ func receiveTUN(sock *os.File, exited chan error) (int, string, int, error) {
 			if m.err != nil {
 				return 0, "", 0, m.err
 			}
-			unix.Close(m.fd)
+			// The device came before the exit: Attach's helper exits
+			// as soon as it has sent it, and on a loaded machine its
+			// exit can be seen first. Run's child, which waits for
+			// the go-ahead, is caught when that write fails.
+			return m.fd, m.name, m.mtu, nil
 		case <-time.After(2 * time.Second):
 		}
 		return 0, "", 0, fmt.Errorf("sandbox: the sandbox process exited before creating its network: %v", err)
