@@ -12,9 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -22,66 +20,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/portfwd"
+	"github.com/ustacknet/ustack/portfwd/portfwdtest"
 )
-
-// fakeForwards is a portfwd.Manager with the sandbox gateway's errors.
-type fakeForwards struct {
-	mu     sync.Mutex // guards the fields below
-	active map[portfwd.Forward]bool
-	next   error // if set, the next AddForward fails with it
-}
-
-func newFakeForwards() *fakeForwards {
-	return &fakeForwards{active: make(map[portfwd.Forward]bool)}
-}
-
-func (m *fakeForwards) Forwards() []portfwd.Forward {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []portfwd.Forward
-	for f := range m.active {
-		out = append(out, f)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
-	return out
-}
-
-func (m *fakeForwards) AddForward(f portfwd.Forward) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.next; err != nil {
-		m.next = nil
-		return err
-	}
-	if m.active[f] {
-		return fmt.Errorf("sandbox: forward %s: %w", f, portfwd.ErrExists)
-	}
-	m.active[f] = true
-	return nil
-}
-
-func (m *fakeForwards) RemoveForward(f portfwd.Forward) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.active[f] {
-		return fmt.Errorf("sandbox: forward %s: %w", f, portfwd.ErrNotFound)
-	}
-	delete(m.active, f)
-	return nil
-}
-
-func (m *fakeForwards) failNext(err error) {
-	m.mu.Lock()
-	m.next = err
-	m.mu.Unlock()
-}
 
 // testServer serves a full Config on a socket in a temporary directory.
 type testServer struct {
 	srv     *Server
 	cl      *Client
 	ports   *portalloc.Allocator
-	fwd     *fakeForwards
+	fwd     *portfwdtest.Manager
 	counter prometheus.Counter
 	stats   GatewayStats
 }
@@ -95,7 +42,7 @@ func newTestServer(t *testing.T) *testServer {
 	a.Pool(portalloc.TCP).Allocate(portalloc.Request{})
 	ts := &testServer{
 		ports:   a,
-		fwd:     newFakeForwards(),
+		fwd:     portfwdtest.NewManager(),
 		counter: prometheus.NewCounter(prometheus.CounterOpts{Name: "apitest_things_total", Help: "Things counted by the test."}),
 		stats:   GatewayStats{TCPFlows: 1, UDPFlows: 2, DNSQueries: 3, Denied: 4, Refused: 5, Inbound: 6, Live: 7},
 	}
@@ -224,21 +171,21 @@ func TestClientErrors(t *testing.T) {
 		is     error
 	}{
 		{"add twice", func() error { _, err := ts.cl.AddForward(ctx, f); return err },
-			409, CodeExists, fmt.Sprintf("sandbox: forward %s: forward already exists", f), portfwd.ErrExists},
+			409, CodeExists, fmt.Sprintf("portfwdtest: forward %s: forward already exists", f), portfwd.ErrExists},
 		{"remove missing", func() error { _, err := ts.cl.RemoveForward(ctx, mustParse(t, "9090:90")); return err },
-			404, CodeNotFound, "sandbox: forward 127.0.0.1:9090:90/tcp: no such forward", portfwd.ErrNotFound},
+			404, CodeNotFound, "portfwdtest: forward 127.0.0.1:9090:90/tcp: no such forward", portfwd.ErrNotFound},
 		{"host port in use", func() error {
-			ts.fwd.failNext(inUse)
+			ts.fwd.FailNext(inUse)
 			_, err := ts.cl.AddForward(ctx, mustParse(t, "8081:80"))
 			return err
 		}, 409, CodeInUse, inUse.Error(), syscall.EADDRINUSE},
 		{"gateway closed", func() error {
-			ts.fwd.failNext(closed)
+			ts.fwd.FailNext(closed)
 			_, err := ts.cl.AddForward(ctx, mustParse(t, "8082:80"))
 			return err
 		}, 503, CodeClosed, closed.Error(), net.ErrClosed},
 		{"other error", func() error {
-			ts.fwd.failNext(other)
+			ts.fwd.FailNext(other)
 			_, err := ts.cl.AddForward(ctx, mustParse(t, "8083:80"))
 			return err
 		}, 500, CodeInternal, other.Error(), nil},
