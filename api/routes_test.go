@@ -33,8 +33,13 @@ type testServer struct {
 	stats   GatewayStats
 }
 
-func newTestServer(t *testing.T) *testServer {
+// newTestServer serves over tr: a unix socket (skipped on Windows,
+// which does not use them) or the token transport.
+func newTestServer(t *testing.T, tr transport) *testServer {
 	t.Helper()
+	if tr == unixSocket && defaultTransport != unixSocket {
+		t.Skip("unix sockets are not used on this system")
+	}
 	a, err := portalloc.New(portalloc.Config{TCP: portalloc.PoolConfig{Range: portalloc.Range{First: 40000, Last: 40009}}})
 	if err != nil {
 		t.Fatal(err)
@@ -49,16 +54,16 @@ func newTestServer(t *testing.T) *testServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(ts.counter)
 	ts.counter.Add(3)
-	ts.srv, err = Listen(filepath.Join(t.TempDir(), "api.sock"), Config{
+	ts.srv, err = listen(filepath.Join(t.TempDir(), "api.sock"), Config{
 		Ports:    fakeSource{a},
 		Forwards: ts.fwd,
 		Stats:    func() GatewayStats { return ts.stats },
 		Metrics:  reg,
-	})
+	}, tr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.cl = NewClient(ts.srv.Path())
+	ts.cl = newClient(ts.srv.Path(), tr)
 	t.Cleanup(func() {
 		ts.cl.Close()
 		if err := ts.srv.Close(); err != nil {
@@ -66,6 +71,13 @@ func newTestServer(t *testing.T) *testServer {
 		}
 	})
 	return ts
+}
+
+// forTransports runs test over a unix socket and over the token
+// transport (Windows').
+func forTransports(t *testing.T, test func(*testing.T, transport)) {
+	t.Run("unix", func(t *testing.T) { test(t, unixSocket) })
+	t.Run("token", func(t *testing.T) { test(t, tcpToken) })
 }
 
 // fwdEqual compares Forwards (netip.AddrPort has unexported fields).
@@ -81,8 +93,10 @@ func mustParse(t *testing.T, spec string) portfwd.Forward {
 }
 
 // TestClientRoundTrip runs every route through the typed client.
-func TestClientRoundTrip(t *testing.T) {
-	ts := newTestServer(t)
+func TestClientRoundTrip(t *testing.T) { forTransports(t, testClientRoundTrip) }
+
+func testClientRoundTrip(t *testing.T, tr transport) {
+	ts := newTestServer(t, tr)
 	ctx := context.Background()
 
 	if err := ts.cl.Health(ctx); err != nil {
@@ -149,8 +163,10 @@ func TestClientRoundTrip(t *testing.T) {
 
 // TestClientErrors: the manager's errors reach the client as *Error with
 // the manager's message, a status and code, and errors.Is works.
-func TestClientErrors(t *testing.T) {
-	ts := newTestServer(t)
+func TestClientErrors(t *testing.T) { forTransports(t, testClientErrors) }
+
+func testClientErrors(t *testing.T, tr transport) {
+	ts := newTestServer(t, tr)
 	ctx := context.Background()
 	f := mustParse(t, "127.0.0.1:8080:80")
 	if _, err := ts.cl.AddForward(ctx, f); err != nil {
@@ -258,8 +274,10 @@ func raw(t *testing.T, cl *Client, method, target string) answer {
 
 // TestBadInput sends bad requests to every route: each gets a status, a
 // code and a message naming what is wrong and what is allowed.
-func TestBadInput(t *testing.T) {
-	ts := newTestServer(t)
+func TestBadInput(t *testing.T) { forTransports(t, testBadInput) }
+
+func testBadInput(t *testing.T, tr transport) {
+	ts := newTestServer(t, tr)
 	const routes = "the routes are GET /v1/health, GET /v1/ports, GET|POST|DELETE /v1/forwards, GET /v1/stats, GET /metrics"
 	_, badSpec := portfwd.Parse("8080")
 	_, badPort := portfwd.Parse("8080:0/udp")
@@ -352,14 +370,19 @@ func TestNotServed(t *testing.T) {
 // (from something else listening there) still gives an *Error with the
 // status.
 func TestClientNonJSONError(t *testing.T) {
+	if defaultTransport != unixSocket {
+		t.Skip("unix sockets are not used on this system")
+	}
 	path := filepath.Join(t.TempDir(), "api.sock")
-	srv, err := Listen(path, Config{})
+	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.srv.Handler = http.NotFoundHandler()
-	defer srv.Close()
-	cl := NewClient(path)
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	defer func() { srv.Close(); <-done }()
+	cl := newClient(path, unixSocket)
 	defer cl.Close()
 	_, err = cl.Ports(context.Background())
 	var e *Error
