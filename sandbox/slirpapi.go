@@ -40,7 +40,9 @@ type SlirpAPI struct {
 	fw    portfwd.Manager              // the gateway's forwards
 	guest func(Forward) netip.AddrPort // the guest's end of a forward
 
-	mu      sync.Mutex // guards the fields below
+	// mu guards the fields below, and is held over the Manager calls of
+	// add_hostfwd and list_hostfwd. LOCK ORDERING: mu > the gateway's.
+	mu      sync.Mutex
 	nextID  int
 	entries map[int]Forward
 }
@@ -126,21 +128,24 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 		if err != nil {
 			return slirpError("bad request: add_hostfwd: %v", err)
 		}
+		// Under a.mu, so that a list_hostfwd cannot see the forward
+		// active and its entry missing.
+		a.mu.Lock()
+		defer a.mu.Unlock()
 		if err := a.fw.AddForward(fwd); err != nil {
 			return slirpError("add_hostfwd: %v", err)
 		}
-		a.mu.Lock()
 		id := a.nextID
 		a.nextID++
 		a.entries[id] = fwd
-		a.mu.Unlock()
 		return slirpReturn(map[string]int{"id": id})
 	case "list_hostfwd":
+		a.mu.Lock()
+		defer a.mu.Unlock()
 		active := make(map[Forward]bool)
 		for _, f := range a.fw.Forwards() {
 			active[f] = true
 		}
-		a.mu.Lock()
 		ids := make([]int, 0, len(a.entries))
 		for id, f := range a.entries {
 			if !active[f] {
@@ -156,7 +161,6 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 			entries = append(entries, slirpFwd{ID: id, Proto: f.Proto, HostAddr: f.Host.Addr().String(), HostPort: int(f.Host.Port()),
 				GuestAddr: a.guest(f).Addr().String(), GuestPort: int(f.GuestPort)})
 		}
-		a.mu.Unlock()
 		return slirpReturn(map[string]any{"entries": entries})
 	case "remove_hostfwd":
 		var f struct {
