@@ -2,8 +2,8 @@
 // stack, as slirp4netns and pasta do. The Gateway side runs in the host's
 // namespace: it owns the stack on the sandbox's TUN device, carries the
 // guest's TCP connections over host sockets through a relay that
-// translates segments to socket calls on one epoll loop (relay.go,
-// relayhost.go), carries its UDP flows between the stack's endpoints and
+// translates segments to socket calls on one epoll loop (package
+// internal/tcprelay; relayside.go), carries its UDP flows between the stack's endpoints and
 // host sockets on two goroutines for all of them (udpcarry.go), answers
 // DNS at the DNS address, and forwards host ports into the guest. The
 // process side creates the TUN device and serves it: Run

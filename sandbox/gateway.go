@@ -17,12 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/tcprelay"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
@@ -109,7 +108,7 @@ type Config struct {
 	// reset to the guest and logged).
 	Dial func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error)
 	// NoTCPRelay carries the guest's TCP connections through a gVisor TCP
-	// endpoint each (gVisor's forwarder) instead of the relay (relay.go),
+	// endpoint each (gVisor's forwarder) instead of the relay (package tcprelay),
 	// which translates segments to host sockets directly. The relay
 	// serves TUN (IP) and TAP (Ethernet) links; on another kind of link
 	// gVisor carries the connections whatever this says.
@@ -118,10 +117,11 @@ type Config struct {
 	// neither side has sent anything for this long. Default 0: never, as
 	// a kernel does not; a dead host peer is still noticed by keepalive
 	// on the host socket, and a dead guest by the relay's retransmission
-	// timeout or, when a side has closed, by the FIN timeout (relay.go).
+	// timeout or, when a side has closed, by the FIN timeout (package
+	// tcprelay).
 	TCPIdleTimeout time.Duration
 	// RelayBuffer bounds, in bytes, the data the TCP relay holds in user
-	// space for all its connections together (relaybudget.go): host data
+	// space for all its connections together (tcprelay's budget): host data
 	// the guest has not yet acknowledged, and guest data a full host
 	// socket has not yet taken. Connections that find it spent wait, with
 	// their windows closed. Default DefaultRelayBuffer (16 MiB); at least
@@ -136,9 +136,7 @@ type Config struct {
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
 
-	host   *hostDialer  // Dial's, when it is the default
-	timing *relayTiming // the relay's timers; nil: the defaults (tests scale them)
-	noPeek bool         // the relay keeps host data in user space, as on a kernel without SO_PEEK_OFF for TCP (tests)
+	host *hostDialer // Dial's, when it is the default
 }
 
 // Addrs are the addresses of a sandbox network.
@@ -195,8 +193,8 @@ func (c *Config) fill() error {
 	if c.RelayBuffer == 0 {
 		c.RelayBuffer = DefaultRelayBuffer
 	}
-	if c.RelayBuffer < relayReadMax {
-		return fmt.Errorf("sandbox: RelayBuffer %d: want at least %d bytes (64 KiB)", c.RelayBuffer, relayReadMax)
+	if c.RelayBuffer < tcprelay.MinBuffer {
+		return fmt.Errorf("sandbox: RelayBuffer %d: want at least %d bytes (64 KiB)", c.RelayBuffer, tcprelay.MinBuffer)
 	}
 	if c.TCPIdleTimeout < 0 {
 		return fmt.Errorf("sandbox: TCPIdleTimeout %v: want 0 (off) or a positive duration", c.TCPIdleTimeout)
@@ -322,7 +320,7 @@ type Gateway struct {
 	addrs Addrs
 	st    *stack.Stack
 	log   *slog.Logger
-	relay *relay // nil with NoTCPRelay, or on a link the relay cannot serve
+	relay *tcprelay.Relay // nil with NoTCPRelay, or on a link the relay cannot serve
 	udp   *udpCarrier
 
 	tcpFlows, udpFlows, dnsQueries, denied, refused, inbound atomic.Uint64
@@ -364,7 +362,7 @@ func NewGateway(cfg Config) (*Gateway, error) {
 		}
 		link = c
 	}
-	if !cfg.NoTCPRelay && relayUsable(link) {
+	if !cfg.NoTCPRelay && tcprelay.Usable(link) {
 		// Next to the device, so that its readers find the relay's
 		// tun.InlineDispatcher.
 		r, err := newRelay(g, link)
@@ -403,7 +401,7 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	if err != nil {
 		cancel()
 		if g.relay != nil {
-			g.relay.poll.close()
+			g.relay.Close()
 		}
 		return nil, fmt.Errorf("sandbox: UDP flows: %w", err)
 	}
@@ -412,14 +410,14 @@ func NewGateway(cfg Config) (*Gateway, error) {
 	if err != nil {
 		cancel()
 		if g.relay != nil {
-			g.relay.poll.close()
+			g.relay.Close()
 		}
 		udpc.ep.Close()
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	g.st = st
 	if g.relay != nil {
-		g.relay.start()
+		g.relay.Start()
 	}
 	udpc.start()
 	s := st.GVisor()
@@ -442,8 +440,12 @@ func (g *Gateway) Addrs() Addrs { return g.addrs }
 
 // Stats returns the counters.
 func (g *Gateway) Stats() Stats {
-	return Stats{TCPFlows: g.tcpFlows.Load(), UDPFlows: g.udpFlows.Load(), DNSQueries: g.dnsQueries.Load(),
-		Denied: g.denied.Load(), Refused: g.refused.Load(), Inbound: g.inbound.Load(), Live: g.live.Load()}
+	var rs tcprelay.Stats // the relay counts its own flows and refusals
+	if g.relay != nil {
+		rs = g.relay.Stats()
+	}
+	return Stats{TCPFlows: g.tcpFlows.Load() + rs.Flows, UDPFlows: g.udpFlows.Load(), DNSQueries: g.dnsQueries.Load(),
+		Denied: g.denied.Load() + rs.Denied, Refused: g.refused.Load() + rs.Refused, Inbound: g.inbound.Load(), Live: g.live.Load()}
 }
 
 // Ports returns the allocator snapshots of the Gateway's stack.
@@ -462,7 +464,7 @@ func (g *Gateway) Close() error {
 		g.mu.Unlock()
 		g.cancel()
 		if g.relay != nil {
-			g.relay.shut()
+			g.relay.Close()
 		}
 		g.udp.close()
 		for _, c := range open {
@@ -534,38 +536,6 @@ func netipOf(a tcpip.Address) netip.Addr {
 	return netip.AddrFrom16(a.As16())
 }
 
-// target maps a guest destination to the host address to dial, or says
-// why not.
-func (g *Gateway) target(dst netip.AddrPort, network string) (netip.AddrPort, string) {
-	a := dst.Addr()
-	if !g.cfg.NoDNS && (a == g.addrs.DNS.Addr() || (g.addrs.DNS6.IsValid() && a == g.addrs.DNS6.Addr())) {
-		if dst.Port() != 53 || len(g.cfg.DNSUpstream) == 0 {
-			return netip.AddrPort{}, "the DNS address serves only port 53"
-		}
-		return g.cfg.DNSUpstream[0], ""
-	}
-	if why := g.cfg.Policy.verdict(a); why != "" {
-		return netip.AddrPort{}, why
-	}
-	if a == g.addrs.Gateway.Addr() || (g.addrs.Gateway6.IsValid() && a == g.addrs.Gateway6.Addr()) {
-		if !g.cfg.Policy.AllowHostLoopback {
-			return netip.AddrPort{}, "host loopback is closed (use --allow-host-loopback)"
-		}
-		if a.Is4() {
-			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), ""
-		}
-		return netip.AddrPortFrom(netip.IPv6Loopback(), dst.Port()), ""
-	}
-	if g.inGuestNet(a) || forbidden(a) {
-		return netip.AddrPort{}, "not a routable destination"
-	}
-	return dst, ""
-}
-
-func (g *Gateway) inGuestNet(a netip.Addr) bool {
-	return g.cfg.CIDR.Contains(a) || (!g.cfg.NoIPv6 && g.cfg.CIDR6.Contains(a))
-}
-
 // handleTCP carries one guest TCP connection. It runs on the packet path,
 // so the dial happens in a goroutine; the guest's handshake completes
 // only once the host connection is up, so a refusal reaches the guest as
@@ -574,13 +544,10 @@ func (g *Gateway) handleTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
 	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
-	to, why := g.target(dst, "tcp")
-	if !g.guestSource(src.Addr()) {
-		why = "source address outside the guest's networks"
-	}
-	if why != "" {
+	to, err := g.admit(src, dst)
+	if err != nil {
 		g.denied.Add(1)
-		g.log.Debug("tcp flow denied", "src", src, "dst", dst, "why", why)
+		g.log.Debug("tcp flow denied", "src", src, "dst", dst, "why", err)
 		r.Complete(true)
 		return
 	}
@@ -702,22 +669,6 @@ func (g *Gateway) splice(guest, host net.Conn) {
 	}
 }
 
-// guestSource reports whether a is an address the guest may send from:
-// one of its networks', other than the gateway's own addresses. A flow
-// from anywhere else (spoofed, or from an address the guest was never
-// given) is refused on every path, so that a guest cannot open flows
-// under addresses that are not its own.
-func (g *Gateway) guestSource(a netip.Addr) bool {
-	ad := g.addrs
-	if a == ad.Gateway.Addr() || a == ad.DNS.Addr() {
-		return false
-	}
-	if ad.Guest6.IsValid() && (a == ad.Gateway6.Addr() || a == ad.DNS6.Addr()) {
-		return false
-	}
-	return ad.Guest.Masked().Contains(a) || (ad.Guest6.IsValid() && ad.Guest6.Masked().Contains(a))
-}
-
 // handleUDP starts carrying a new guest UDP flow (udpcarry.go). It runs
 // on the packet path. Returning false makes the stack answer with ICMP
 // port unreachable.
@@ -725,13 +676,10 @@ func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
 	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
-	to, why := g.target(dst, "udp")
-	if !g.guestSource(src.Addr()) {
-		why = "source address outside the guest's networks"
-	}
-	if why != "" {
+	to, err := g.admit(src, dst)
+	if err != nil {
 		g.denied.Add(1)
-		g.log.Debug("udp flow denied", "src", src, "dst", dst, "why", why)
+		g.log.Debug("udp flow denied", "src", src, "dst", dst, "why", err)
 		return false
 	}
 	if !g.takeFlow() {
@@ -768,8 +716,3 @@ func resolvConf(path string) []netip.AddrPort {
 	}
 	return out
 }
-
-var (
-	_ = ipv4.ProtocolNumber
-	_ = ipv6.ProtocolNumber
-)

@@ -116,9 +116,9 @@ func TestHostLoopbackPolicy(t *testing.T) {
 		w := newWorld(t, func(c *Config) { c.Policy.AllowHostLoopback = true })
 		// The guest stack routes 127.0.0.1 out of its link only if told
 		// to; a direct dial to the host's loopback is never carried.
-		a, ok := w.gw.target(netip.MustParseAddrPort("127.0.0.1:80"), "tcp")
-		if ok == "" {
-			t.Fatalf("127.0.0.1 mapped to %s; it must never be dialled", a)
+		a, err := w.gw.admit(netip.MustParseAddrPort("10.0.2.100:40000"), netip.MustParseAddrPort("127.0.0.1:80"))
+		if !errors.Is(err, ErrDenied) {
+			t.Fatalf("127.0.0.1 mapped to %s (%v); it must never be dialled, and denied with ErrDenied", a, err)
 		}
 	})
 }

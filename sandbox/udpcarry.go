@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
+	"github.com/ustacknet/ustack/internal/rawsys"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -307,7 +307,7 @@ func (f *guestFlow) fromGuest(buf []byte) {
 // flow goes on; an ICMP error read from the socket ends it (hostEvent).
 func (f *guestFlow) sendLocked(b []byte) bool {
 	for {
-		_, err := rawSend(f.fd, b)
+		_, err := rawsys.Send(f.fd, b)
 		switch err {
 		case nil:
 			return true
@@ -387,7 +387,7 @@ func (f *guestFlow) hostEvent(events uint32, buf []byte) {
 	}
 	var r bytes.Reader
 	for {
-		n, err := rawRecv(f.fd, buf)
+		n, err := rawsys.Recv(f.fd, buf)
 		switch err {
 		case nil:
 		case unix.EINTR:
@@ -473,28 +473,4 @@ func (f *guestFlow) endLocked() {
 	f.fd = -1
 	f.pend = nil
 	c.g.dropFlow()
-}
-
-// rawSend and rawRecv are send(2) and recv(2) on a connected,
-// non-blocking socket, as raw system calls: they never block, and a raw
-// call keeps its P, where an ordinary one lets the runtime's monitor hand
-// it to another thread.
-func rawSend(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-func rawRecv(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
 }

@@ -395,7 +395,7 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 			// Raw: it never blocks, and an ordinary system call
 			// wakes the runtime's monitor thread whenever every P
 			// was idle, which then polls every 20 us for a while:
-			// on a busy link, most reads (see sandbox/rawsys.go).
+			// on a busy link, most reads (see internal/rawsys).
 			r, _, e := unix.RawSyscall6(unix.SYS_PREADV2, fd, iov, uintptr(len(iovs)), ^uintptr(0), ^uintptr(0), unix.RWF_NOWAIT)
 			if e != unix.EOPNOTSUPP && e != unix.ENOSYS && e != unix.EINVAL {
 				n, errno = int(r), e

@@ -1,26 +1,23 @@
 //go:build linux
 
-package sandbox
+package tcprelay
 
 import "sync"
-
-// DefaultRelayBuffer is Config.RelayBuffer's default.
-const DefaultRelayBuffer = 16 << 20
 
 // relayBudget bounds the data the relay holds in user space, all flows
 // together: guest data acknowledged but not yet taken by a full host
 // socket (rflow.pend), and, on a kernel where flows cannot peek (before
 // Linux 6.9), host data read and not yet acknowledged by the guest
-// (rflow.q). The rest stays in the host sockets' kernel
-// buffers, which the kernel bounds. A flow that finds the budget spent
-// waits: it reads no more from its host socket, and takes (and
-// acknowledges) no more guest data than its host socket accepts at once,
-// with its window closing accordingly. As the budget frees, the waiting
-// flows are woken in turn, on a goroutine of the Gateway's, to read and
-// to announce their windows again. Memory never grows past the limit,
+// (rflow.q). The rest stays in the host sockets' kernel buffers, which
+// the kernel bounds. A flow that finds the budget spent waits: it reads
+// no more from its host socket, and takes (and acknowledges) no more
+// guest data than its host socket accepts at once, with its window
+// closing accordingly. As the budget frees, the waiting flows are woken
+// in turn, on a goroutine of the Gateway's (Gateway.Go), to read and to
+// announce their windows again. Memory never grows past the limit,
 // whatever the guests and hosts do.
 type relayBudget struct {
-	r *relay
+	r *Relay
 
 	// LOCK ORDERING: rflow.mu > relayBudget.mu. A flow takes and gives
 	// with its lock held; the budget never takes a flow's lock (wake
@@ -83,7 +80,7 @@ func (b *relayBudget) give(n int, pend bool) {
 	}
 	b.waking = true
 	b.mu.Unlock()
-	if !b.r.g.go_(b.wake) {
+	if !b.r.gw.Go(b.wake) {
 		b.mu.Lock()
 		b.waking = false
 		b.mu.Unlock()

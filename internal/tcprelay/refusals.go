@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package tcprelay
 
 import (
 	"log/slog"
@@ -37,6 +37,9 @@ const refusalLogEvery = time.Second
 // increment each, not a log line.
 type refusalLog struct {
 	log *slog.Logger
+
+	// LOCK ORDERING: mu is a leaf: note takes it with no other lock
+	// held, and flush logs after letting it go.
 
 	mu      sync.Mutex // guards the fields below
 	counts  [nRefuseReasons]int

@@ -1,20 +1,16 @@
 //go:build linux
 
-package sandbox
+package tcprelay
 
 import (
-	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"sync/atomic"
 	"syscall"
-	"time"
 
+	"github.com/ustacknet/ustack/internal/rawsys"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // The relay's host side: every flow's host socket is a raw non-blocking
@@ -27,7 +23,7 @@ import (
 // reader and drains the set when woken. A flow therefore costs no
 // goroutine, no net.Conn and no registration with Go's poller; the
 // connect, reads and writes are the system calls pasta makes (raw ones:
-// rawsys.go), called where the event that needs them is handled (the
+// package rawsys), called where the event that needs them is handled (the
 // guest's segment on the link's reader, or the host's event on the
 // poller).
 
@@ -87,11 +83,11 @@ func (f *rflow) watchOut() bool {
 }
 
 // run hands each event to the flow registered under its id, until close.
-func (p *hostPoll) run(r *relay) {
+func (p *hostPoll) run(r *Relay) {
 	var evs [128]unix.EpollEvent
 	err := p.rc.Read(func(fd uintptr) bool {
 		for {
-			n, err := rawEpollPoll(int(fd), evs[:])
+			n, err := rawsys.EpollPoll(int(fd), evs[:])
 			if err == unix.EINTR {
 				continue
 			}
@@ -116,11 +112,11 @@ func (p *hostPoll) run(r *relay) {
 // flows can no longer hear their host sockets. It logs once, resets every
 // flow both ways, and from then on the relay refuses new flows with a
 // reset (open).
-func (r *relay) fail(err error) {
+func (r *Relay) fail(err error) {
 	if r.failed.Swap(true) {
 		return
 	}
-	r.g.log.Error("tcp relay: the host poller stopped; new TCP flows are refused", "err", err)
+	r.log.Error("tcp relay: the host poller stopped; new TCP flows are refused", "err", err)
 	r.mu.Lock()
 	fs := make([]*rflow, 0, len(r.flows))
 	for _, f := range r.flows {
@@ -144,7 +140,7 @@ func (p *hostPoll) close() {
 }
 
 // hostEvent handles events of the host socket of flow id.
-func (r *relay) hostEvent(id uint64, events uint32) {
+func (r *Relay) hostEvent(id uint64, events uint32) {
 	r.mu.Lock()
 	f := r.byID[id]
 	r.mu.Unlock()
@@ -160,7 +156,7 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 		if events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
 		}
-		errno, err := rawGetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		errno, err := rawsys.GetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		if err == nil && errno != 0 {
 			err = syscall.Errno(errno)
 		}
@@ -185,118 +181,6 @@ func (r *relay) hostEvent(id uint64, events uint32) {
 	f.active()
 }
 
-func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
-	if a := ap.Addr(); a.Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-// socket opens a non-blocking TCP socket to addr, from the outbound
-// address if one is set, and starts its connect; done reports that the
-// connect finished at once. It is what Dial does, without the goroutine
-// that waits: the caller waits for the socket to be writable.
-//
-// To host loopback the handshake usually completes inside the connect
-// call, which still says EINPROGRESS (the SYN-ACK is processed as the call
-// releases the socket); a second connect tells, for the price of one
-// system call instead of a wake-up of the poller for the socket's
-// EPOLLOUT edge.
-func (d hostDialer) socket(addr netip.AddrPort) (fd int, done bool, err error) {
-	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	family := unix.AF_INET6
-	if addr.Addr().Is4() {
-		family = unix.AF_INET
-	}
-	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, false, os.NewSyscallError("socket", err)
-	}
-	// As Go's dialer: a relay passes on what it is given, at once.
-	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	keepAlive(fd)
-	if local := d.local(addr.Addr()); local.IsValid() {
-		bindNoPort(fd)
-		if err := unix.Bind(fd, sockaddrOf(netip.AddrPortFrom(local, 0))); err != nil {
-			unix.Close(fd)
-			return -1, false, fmt.Errorf("bind %v: %w", local, os.NewSyscallError("bind", err))
-		}
-	}
-	for {
-		err = rawConnect(fd, addr)
-		switch err {
-		case nil:
-			return fd, true, nil
-		case unix.EINPROGRESS:
-			// The second connect says 0 once the handshake is done,
-			// EALREADY while it is not, or why it failed.
-			switch err := rawConnect(fd, addr); err {
-			case nil, unix.EISCONN:
-				return fd, true, nil
-			case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
-				return fd, false, nil
-			default:
-				rawClose(fd)
-				return -1, false, os.NewSyscallError("connect", err)
-			}
-		case unix.EALREADY:
-			return fd, false, nil
-		case unix.EINTR:
-			continue
-		}
-		unix.Close(fd)
-		return -1, false, os.NewSyscallError("connect", err)
-	}
-}
-
-// socketOf takes the descriptor of a connection Config.Dial returned: a
-// non-blocking duplicate with keepalive on, after which c is closed.
-func socketOf(c net.Conn) (int, error) {
-	fd, err := dupSocket(c)
-	if errors.Is(err, errNoSocket) {
-		return -1, fmt.Errorf("Config.Dial returned a %T; the TCP relay needs a socket (a syscall.Conn such as *net.TCPConn), or set NoTCPRelay", c)
-	}
-	if err != nil {
-		return -1, err
-	}
-	keepAlive(fd)
-	return fd, nil
-}
-
-// errNoSocket is dupSocket's error for a connection with no descriptor
-// under it.
-var errNoSocket = errors.New("not a syscall.Conn")
-
-// dupSocket takes the descriptor of a connection Config.Dial returned, for
-// the TCP relay and the UDP carrier: a non-blocking, close-on-exec
-// duplicate, after which c is closed.
-func dupSocket(c net.Conn) (int, error) {
-	defer c.Close()
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, errNoSocket
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	cerr := rc.Control(func(s uintptr) {
-		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	})
-	if cerr != nil {
-		return -1, cerr
-	}
-	if err != nil {
-		return -1, os.NewSyscallError("fcntl", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return -1, os.NewSyscallError("fcntl", err)
-	}
-	return fd, nil
-}
-
 // keepAlive turns on keepalive on a host socket, first probe after
 // relayKeepIdle of silence, then the system's interval and count
 // (net.ipv4.tcp_keepalive_intvl and _probes: 75 s and 9 by default): a
@@ -304,33 +188,8 @@ func dupSocket(c net.Conn) (int, error) {
 // the socket, and the guest hears a reset, instead of the flow and its
 // descriptor being held for good. Two calls per connection.
 func keepAlive(fd int) {
-	rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, relayKeepIdle)
-}
-
-// dialFailed refuses the guest's connection after a failed dial.
-func (f *rflow) dialFailed(err error) {
-	g := f.r.g
-	g.refused.Add(1)
-	g.log.Debug("tcp dial failed", "src", f.key.guest, "dst", f.key.remote, "err", err)
-	f.finish(false) // first: a guest that hears the reset finds the flow gone
-	f.r.write(f, header.TCPFlagRst|header.TCPFlagAck, 0, f.rcvNxt, 0, buffer.Buffer{}, nil)
-}
-
-// endDial notes that f's connect is over. The flow stays in relay.syns
-// until the guest completes its handshake too (endSyn).
-func (f *rflow) endDial() { f.dialing = false }
-
-// connected completes the guest's handshake once the host's is done.
-func (f *rflow) connected() {
-	f.endDial()
-	f.born = time.Now() // SYN-RECEIVED starts: its timeout counts from the SYN-ACK
-	f.stopTimer()       // the dial's deadline
-	f.r.g.tcpFlows.Add(1)
-	f.sndNxt, f.sndMax = f.iss+1, f.iss+1
-	f.startPeek()
-	f.sendSynAck()
-	f.armTimer()
+	rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	rawsys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, relayKeepIdle)
 }
 
 // pull reads the host's data while the socket has some and the guest's
@@ -353,7 +212,7 @@ func (f *rflow) pull() {
 			break // resumed by a wake (relayBudget)
 		}
 		v := buffer.NewViewSize(size)
-		n, err := rawRead(f.fd, v.AsSlice())
+		n, err := rawsys.Read(f.fd, v.AsSlice())
 		f.r.budget.give(size-max(n, 0), false)
 		if n <= 0 {
 			v.Release()
@@ -409,9 +268,9 @@ func (f *rflow) startPeek() {
 	if f.r.noPeek.Load() {
 		return
 	}
-	if err := rawSetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+	if err := rawsys.SetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
 		f.r.noPeek.Store(true)
-		f.r.g.log.Debug("tcp relay: no SO_PEEK_OFF for TCP; host data is read into the relay's budget", "err", err)
+		f.r.log.Debug("tcp relay: no SO_PEEK_OFF for TCP; host data is read into the relay's budget", "err", err)
 		return
 	}
 	f.peek, f.peekPos = true, 0
@@ -423,7 +282,7 @@ func (f *rflow) startPeek() {
 // hostEOF. ok is false if the flow ended.
 func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
 	if pos := f.skip + off; pos != f.peekPos {
-		if err := rawSetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, pos); err != nil {
+		if err := rawsys.SetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, pos); err != nil {
 			f.hostFailed(os.NewSyscallError("setsockopt SO_PEEK_OFF", err))
 			return b, 0, false
 		}
@@ -431,7 +290,7 @@ func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
 	}
 	v := buffer.NewViewSize(n)
 	for {
-		m, err := rawPeek(f.fd, v.AsSlice())
+		m, err := rawsys.Peek(f.fd, v.AsSlice())
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -456,7 +315,7 @@ func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
 				// The FIN may be next: one more peek tells, so that
 				// it rides on this data.
 				var one [1]byte
-				switch k, err := rawPeek(f.fd, one[:]); {
+				switch k, err := rawsys.Peek(f.fd, one[:]); {
 				case k == 0 && err == nil:
 					f.hostEOF = true
 				case k > 0:
@@ -482,7 +341,7 @@ func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
 func (f *rflow) discard() error {
 	defer func() { f.peekPos = -1 }() // the kernel moves it back as much; set it again to be sure
 	for f.skip > 0 {
-		n, err := rawDiscard(f.fd, f.skip)
+		n, err := rawsys.Discard(f.fd, f.skip)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -520,9 +379,9 @@ func (f *rflow) toHost(p [][]byte, n int) (int, bool) {
 			var w int
 			var err error
 			if len(p) == 1 {
-				w, err = rawWrite(f.fd, p[0])
+				w, err = rawsys.Write(f.fd, p[0])
 			} else {
-				w, err = rawWritev(f.fd, p)
+				w, err = rawsys.Writev(f.fd, p)
 			}
 			if err == unix.EINTR {
 				continue
@@ -579,7 +438,7 @@ func (f *rflow) flush() {
 				p = append(p, v.AsSlice())
 			}
 		})
-		w, err := rawWritev(f.fd, p)
+		w, err := rawsys.Writev(f.fd, p)
 		if err == unix.EINTR {
 			continue
 		}
@@ -616,7 +475,7 @@ func (f *rflow) shutHost() {
 		return
 	}
 	f.hostShut = true
-	if err := rawShutdown(f.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+	if err := rawsys.Shutdown(f.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 		f.hostFailed(os.NewSyscallError("shutdown", err))
 	}
 }
@@ -627,8 +486,8 @@ func (f *rflow) closeHost(graceful bool) {
 		return
 	}
 	if !graceful {
-		rawSetLinger0(f.fd)
+		rawsys.SetLinger0(f.fd)
 	}
-	rawClose(f.fd) // and out of the epoll set
+	rawsys.Close(f.fd) // and out of the epoll set
 	f.fd = -1
 }

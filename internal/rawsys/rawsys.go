@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package rawsys
 
 import (
 	"net/netip"
@@ -9,15 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The relay's socket calls on its packet path, as raw system calls: the
-// sockets are non-blocking, so no call waits, but one on loopback runs the
-// peer's side of TCP in the kernel too (a connect runs the whole
-// handshake) and can take tens of microseconds. Made through Go's
-// syscall.Syscall, a call that long lets the runtime's monitor thread take
-// the P away and hand it to another thread, and keeps the monitor waking
-// every 20 us; with connections at 10,000 a second that monitor was 15% of
-// the relay's CPU. A raw call keeps its P, as gVisor's link writes do.
-
+// errnoErr is e as an error: nil for 0.
 func errnoErr(e unix.Errno) error {
 	if e == 0 {
 		return nil
@@ -25,7 +17,8 @@ func errnoErr(e unix.Errno) error {
 	return e
 }
 
-func rawRead(fd int, b []byte) (int, error) {
+// Read is read(2): it returns -1 and the errno on failure.
+func Read(fd int, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -36,7 +29,8 @@ func rawRead(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-func rawWrite(fd int, b []byte) (int, error) {
+// Write is write(2): it returns -1 and the errno on failure.
+func Write(fd int, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -47,8 +41,8 @@ func rawWrite(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-// rawWritev writes p (at most 16 slices; more are left for a later call).
-func rawWritev(fd int, p [][]byte) (int, error) {
+// Writev writes p (at most 16 slices; more are left for a later call).
+func Writev(fd int, p [][]byte) (int, error) {
 	var iov [16]unix.Iovec
 	n := 0
 	for _, b := range p {
@@ -72,7 +66,8 @@ func rawWritev(fd int, p [][]byte) (int, error) {
 	return int(w), nil
 }
 
-func rawConnect(fd int, ap netip.AddrPort) error {
+// Connect is connect(2) to ap, an IPv4 or IPv6 address.
+func Connect(fd int, ap netip.AddrPort) error {
 	var e unix.Errno
 	port := ap.Port()
 	if a := ap.Addr(); a.Is4() {
@@ -89,37 +84,43 @@ func rawConnect(fd int, ap netip.AddrPort) error {
 	return errnoErr(e)
 }
 
-func rawShutdown(fd, how int) error {
+// Shutdown is shutdown(2).
+func Shutdown(fd, how int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
 	return errnoErr(e)
 }
 
-func rawClose(fd int) error {
+// Close is close(2); a socket leaves every epoll set with it.
+func Close(fd int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 	return errnoErr(e)
 }
 
-func rawSetsockoptInt(fd, level, opt, value int) error {
+// SetsockoptInt is setsockopt(2) with an int value.
+func SetsockoptInt(fd, level, opt, value int) error {
 	v := int32(value)
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), 4, 0)
 	return errnoErr(e)
 }
 
-func rawGetsockoptInt(fd, level, opt int) (int, error) {
+// GetsockoptInt is getsockopt(2) of an int value.
+func GetsockoptInt(fd, level, opt int) (int, error) {
 	var v int32
 	l := uint32(4)
 	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0)
 	return int(v), errnoErr(e)
 }
 
-func rawSetLinger0(fd int) error {
+// SetLinger0 sets SO_LINGER to zero: the close that follows resets
+// the connection.
+func SetLinger0(fd int) error {
 	l := unix.Linger{Onoff: 1, Linger: 0}
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0)
 	return errnoErr(e)
 }
 
-// rawEpollPoll collects ready events without waiting.
-func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
+// EpollPoll collects ready events without waiting.
+func EpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&evs[0])), uintptr(len(evs)), 0, 0, 0)
 	if e != 0 {
 		return 0, errnoErr(e)
@@ -127,9 +128,9 @@ func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
 	return int(n), nil
 }
 
-// rawPeek copies the socket's queued data at its peek offset (SO_PEEK_OFF)
+// Peek copies the socket's queued data at its peek offset (SO_PEEK_OFF)
 // into b, without taking it off the queue; the offset moves past it.
-func rawPeek(fd int, b []byte) (int, error) {
+func Peek(fd int, b []byte) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return -1, errnoErr(e)
@@ -137,12 +138,36 @@ func rawPeek(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-// rawDiscard takes up to n bytes off a TCP socket's receive queue without
+// Discard takes up to n bytes off a TCP socket's receive queue without
 // copying them (MSG_TRUNC, tcp(7)).
-func rawDiscard(fd, n int) (int, error) {
+func Discard(fd, n int) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, uintptr(n), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return -1, errnoErr(e)
 	}
 	return int(r), nil
+}
+
+// Send is send(2) with MSG_NOSIGNAL on a connected socket: it returns 0
+// and the errno on failure.
+func Send(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Recv is recv(2) into b, which must not be empty: it returns 0 and the
+// errno on failure.
+func Recv(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
