@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/ustacknet/ustack/internal/tcprelay"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Admission: which of the guest's new flows the Gateway carries, and
@@ -44,6 +45,21 @@ func (g *Gateway) admit(src, dst netip.AddrPort) (netip.AddrPort, error) {
 		return netip.AddrPort{}, &AdmissionError{Src: src, Dst: dst, Reason: why, Err: ErrDenied}
 	}
 	return to, nil
+}
+
+// admitForwarded is admit for a flow that gVisor's TCP or UDP forwarder
+// hands over (network "tcp" or "udp"), with the guest's addresses read
+// from id; a refusal is counted and logged.
+func (g *Gateway) admitForwarded(network string, id gvstack.TransportEndpointID) (src, dst, to netip.AddrPort, ok bool) {
+	dst = netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
+	src = netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
+	to, err := g.admit(src, dst)
+	if err != nil {
+		g.denied.Add(1)
+		g.log.Debug(network+" flow denied", "src", src, "dst", dst, "why", err)
+		return src, dst, netip.AddrPort{}, false
+	}
+	return src, dst, to, true
 }
 
 // target maps a guest destination to the host address to dial, or says

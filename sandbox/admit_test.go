@@ -4,7 +4,9 @@ package sandbox
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"syscall"
 	"testing"
 )
 
@@ -51,6 +53,37 @@ func TestAdmit(t *testing.T) {
 			var ae *AdmissionError
 			if !errors.Is(err, tc.err) || !errors.As(err, &ae) || ae.Src != src || ae.Dst != dst || ae.Reason == "" || to.IsValid() {
 				t.Fatalf("admit(%v, %v) = %v, %#v; want an *AdmissionError for these addresses matching %v", src, dst, to, err, tc.err)
+			}
+		})
+	}
+}
+
+// TestAdmissionPaths: the TCP relay and gVisor's forwarder (NoTCPRelay)
+// take the same admission: a destination it refuses is refused with a
+// reset and counted as denied, one it allows is carried and counted.
+func TestAdmissionPaths(t *testing.T) {
+	hp := hostHTTP(t, "hello from the host")
+	for _, tc := range []struct {
+		name    string
+		noRelay bool
+	}{{"relay", false}, {"gvisor", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			closed := newWorld(t, func(c *Config) { c.NoTCPRelay = tc.noRelay })
+			if (closed.gw.relay == nil) != tc.noRelay {
+				t.Fatalf("relay %v with NoTCPRelay %v", closed.gw.relay != nil, tc.noRelay)
+			}
+			if _, err := closed.guest.Dial("tcp", fmt.Sprintf("10.0.2.2:%d", hp.Port())); !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("dial to closed host loopback: %v, want ECONNREFUSED", err)
+			}
+			if s := closed.gw.Stats(); s.Denied != 1 || s.TCPFlows != 0 {
+				t.Errorf("after a denied dial: Denied %d, TCPFlows %d; want 1 and 0", s.Denied, s.TCPFlows)
+			}
+			open := newWorld(t, func(c *Config) { c.NoTCPRelay = tc.noRelay; c.Policy.AllowHostLoopback = true })
+			if body, err := open.get(fmt.Sprintf("http://10.0.2.2:%d/", hp.Port())); err != nil || body != "hello from the host" {
+				t.Fatalf("GET through an allowed destination: %q %v", body, err)
+			}
+			if s := open.gw.Stats(); s.Denied != 0 || s.TCPFlows != 1 {
+				t.Errorf("after an allowed GET: Denied %d, TCPFlows %d; want 0 and 1", s.Denied, s.TCPFlows)
 			}
 		})
 	}

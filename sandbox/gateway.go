@@ -541,13 +541,8 @@ func netipOf(a tcpip.Address) netip.Addr {
 // only once the host connection is up, so a refusal reaches the guest as
 // a RST.
 func (g *Gateway) handleTCP(r *tcp.ForwarderRequest) {
-	id := r.ID()
-	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
-	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
-	to, err := g.admit(src, dst)
-	if err != nil {
-		g.denied.Add(1)
-		g.log.Debug("tcp flow denied", "src", src, "dst", dst, "why", err)
+	src, dst, to, ok := g.admitForwarded("tcp", r.ID())
+	if !ok {
 		r.Complete(true)
 		return
 	}
@@ -673,13 +668,8 @@ func (g *Gateway) splice(guest, host net.Conn) {
 // on the packet path. Returning false makes the stack answer with ICMP
 // port unreachable.
 func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
-	id := r.ID()
-	dst := netip.AddrPortFrom(netipOf(id.LocalAddress), id.LocalPort)
-	src := netip.AddrPortFrom(netipOf(id.RemoteAddress), id.RemotePort)
-	to, err := g.admit(src, dst)
-	if err != nil {
-		g.denied.Add(1)
-		g.log.Debug("udp flow denied", "src", src, "dst", dst, "why", err)
+	src, dst, to, ok := g.admitForwarded("udp", r.ID())
+	if !ok {
 		return false
 	}
 	if !g.takeFlow() {
