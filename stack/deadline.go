@@ -9,7 +9,7 @@ import (
 // channel that is closed once the deadline has passed; setting a new
 // deadline replaces the channel if the old one already fired.
 type deadline struct {
-	mu    sync.Mutex // guards the fields below
+	mu    sync.Mutex // guards the fields below; a leaf, taken after a conn's readMu or writeMu
 	timer *time.Timer
 	ch    chan struct{} // closed when the deadline passes
 }

@@ -45,7 +45,9 @@ type TCPRequest struct {
 	st *Stack
 	fr *tcp.ForwarderRequest
 
-	mu   sync.Mutex // guards done and conn
+	// mu guards done and conn. It is held while Accept completes the
+	// handshake and registers the conn, so it comes before Stack.mu.
+	mu   sync.Mutex
 	done bool
 	conn *TCPConn
 }
@@ -164,7 +166,10 @@ type UDPRequest struct {
 	first *gvstack.PacketBuffer // the first datagram, fr's; released when decided
 	key   flowKey
 
-	mu   sync.Mutex // guards done and conn
+	// mu guards done and conn. It is held while Accept or Refuse takes
+	// the flow's queued datagrams and registers the socket, so it comes
+	// before pendingFlows.mu and Stack.mu.
+	mu   sync.Mutex
 	done bool
 	conn *UDPConn
 }
@@ -177,7 +182,9 @@ type flowKey struct {
 // pendingFlows holds the UDP flows whose handler has not decided yet,
 // with the datagrams that arrived meanwhile.
 type pendingFlows struct {
-	mu    sync.Mutex // guards flows
+	// mu guards flows. It is a leaf, taken on gVisor's inbound path (the
+	// UDP handler) and by the requests after their own locks.
+	mu    sync.Mutex
 	flows map[flowKey][]*gvstack.PacketBuffer
 }
 

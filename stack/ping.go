@@ -69,8 +69,8 @@ type PingConn struct {
 	poolID  uint16     // the echo identifier if held in the ICMP pool, else 0
 
 	rd, wd  *deadline
-	readMu  sync.Mutex // serialises reads
-	writeMu sync.Mutex // serialises writes
+	readMu  sync.Mutex // serialises reads; held while waiting, before deadline.mu and gVisor's locks
+	writeMu sync.Mutex // serialises writes; held while waiting, before deadline.mu and gVisor's locks
 
 	closeOnce sync.Once
 	closed    chan struct{}

@@ -24,7 +24,11 @@ type reaper struct {
 	done chan struct{} // closed by stop
 	wg   sync.WaitGroup
 
-	mu      sync.Mutex // guards the fields below; taken after no other lock of the stack
+	// mu guards the fields below. It is a leaf: nothing is locked while
+	// it is held, and it is released before the pool or gVisor is called
+	// (an endpoint's State is an atomic read). gVisor's waiter-queue lock
+	// may be held when it is taken, in a notification.
+	mu      sync.Mutex
 	pending map[*lingering]struct{}
 	changed chan struct{} // closed (and replaced) on a release or a closed endpoint's progress
 	stopped bool

@@ -24,8 +24,8 @@ type dnsServer struct {
 	ttl     uint32
 	negTTL  uint32
 
-	mu  sync.Mutex
-	log []string // "name type"
+	mu  sync.Mutex // guards log; a leaf
+	log []string   // "name type"
 }
 
 func (s *dnsServer) questions() []string {

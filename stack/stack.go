@@ -64,6 +64,21 @@ const trapFirst, trapLast = 1, 1023
 
 // Stack is a user-space TCP/IP stack. Its methods are safe for concurrent
 // use.
+//
+// LOCK ORDERING of the package's locks, outer first:
+//
+//	addrMu > Stack.mu
+//	TCPRequest.mu > Stack.mu
+//	UDPRequest.mu > pendingFlows.mu, Stack.mu
+//	readMu, writeMu (of TCPConn, UDPConn, PingConn) > deadline.mu
+//
+// Stack.mu, reaper.mu, deadline.mu, pendingFlows.mu, resolver.mu,
+// Capture.mu and Capture.dmu are leaves among them: nothing else of this
+// package is locked while one is held. A port pool's lock (portalloc) is
+// held while allocate's Veto binds a gVisor endpoint, so it comes before
+// gVisor's endpoint and port-manager locks. gVisor holds an endpoint's
+// waiter-queue lock while it notifies the reaper, which then takes
+// reaper.mu and a pool's lock: that queue lock comes before both.
 type Stack struct {
 	s     *gvstack.Stack
 	alloc *portalloc.Allocator
@@ -83,7 +98,10 @@ type Stack struct {
 	handlers    sync.WaitGroup // running HandleTCP and HandleUDP handlers and Resolver servers
 	pending     pendingFlows   // UDP flows whose handler is deciding
 
-	mu     sync.Mutex // guards the fields below
+	// mu guards the fields below. It comes after addrMu and the
+	// requests' locks (TCPRequest.mu, UDPRequest.mu) and before gVisor's
+	// endpoint locks (RemoveAddress reads endpoints' addresses under it).
+	mu     sync.Mutex
 	closed bool
 	// open holds every conn, listener and packet conn not yet closed, so
 	// that Close can close them.

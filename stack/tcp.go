@@ -44,8 +44,8 @@ type TCPConn struct {
 	portTo netip.AddrPort
 
 	rd, wd  *deadline
-	readMu  sync.Mutex // serialises Read
-	writeMu sync.Mutex // serialises Write
+	readMu  sync.Mutex // serialises Read; held while waiting, before deadline.mu and gVisor's locks
+	writeMu sync.Mutex // serialises Write; held while waiting, before deadline.mu and gVisor's locks
 
 	closeOnce sync.Once
 	closed    chan struct{}

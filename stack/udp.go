@@ -37,8 +37,8 @@ type UDPConn struct {
 	portTo  netip.AddrPort // the remote endpoint port is held toward on a per-destination pool; zero if held for all
 
 	rd, wd  *deadline
-	readMu  sync.Mutex // serialises reads
-	writeMu sync.Mutex // serialises writes
+	readMu  sync.Mutex // serialises reads; held while waiting, before deadline.mu and gVisor's locks
+	writeMu sync.Mutex // serialises writes; held while waiting, before deadline.mu and gVisor's locks
 
 	closeOnce sync.Once
 	closed    chan struct{}

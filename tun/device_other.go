@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/songgao/water"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Device is an open TUN device and its gVisor link endpoint. Its methods
@@ -17,8 +17,8 @@ import (
 type Device struct {
 	name  string
 	mtu   int
-	fds   []int              // always empty: one water queue
-	inner stack.LinkEndpoint // the waterEndpoint, which owns the device
+	fds   []int                // always empty: one water queue
+	inner gvstack.LinkEndpoint // the waterEndpoint, which owns the device
 	link  *linkEndpoint
 
 	closeOnce sync.Once
@@ -100,7 +100,7 @@ func (d *Device) Stats() Stats { return Stats{} }
 // LinkEndpoint returns the device's link endpoint, for stack.CreateNIC.
 // It can be attached to one NIC, once. Writes after Close fail with
 // tcpip.ErrClosedForSend.
-func (d *Device) LinkEndpoint() stack.LinkEndpoint { return d.link }
+func (d *Device) LinkEndpoint() gvstack.LinkEndpoint { return d.link }
 
 // Close removes the device's NIC from its stack (if attached), stops the
 // reader and waits for it, and closes the device. It is idempotent.
