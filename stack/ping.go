@@ -15,7 +15,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -66,7 +65,7 @@ type PingConn struct {
 	network string     // "ping4" or "ping6"
 	laddr   netip.Addr // the bound address, possibly unspecified
 	raddr   netip.Addr // the peer, valid when connected
-	poolID  uint16     // the echo identifier if held in the ICMP pool, else 0
+	hold    portHold   // the echo identifier if held in the ICMP pool, given back on Close
 
 	rd, wd  *deadline
 	readMu  sync.Mutex // serialises reads; held while waiting, before deadline.mu and gVisor's locks
@@ -217,9 +216,9 @@ func (st *Stack) ping(op, network string, laddr, raddr netip.Addr) (*PingConn, e
 // below. A connected PingConn sends to raddr explicitly and filters what
 // it reads instead, as a connected ping socket does.
 func (st *Stack) pingWithID(op, network string, laddr, raddr netip.Addr, id uint16) (*PingConn, error) {
-	netProto, transProto := ipv4.ProtocolNumber, icmp.ProtocolNumber4
+	netProto := ipv4.ProtocolNumber
 	if network == "ping6" {
-		netProto, transProto = ipv6.ProtocolNumber, icmp.ProtocolNumber6
+		netProto = ipv6.ProtocolNumber
 	}
 	if laddr.IsValid() && laddr.IsMulticast() {
 		return nil, pingOpError(op, network, laddr, raddr, &net.AddrError{Err: "local address is multicast; want one of the stack's addresses", Addr: laddr.String()})
@@ -240,38 +239,15 @@ func (st *Stack) pingWithID(op, network string, laddr, raddr netip.Addr, id uint
 		}
 		laddr = src
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(transProto, netProto, &wq)
-	if terr != nil {
-		return nil, pingOpError(op, network, laddr, raddr, translate(terr))
-	}
 	bindAddr := laddr
 	if bindAddr.IsValid() && bindAddr.IsUnspecified() {
 		bindAddr = netip.Addr{}
 	}
-	var err error
-	if id != 0 {
-		var owned bool
-		if owned, err = st.reserve(portalloc.ICMP, id); err == nil {
-			if terr := ep.Bind(fullAddr(netip.AddrPortFrom(bindAddr, id))); terr != nil {
-				err = translate(terr)
-				if owned {
-					st.release(portalloc.ICMP, id)
-				}
-			} else if !owned {
-				id = 0 // outside the pool's range: not the pool's to release
-			}
-		}
-	} else {
-		id, err = st.allocate(context.Background(), portalloc.ICMP, bindAddr, netip.AddrPortFrom(raddr, 0), func(p uint16) tcpip.Error {
-			return ep.Bind(fullAddr(netip.AddrPortFrom(bindAddr, p)))
-		})
-	}
+	ep, wq, hold, err := st.openEndpoint(context.Background(), portalloc.ICMP, netProto, netip.AddrPortFrom(bindAddr, id), netip.AddrPortFrom(raddr, 0), false)
 	if err != nil {
-		ep.Close()
 		return nil, pingOpError(op, network, laddr, raddr, err)
 	}
-	c := &PingConn{st: st, ep: ep, wq: &wq, network: network, raddr: raddr, poolID: id,
+	c := &PingConn{st: st, ep: ep, wq: wq, network: network, raddr: raddr, hold: hold,
 		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 	c.laddr = laddr
 	if !c.laddr.IsValid() {
@@ -289,7 +265,7 @@ func (c *PingConn) ID() uint16 {
 	if a, terr := c.ep.GetLocalAddress(); terr == nil {
 		return a.Port
 	}
-	return c.poolID
+	return c.hold.port
 }
 
 func (c *PingConn) opErr(op string, dst netip.Addr, err error) error {
@@ -497,8 +473,7 @@ func (c *PingConn) closeLocked() {
 	close(c.closed)
 	c.rd.stop()
 	c.wd.stop()
-	c.ep.Close() // unregisters the identifier from gVisor at once
-	c.st.release(portalloc.ICMP, c.poolID)
+	c.st.closeEndpoint(c.ep, c.wq, c.hold) // gVisor lets go of the identifier at once
 }
 
 // LocalAddr returns a *PingAddr carrying the identifier.

@@ -124,6 +124,49 @@ func TestPingIdentifiersFromPool(t *testing.T) {
 	}
 }
 
+// TestPingPerDestinationPool checks echo sockets on a per-destination
+// ICMP pool: each dial holds its identifier toward its destination, and
+// Close gives it back toward that destination, leaving none held.
+func TestPingPerDestinationPool(t *testing.T) {
+	st := newLoopback(t, "", "", func(c *Config) {
+		c.Ports.ICMP.Range = mustRange(t, "40000-40001")
+		c.Ports.ICMP.Sharing = portalloc.PerDestination
+	})
+	var ids []uint16
+	var conns []net.Conn
+	for i, host := range []string{"127.0.0.1", "127.0.0.2"} {
+		c, err := st.DialContext(context.Background(), "ping4", host)
+		if err != nil {
+			t.Fatalf("dial %s: %v", host, err)
+		}
+		conns = append(conns, c)
+		ids = append(ids, c.(*PingConn).ID())
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(echoRequest(t, "ping4", i, []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := parseReply(t, "ping4", buf[:n]); e.ID != int(ids[i]) || e.Seq != i {
+			t.Errorf("reply from %s: id %d seq %d, want id %d seq %d", host, e.ID, e.Seq, ids[i], i)
+		}
+	}
+	if diff := cmp.Diff([]uint16{40000, 40001}, ids); diff != "" {
+		t.Errorf("identifiers (-want +got):\n%s", diff)
+	}
+	for _, c := range conns {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}
+	if n := inUse(st, portalloc.ICMP); n != 0 {
+		t.Errorf("%d identifiers still held after Close; snapshot %+v", n, st.Allocator().Pool(portalloc.ICMP).Snapshot())
+	}
+}
+
 // TestPingListenPacket checks an unconnected echo socket with an explicit
 // identifier, and that a second socket cannot take it.
 func TestPingListenPacket(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -37,11 +36,7 @@ type TCPConn struct {
 	network string
 	laddr   netip.AddrPort
 	raddr   netip.AddrPort
-	port    uint16 // pool port to release, 0 if none (accepted conns)
-	// portTo is the remote endpoint port is held toward on a
-	// per-destination pool; the zero AddrPort if it is held for every
-	// destination.
-	portTo netip.AddrPort
+	hold    portHold // the local port, given back when the endpoint leaves the stack
 
 	rd, wd  *deadline
 	readMu  sync.Mutex // serialises Read; held while waiting, before deadline.mu and gVisor's locks
@@ -49,13 +44,6 @@ type TCPConn struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-}
-
-func netProtoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
-	if a.Is4() {
-		return ipv4.ProtocolNumber
-	}
-	return ipv6.ProtocolNumber
 }
 
 // DialTCPAddrPort connects to raddr from laddr. A zero laddr (or one with
@@ -84,17 +72,11 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 		}
 		laddr = netip.AddrPortFrom(src, laddr.Port())
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(tcp.ProtocolNumber, netProtoOf(raddr.Addr()), &wq)
-	if terr != nil {
-		return nil, opError(op, network, laddr, raddr, translate(terr))
-	}
-	port, portTo, err := st.bindTCP(ctx, ep, laddr, raddr)
+	ep, wq, hold, err := st.openEndpoint(ctx, portalloc.TCP, netProtoOf(raddr.Addr()), laddr, raddr, false)
 	if err != nil {
-		ep.Close()
 		return nil, opError(op, network, laddr, raddr, err)
 	}
-	c := &TCPConn{st: st, ep: ep, wq: &wq, network: network, raddr: raddr, port: port, portTo: portTo,
+	c := &TCPConn{st: st, ep: ep, wq: wq, network: network, raddr: raddr, hold: hold,
 		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 	if err := st.track(c); err != nil {
 		c.abandon()
@@ -103,73 +85,10 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 	if err := c.connect(ctx); err != nil {
 		c.abandon()
 		st.untrack(c)
-		return nil, opError(op, network, netip.AddrPortFrom(laddr.Addr(), port), raddr, err)
+		return nil, opError(op, network, netip.AddrPortFrom(laddr.Addr(), hold.port), raddr, err)
 	}
 	c.fillAddrs()
 	return c, nil
-}
-
-// bindTCP binds ep to laddr, taking the port from the pool when laddr has
-// none. It returns the pool port to release later (0 if none), and the
-// remote endpoint it is held toward (the zero AddrPort if it is held for
-// every destination).
-//
-// On a per-destination pool a dial's port may be bound by connections to
-// other destinations. The endpoint then binds with SO_REUSEADDR, which
-// gVisor keeps as its TupleOnly flag: binds that carry it share the port,
-// a bind without it (a listener, an explicit bind) conflicts with them,
-// and gVisor's demultiplexer still refuses a second endpoint with the
-// same 4-tuple. A candidate whose 4-tuple gVisor still has registered is
-// skipped before the bind.
-func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16, netip.AddrPort, error) {
-	if laddr.Port() != 0 {
-		owned, err := st.reserve(portalloc.TCP, laddr.Port())
-		if err != nil {
-			return 0, netip.AddrPort{}, err
-		}
-		if terr := ep.Bind(fullAddr(laddr)); terr != nil {
-			if owned {
-				st.release(portalloc.TCP, laddr.Port())
-			}
-			return 0, netip.AddrPort{}, translate(terr)
-		}
-		if owned {
-			return laddr.Port(), netip.AddrPort{}, nil
-		}
-		return 0, netip.AddrPort{}, nil
-	}
-	perDest := raddr.IsValid() && st.alloc.Pool(portalloc.TCP).Sharing() == portalloc.PerDestination
-	if perDest {
-		ep.SocketOptions().SetReuseAddress(true)
-	}
-	port, err := st.allocate(ctx, portalloc.TCP, laddr.Addr(), raddr, func(port uint16) tcpip.Error {
-		if perDest && st.tupleInUse(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), port), raddr) {
-			return &tcpip.ErrPortInUse{}
-		}
-		return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), port)))
-	})
-	if err != nil || !perDest {
-		return port, netip.AddrPort{}, err
-	}
-	return port, raddr, nil
-}
-
-// checkLocal verifies that a requested local address belongs to the stack
-// and matches the family of remote (if given).
-func (st *Stack) checkLocal(local, remote netip.Addr) error {
-	if !local.IsValid() || local.IsUnspecified() {
-		if remote.IsValid() && ((remote.Is4() && !st.has4.Load()) || (remote.Is6() && !st.has6.Load())) {
-			return errno.Of(syscall.ENETUNREACH)
-		}
-		return nil
-	}
-	if remote.IsValid() && local.Is4() != remote.Is4() {
-		return errno.Of(syscall.EAFNOSUPPORT)
-	}
-	if st.s.CheckLocalAddress(0, netProtoOf(local), tcpAddr(local)) == 0 {
-		return errno.Of(syscall.EADDRNOTAVAIL)
-	}
-	return nil
 }
 
 func (c *TCPConn) connect(ctx context.Context) error {
@@ -209,8 +128,7 @@ func (c *TCPConn) fillAddrs() {
 func (c *TCPConn) abandon() {
 	c.closeOnce.Do(func() {
 		close(c.closed)
-		c.ep.Close()
-		c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
+		c.st.closeEndpoint(c.ep, c.wq, c.hold)
 	})
 }
 
@@ -367,8 +285,7 @@ func (c *TCPConn) closeLocked() {
 	close(c.closed)
 	c.rd.stop()
 	c.wd.stop()
-	c.ep.Close()
-	c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
+	c.st.closeEndpoint(c.ep, c.wq, c.hold)
 }
 
 // CloseRead shuts down the reading side.
@@ -438,7 +355,7 @@ type TCPListener struct {
 	wq      *waiter.Queue
 	network string
 	laddr   netip.AddrPort
-	port    uint16 // pool port to release, 0 if none
+	hold    portHold // the listening port, given back when the endpoint leaves the stack
 	adl     acceptDeadline
 
 	closeOnce sync.Once
@@ -473,26 +390,17 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 	if st.isClosed() {
 		return nil, opError(op, network, netip.AddrPort{}, laddr, closedErr{})
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
-	if terr != nil {
-		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
-	}
-	if laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified()) {
-		ep.SocketOptions().SetV6Only(true)
-	}
-	port, _, err := st.bindTCP(context.Background(), ep, laddr, netip.AddrPort{})
+	v6only = laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified())
+	ep, wq, hold, err := st.openEndpoint(context.Background(), portalloc.TCP, proto, laddr, netip.AddrPort{}, v6only)
 	if err != nil {
-		ep.Close()
 		return nil, opError(op, network, netip.AddrPort{}, laddr, err)
 	}
 	if backlog <= 0 {
 		backlog = 4096
 	}
-	l := &TCPListener{st: st, ep: ep, wq: &wq, network: network, port: port, closed: make(chan struct{})}
+	l := &TCPListener{st: st, ep: ep, wq: wq, network: network, hold: hold, closed: make(chan struct{})}
 	if terr := ep.Listen(backlog); terr != nil {
-		ep.Close()
-		st.reap.add(ep, &wq, port, netip.AddrPort{})
+		st.closeEndpoint(ep, wq, hold)
 		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
 	}
 	if a, terr := ep.GetLocalAddress(); terr == nil {
@@ -532,7 +440,7 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		nep, nwq, terr := l.ep.Accept(&peer)
 		switch terr.(type) {
 		case nil:
-			c := &TCPConn{st: l.st, ep: nep, wq: nwq, network: l.network,
+			c := &TCPConn{st: l.st, ep: nep, wq: nwq, network: l.network, hold: portHold{proto: portalloc.TCP},
 				rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 			c.fillAddrs()
 			if err := l.st.track(c); err != nil {
@@ -581,8 +489,7 @@ func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
 func (l *TCPListener) closeLocked() {
 	close(l.closed)
 	l.adl.get().stop()
-	l.ep.Close()
-	l.st.reap.add(l.ep, l.wq, l.port, netip.AddrPort{})
+	l.st.closeEndpoint(l.ep, l.wq, l.hold)
 }
 
 // Addr returns the listening address as a *net.TCPAddr.

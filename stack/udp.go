@@ -14,7 +14,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -33,8 +32,7 @@ type UDPConn struct {
 	network string
 	laddr   netip.AddrPort
 	raddr   netip.AddrPort // valid when connected
-	port    uint16         // pool port to release, 0 if none
-	portTo  netip.AddrPort // the remote endpoint port is held toward on a per-destination pool; zero if held for all
+	hold    portHold       // the local port, given back on Close
 
 	rd, wd  *deadline
 	readMu  sync.Mutex // serialises reads; held while waiting, before deadline.mu and gVisor's locks
@@ -82,52 +80,12 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPC
 	if st.isClosed() {
 		return nil, opError(op, network, laddr, raddr, closedErr{})
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
-	if terr != nil {
-		return nil, opError(op, network, laddr, raddr, translate(terr))
-	}
-	if proto == ipv6.ProtocolNumber && laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified()) {
-		ep.SocketOptions().SetV6Only(true)
-	}
-	var port uint16
-	var portTo netip.AddrPort
-	var err error
-	if laddr.Port() != 0 {
-		var owned bool
-		owned, err = st.reserve(portalloc.UDP, laddr.Port())
-		if err == nil {
-			if terr := ep.Bind(fullAddr(laddr)); terr != nil {
-				err = translate(terr)
-				if owned {
-					st.release(portalloc.UDP, laddr.Port())
-				}
-			} else if owned {
-				port = laddr.Port()
-			}
-		}
-	} else {
-		// A connected socket on a per-destination pool shares its port
-		// with sockets connected elsewhere: SO_REUSEADDR (gVisor's
-		// MostRecent flag for UDP) lets the binds coexist, and the pool
-		// keeps each (port, destination) to one socket.
-		perDest := raddr.IsValid() && st.alloc.Pool(portalloc.UDP).Sharing() == portalloc.PerDestination
-		if perDest {
-			ep.SocketOptions().SetReuseAddress(true)
-			portTo = raddr
-		}
-		port, err = st.allocate(context.Background(), portalloc.UDP, laddr.Addr(), raddr, func(p uint16) tcpip.Error {
-			if perDest && st.tupleInUse(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), p), raddr) {
-				return &tcpip.ErrPortInUse{}
-			}
-			return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), p)))
-		})
-	}
+	v6only = proto == ipv6.ProtocolNumber && laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified())
+	ep, wq, hold, err := st.openEndpoint(context.Background(), portalloc.UDP, proto, laddr, raddr, v6only)
 	if err != nil {
-		ep.Close()
 		return nil, opError(op, network, laddr, raddr, err)
 	}
-	c := &UDPConn{st: st, ep: ep, wq: &wq, network: network, port: port, portTo: portTo,
+	c := &UDPConn{st: st, ep: ep, wq: wq, network: network, hold: hold,
 		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 	if raddr.IsValid() {
 		if terr := ep.Connect(fullAddr(raddr)); terr != nil {
@@ -318,8 +276,7 @@ func (c *UDPConn) closeLocked() {
 	close(c.closed)
 	c.rd.stop()
 	c.wd.stop()
-	c.ep.Close() // a UDP endpoint lets go of its port here
-	c.st.releaseTo(portalloc.UDP, c.port, c.portTo)
+	c.st.closeEndpoint(c.ep, c.wq, c.hold)
 }
 
 // LocalAddr returns a *net.UDPAddr.

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -11,7 +12,7 @@ import (
 // Its port did not come from the pool and is not released to it.
 func (st *Stack) WrapTCP(ep tcpip.Endpoint, wq *waiter.Queue) (*TCPConn, error) {
 	network := "tcp4"
-	c := &TCPConn{st: st, ep: ep, wq: wq, rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := &TCPConn{st: st, ep: ep, wq: wq, hold: portHold{proto: portalloc.TCP}, rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 	c.fillAddrs()
 	if c.raddr.Addr().Is6() {
 		network = "tcp6"
@@ -28,7 +29,7 @@ func (st *Stack) WrapTCP(ep tcpip.Endpoint, wq *waiter.Queue) (*TCPConn, error) 
 // stack's gVisor stack (for example with a udp.Forwarder) into a *UDPConn,
 // which takes ownership of ep. Its port is not released to the pool.
 func (st *Stack) WrapUDP(ep tcpip.Endpoint, wq *waiter.Queue) (*UDPConn, error) {
-	c := &UDPConn{st: st, ep: ep, wq: wq, network: "udp4", rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := &UDPConn{st: st, ep: ep, wq: wq, network: "udp4", hold: portHold{proto: portalloc.UDP}, rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
 	if a, terr := ep.GetLocalAddress(); terr == nil {
 		c.laddr = addrPortOf(a)
 	}
