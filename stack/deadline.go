@@ -73,3 +73,32 @@ func (d *deadline) stop() {
 		d.timer = nil
 	}
 }
+
+// connDeadlines are a conn's read and write deadlines, with the setters
+// of net.Conn.
+type connDeadlines struct {
+	rd, wd *deadline
+}
+
+func newConnDeadlines() connDeadlines {
+	return connDeadlines{rd: newDeadline(), wd: newDeadline()}
+}
+
+// SetDeadline implements net.Conn.
+func (d connDeadlines) SetDeadline(t time.Time) error {
+	d.rd.set(t)
+	d.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline implements net.Conn.
+func (d connDeadlines) SetReadDeadline(t time.Time) error { d.rd.set(t); return nil }
+
+// SetWriteDeadline implements net.Conn.
+func (d connDeadlines) SetWriteDeadline(t time.Time) error { d.wd.set(t); return nil }
+
+// stop disarms both timers for good.
+func (d connDeadlines) stop() {
+	d.rd.stop()
+	d.wd.stop()
+}

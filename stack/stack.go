@@ -66,9 +66,8 @@ const trapFirst, trapLast = 1, 1023
 // LOCK ORDERING of the package's locks, outer first:
 //
 //	addrMu > Stack.mu
-//	TCPRequest.mu > Stack.mu
-//	UDPRequest.mu > pendingFlows.mu, Stack.mu
-//	readMu, writeMu (of TCPConn, UDPConn, PingConn) > deadline.mu
+//	decision.mu (of TCPRequest, UDPRequest) > pendingFlows.mu, Stack.mu
+//	readMu, writeMu (of TCPConn, packetConn) > deadline.mu
 //
 // Stack.mu, reaper.mu, deadline.mu, pendingFlows.mu, resolver.mu,
 // Capture.mu and Capture.dmu are leaves among them: nothing else of this
@@ -97,8 +96,8 @@ type Stack struct {
 	pending     pendingFlows   // UDP flows whose handler is deciding
 
 	// mu guards the fields below. It comes after addrMu and the
-	// requests' locks (TCPRequest.mu, UDPRequest.mu) and before gVisor's
-	// endpoint locks (RemoveAddress reads endpoints' addresses under it).
+	// requests' decision.mu, and before gVisor's endpoint locks
+	// (RemoveAddress reads endpoints' addresses under it).
 	mu     sync.Mutex
 	closed bool
 	// open holds every conn, listener and packet conn not yet closed, so
@@ -109,6 +108,31 @@ type Stack struct {
 }
 
 type closer interface{ closeFromStack() }
+
+// closeState is the once-only close of a conn, listener or packet conn.
+type closeState struct {
+	once   sync.Once
+	closed chan struct{} // closed by the close, which unblocks pending calls
+}
+
+func newCloseState() closeState { return closeState{closed: make(chan struct{})} }
+
+// closeOnce runs f unless a close ran already, and reports whether it
+// did.
+func (s *closeState) closeOnce(f func()) bool {
+	first := false
+	s.once.Do(func() { first = true; f() })
+	return first
+}
+
+func (s *closeState) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
 
 // New builds a Stack from cfg, or returns an error naming the invalid
 // field.

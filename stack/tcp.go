@@ -38,12 +38,11 @@ type TCPConn struct {
 	raddr   netip.AddrPort
 	hold    portHold // the local port, given back when the endpoint leaves the stack
 
-	rd, wd  *deadline
+	connDeadlines
 	readMu  sync.Mutex // serialises Read; held while waiting, before deadline.mu and gVisor's locks
 	writeMu sync.Mutex // serialises Write; held while waiting, before deadline.mu and gVisor's locks
 
-	closeOnce sync.Once
-	closed    chan struct{}
+	closeState
 }
 
 // DialTCPAddrPort connects to raddr from laddr. A zero laddr (or one with
@@ -76,8 +75,8 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 	if err != nil {
 		return nil, opError(op, network, laddr, raddr, err)
 	}
-	c := &TCPConn{st: st, ep: ep, wq: wq, network: network, raddr: raddr, hold: hold,
-		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := newTCPConn(st, ep, wq, network, hold)
+	c.raddr = raddr
 	if err := st.track(c); err != nil {
 		c.abandon()
 		return nil, opError(op, network, laddr, raddr, err)
@@ -89,6 +88,12 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 	}
 	c.fillAddrs()
 	return c, nil
+}
+
+// newTCPConn makes the conn of a TCP endpoint that holds hold.
+func newTCPConn(st *Stack, ep tcpip.Endpoint, wq *waiter.Queue, network string, hold portHold) *TCPConn {
+	return &TCPConn{st: st, ep: ep, wq: wq, network: network, hold: hold,
+		connDeadlines: newConnDeadlines(), closeState: newCloseState()}
 }
 
 func (c *TCPConn) connect(ctx context.Context) error {
@@ -126,7 +131,7 @@ func (c *TCPConn) fillAddrs() {
 
 // abandon closes an endpoint that never became a usable connection.
 func (c *TCPConn) abandon() {
-	c.closeOnce.Do(func() {
+	c.closeOnce(func() {
 		close(c.closed)
 		c.st.closeEndpoint(c.ep, c.wq, c.hold)
 	})
@@ -150,49 +155,34 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var (
-		entry waiter.Entry
-		ch    chan struct{}
-	)
+	ev := eventWait{wq: c.wq, mask: waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr}
+	defer ev.unregister()
 	for {
 		w := tcpip.SliceWriter(b)
 		res, terr := c.ep.Read(&w, tcpip.ReadOptions{})
 		switch terr.(type) {
 		case nil:
-			if entry.Mask() != 0 {
-				c.wq.EventUnregister(&entry)
-			}
 			return res.Count, nil
 		case *tcpip.ErrWouldBlock:
 		case *tcpip.ErrClosedForReceive:
-			if entry.Mask() != 0 {
-				c.wq.EventUnregister(&entry)
-			}
 			if c.isClosed() || c.st.isClosed() {
 				return 0, c.opErr("read", closedErr{})
 			}
 			return 0, io.EOF
 		default:
-			if entry.Mask() != 0 {
-				c.wq.EventUnregister(&entry)
-			}
 			if c.isClosed() || c.st.isClosed() {
 				return 0, c.opErr("read", closedErr{})
 			}
 			return 0, c.opErr("read", translate(terr))
 		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
+		if ev.register() {
 			continue // re-check after registering, to miss no event
 		}
 		select {
-		case <-ch:
+		case <-ev.ch:
 		case <-c.rd.wait():
-			c.wq.EventUnregister(&entry)
 			return 0, c.opErr("read", timeoutErr)
 		case <-c.closed:
-			c.wq.EventUnregister(&entry)
 			return 0, c.opErr("read", closedErr{})
 		}
 	}
@@ -211,17 +201,12 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 		return 0, c.opErr("write", timeoutErr)
 	default:
 	}
+	ev := eventWait{wq: c.wq, mask: waiter.WritableEvents | waiter.EventHUp | waiter.EventErr}
+	defer ev.unregister()
 	var (
-		entry waiter.Entry
-		ch    chan struct{}
-		n     int
-		r     bytes.Reader
+		n int
+		r bytes.Reader
 	)
-	defer func() {
-		if entry.Mask() != 0 {
-			c.wq.EventUnregister(&entry)
-		}
-	}()
 	for n < len(b) {
 		r.Reset(b[n:])
 		m, terr := c.ep.Write(&r, tcpip.WriteOptions{})
@@ -236,13 +221,11 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 			}
 			return n, c.opErr("write", translate(terr))
 		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
+		if ev.register() {
 			continue
 		}
 		select {
-		case <-ch:
+		case <-ev.ch:
 		case <-c.wd.wait():
 			return n, c.opErr("write", timeoutErr)
 		case <-c.closed:
@@ -252,24 +235,11 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-func (c *TCPConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // Close closes the connection. Pending Read and Write calls return errors
 // matching net.ErrClosed. A second Close returns such an error too, as
 // with package net.
 func (c *TCPConn) Close() error {
-	first := false
-	c.closeOnce.Do(func() {
-		first = true
-		c.closeLocked()
-	})
+	first := c.closeOnce(c.closeLocked)
 	c.st.untrack(c)
 	if !first {
 		return c.opErr("close", closedErr{})
@@ -278,13 +248,12 @@ func (c *TCPConn) Close() error {
 }
 
 func (c *TCPConn) closeFromStack() {
-	c.closeOnce.Do(c.closeLocked)
+	c.closeOnce(c.closeLocked)
 }
 
 func (c *TCPConn) closeLocked() {
 	close(c.closed)
-	c.rd.stop()
-	c.wd.stop()
+	c.connDeadlines.stop()
 	c.st.closeEndpoint(c.ep, c.wq, c.hold)
 }
 
@@ -322,19 +291,6 @@ func (c *TCPConn) LocalAddrPort() netip.AddrPort { return c.laddr }
 // RemoteAddrPort returns the remote address.
 func (c *TCPConn) RemoteAddrPort() netip.AddrPort { return c.raddr }
 
-// SetDeadline implements net.Conn.
-func (c *TCPConn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	c.wd.set(t)
-	return nil
-}
-
-// SetReadDeadline implements net.Conn.
-func (c *TCPConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
-
-// SetWriteDeadline implements net.Conn.
-func (c *TCPConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
-
 // SetNoDelay controls Nagle's algorithm, as (*net.TCPConn).SetNoDelay.
 func (c *TCPConn) SetNoDelay(noDelay bool) error {
 	c.ep.SocketOptions().SetDelayOption(!noDelay)
@@ -358,8 +314,7 @@ type TCPListener struct {
 	hold    portHold // the listening port, given back when the endpoint leaves the stack
 	adl     acceptDeadline
 
-	closeOnce sync.Once
-	closed    chan struct{}
+	closeState
 }
 
 // ListenTCPAddrPort listens on laddr. Port 0 takes a port from the TCP
@@ -398,7 +353,7 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 	if backlog <= 0 {
 		backlog = 4096
 	}
-	l := &TCPListener{st: st, ep: ep, wq: wq, network: network, hold: hold, closed: make(chan struct{})}
+	l := &TCPListener{st: st, ep: ep, wq: wq, network: network, hold: hold, closeState: newCloseState()}
 	if terr := ep.Listen(backlog); terr != nil {
 		st.closeEndpoint(ep, wq, hold)
 		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
@@ -440,8 +395,7 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		nep, nwq, terr := l.ep.Accept(&peer)
 		switch terr.(type) {
 		case nil:
-			c := &TCPConn{st: l.st, ep: nep, wq: nwq, network: l.network, hold: portHold{proto: portalloc.TCP},
-				rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+			c := newTCPConn(l.st, nep, nwq, l.network, portHold{proto: portalloc.TCP})
 			c.fillAddrs()
 			if err := l.st.track(c); err != nil {
 				c.abandon()
@@ -463,20 +417,10 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 	}
 }
 
-func (l *TCPListener) isClosed() bool {
-	select {
-	case <-l.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // Close stops listening; a blocked Accept returns net.ErrClosed. A second
 // Close returns such an error too.
 func (l *TCPListener) Close() error {
-	first := false
-	l.closeOnce.Do(func() { first = true; l.closeLocked() })
+	first := l.closeOnce(l.closeLocked)
 	l.st.untrack(l)
 	if !first {
 		return opError("close", l.network, netip.AddrPort{}, l.laddr, closedErr{})
@@ -484,7 +428,7 @@ func (l *TCPListener) Close() error {
 	return nil
 }
 
-func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
+func (l *TCPListener) closeFromStack() { l.closeOnce(l.closeLocked) }
 
 func (l *TCPListener) closeLocked() {
 	close(l.closed)
