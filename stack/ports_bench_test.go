@@ -54,30 +54,29 @@ func BenchmarkPortLifecycle(b *testing.B) {
 			c.Close()
 		}
 	})
-	b.Run("udp-listen-close", func(b *testing.B) {
-		st := newStack(b)
-		laddr := netip.MustParseAddrPort("127.0.0.1:0")
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			c, err := st.ListenUDPAddrPort(laddr)
-			if err != nil {
-				b.Fatal(err)
+	udpAddr, pingAddr := netip.MustParseAddrPort("127.0.0.1:0"), netip.MustParseAddr("127.0.0.1")
+	for _, bc := range []struct {
+		name string
+		open func(st *Stack) (io.Closer, error)
+	}{
+		{"udp-listen-close", func(st *Stack) (io.Closer, error) {
+			return st.ListenUDPAddrPort(udpAddr)
+		}},
+		{"ping-listen-close", func(st *Stack) (io.Closer, error) {
+			return st.ListenPingAddr("ping4", pingAddr)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			st := newStack(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := bc.open(st)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
 			}
-			c.Close()
-		}
-	})
-	b.Run("ping-listen-close", func(b *testing.B) {
-		st := newStack(b)
-		laddr := netip.MustParseAddr("127.0.0.1")
-		b.ReportAllocs()
-		b.ResetTimer()
-		for range b.N {
-			c, err := st.ListenPingAddr("ping4", laddr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			c.Close()
-		}
-	})
+		})
+	}
 }
