@@ -41,7 +41,11 @@ import (
 //     TIME_WAIT ports with Config.TimeWaitReuse (reclaimTimeWait), and
 //     waits a bounded time for a closing connection (reaper.closing).
 //
-// gVisor's own ephemeral picker is never used (the package doc says why).
+// The sockets enter at step 1 from DialTCPAddrPort and listenTCP
+// (tcp.go), udp (udp.go) and pingWithID (ping.go), and at step 3 from the
+// close of TCPConn, TCPListener (tcp.go) and packetConn (packetconn.go,
+// under UDPConn and PingConn). gVisor's own ephemeral picker is never
+// used (the package doc says why).
 
 // portHold is what a socket holds in its protocol's pool, to give back
 // when its endpoint leaves the stack.
@@ -160,8 +164,9 @@ func syscallOf(err error) error {
 // MostRecent flag for UDP: binds that carry it share the port, a bind
 // without it (a listener, an explicit bind) conflicts with them, and
 // gVisor's demultiplexer still refuses a second endpoint with the same
-// 4-tuple. A candidate whose 4-tuple gVisor still has registered is
-// skipped before the bind. An ICMP echo endpoint is bound, never
+// 4-tuple. The pool keeps each (port, destination) to one socket, and a
+// candidate whose 4-tuple gVisor still has registered (a closed TCP
+// connection not yet gone) is skipped before the bind. An ICMP echo endpoint is bound, never
 // connected (see pingWithID), so gVisor keeps an identifier to one
 // socket whatever the pool allows: its bind refuses a shared candidate,
 // which is skipped.
