@@ -25,9 +25,9 @@ const (
 	freebsdAFInet  = 2
 	freebsdAFInet6 = 28
 	// freebsdMaxMTU bounds Config.MTU with DriverFreeBSD: tun(4) refuses
-	// (EIO) a write of a packet longer than TUNMRU, 16384 bytes before
-	// FreeBSD 14 (65535 since), so a larger MTU would lose the stack's
-	// largest packets on those systems.
+	// (EIO) a write of a packet longer than TUNMRU, 16384 bytes in older
+	// releases (FreeBSD 14's sources have 65535), so a larger MTU would
+	// lose the stack's largest packets there.
 	freebsdMaxMTU = 16384
 	// freebsdMaxUnit is IF_MAXUNIT, the largest unit number of an
 	// interface (tunN).
@@ -128,7 +128,7 @@ func (c Config) checkFreeBSD() error {
 		return fmt.Errorf("tun: Config.TxQueueLen is not supported with Config.Driver %q: FreeBSD sets the length of every interface's queue at boot (the loader tunable net.link.ifqmaxlen); leave it 0", DriverFreeBSD)
 	}
 	if c.MTU != 0 && (c.MTU < MinMTU || c.MTU > freebsdMaxMTU) {
-		return fmt.Errorf("tun: invalid Config.MTU %d with Config.Driver %q: want 0 (for %d) or %d..%d (tun(4) refuses longer packets before FreeBSD 14)", c.MTU, DriverFreeBSD, DefaultMTU, MinMTU, freebsdMaxMTU)
+		return fmt.Errorf("tun: invalid Config.MTU %d with Config.Driver %q: want 0 (for %d) or %d..%d (older tun(4) refuses longer packets)", c.MTU, DriverFreeBSD, DefaultMTU, MinMTU, freebsdMaxMTU)
 	}
 	_, _, err := freebsdDevice(c.Name)
 	return err
