@@ -45,18 +45,20 @@ func openFreeBSD(c checked) (*Device, error) {
 	name, err := tunName(fd)
 	if err != nil {
 		unix.Close(fd)
+		err = &deviceError{msg: fmt.Sprintf("TUNGIFNAME on %s: %s: FreeBSD 13 or later is needed", file, errnoString(err)), err: err}
 		if file != freebsdCloneDevice {
-			destroyInterface(path.Base(file))
+			err = errors.Join(err, destroyInterface(path.Base(file)))
 		}
-		return nil, &deviceError{msg: fmt.Sprintf("TUNGIFNAME on %s: %s: FreeBSD 13 or later is needed", file, errnoString(err)), err: err}
+		return nil, err
 	}
+	// fail undoes what was made and returns err, with the error of the
+	// undoing if that failed too (the interface is then left behind).
 	fail := func(err error) (*Device, error) {
 		if cur, nerr := tunName(fd); nerr == nil {
 			name = cur
 		}
 		unix.Close(fd)
-		destroyInterface(name)
-		return nil, err
+		return nil, errors.Join(err, destroyInterface(name))
 	}
 	if err := unix.IoctlSetPointerInt(fd, uint(tunSIFMODE), unix.IFF_BROADCAST|unix.IFF_MULTICAST); err != nil {
 		return fail(configError("set broadcast mode (TUNSIFMODE)", name, err))
@@ -64,15 +66,13 @@ func openFreeBSD(c checked) (*Device, error) {
 	if err := unix.IoctlSetPointerInt(fd, uint(tunSIFHEAD), 1); err != nil {
 		return fail(configError("set address family headers (TUNSIFHEAD)", name, err))
 	}
-	t, err := newBSDTun(fd, name)
+	t, err := newBSDTun(fd, name) // closes fd on failure
 	if err != nil {
-		destroyInterface(name)
-		return nil, err
+		return nil, errors.Join(err, destroyInterface(name))
 	}
 	t.ifname, t.destroy = tunName, destroyInterface
 	if err := runCommands(name, freebsdCommands(name, c)); err != nil {
-		t.Close()
-		return nil, err
+		return nil, errors.Join(err, t.Close())
 	}
 	t.name = t.currentName()
 	d := &Device{name: t.name, mtu: c.MTU, gone: make(chan struct{})}
