@@ -35,10 +35,10 @@ type bsdTun struct {
 	ifname  func(fd int) (string, error)
 	destroy func(name string) error
 
-	rhdr [afHeaderLen]byte // the reader's header
+	rd vecCall // the reader's
 
-	wmu  sync.Mutex // guards whdr
-	whdr [afHeaderLen]byte
+	wmu sync.Mutex // guards wr
+	wr  vecCall
 
 	closed    atomic.Bool // set before the descriptor is closed
 	closeOnce sync.Once
@@ -65,7 +65,10 @@ func newBSDTun(fd int, name string) (*bsdTun, error) {
 		f.Close()
 		return nil, &deviceError{msg: fmt.Sprintf("%s: %v", f.Name(), err), err: err}
 	}
-	return &bsdTun{f: f, rc: rc, name: name}, nil
+	t := &bsdTun{f: f, rc: rc, name: name}
+	t.rd.init(unix.SYS_READV)
+	t.wr.init(unix.SYS_WRITEV)
+	return t, nil
 }
 
 // errTunDown is what Write returns when tun(4) discards a packet without
@@ -79,33 +82,27 @@ func (t *bsdTun) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	r := &t.rd
 	for {
-		var n int
-		var errno error
-		err := t.rc.Read(func(fd uintptr) bool {
-			for {
-				n, errno = rawVector(unix.SYS_READV, fd, t.rhdr[:], b)
-				if errno != syscall.EINTR {
-					return errno != syscall.EAGAIN
-				}
-			}
-		})
-		if err == nil && errno != nil {
-			err = os.NewSyscallError("readv", errno)
+		r.buf = b
+		err := t.rc.Read(r.fn)
+		r.buf = nil
+		if err == nil && r.err != nil {
+			err = os.NewSyscallError("readv", r.err)
 		}
 		if err != nil {
 			return 0, t.closedError(err)
 		}
-		if n == 0 {
+		if r.n == 0 {
 			return 0, io.EOF // tun(4) never reads nothing; a socket at its end does
 		}
-		if n <= afHeaderLen {
+		if r.n <= afHeaderLen {
 			continue // an empty packet: nothing to deliver
 		}
-		if _, err := parseAFHeader(t.rhdr[:]); err != nil {
+		if _, err := parseAFHeader(r.hdr[:]); err != nil {
 			continue // not IP: gVisor has no use for it
 		}
-		return n - afHeaderLen, nil
+		return r.n - afHeaderLen, nil
 	}
 }
 
@@ -118,29 +115,47 @@ func (t *bsdTun) Write(b []byte) (int, error) {
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	t.whdr = h
-	var n int
-	var errno error
-	err = t.rc.Write(func(fd uintptr) bool {
-		for {
-			n, errno = rawVector(unix.SYS_WRITEV, fd, t.whdr[:], b)
-			if errno != syscall.EINTR {
-				return errno != syscall.EAGAIN
-			}
-		}
-	})
-	if err == nil && errno != nil {
-		err = os.NewSyscallError("writev", errno)
+	w := &t.wr
+	w.hdr, w.buf = h, b
+	err = t.rc.Write(w.fn)
+	w.buf = nil
+	if err == nil && w.err != nil {
+		err = os.NewSyscallError("writev", w.err)
 	}
 	switch {
 	case err != nil:
 		return 0, t.closedError(err)
-	case n == 0:
+	case w.n == 0:
 		return 0, errTunDown
-	case n != afHeaderLen+len(b):
-		return max(0, n-afHeaderLen), io.ErrShortWrite
+	case w.n != afHeaderLen+len(b):
+		return max(0, w.n-afHeaderLen), io.ErrShortWrite
 	}
 	return len(b), nil
+}
+
+// vecCall is one direction's readv or writev of a header and a packet,
+// run by the poller through fn, which is made once so that a call
+// allocates nothing: the other fields are the call's arguments and
+// results.
+type vecCall struct {
+	trap uintptr // unix.SYS_READV or unix.SYS_WRITEV
+	hdr  [afHeaderLen]byte
+	buf  []byte
+	n    int
+	err  error
+	fn   func(fd uintptr) (done bool)
+}
+
+func (c *vecCall) init(trap uintptr) {
+	c.trap = trap
+	c.fn = func(fd uintptr) bool {
+		for {
+			c.n, c.err = rawVector(c.trap, fd, c.hdr[:], c.buf)
+			if c.err != syscall.EINTR {
+				return c.err != syscall.EAGAIN // else wait in the poller
+			}
+		}
+	}
 }
 
 // closedError returns os.ErrClosed for an error after Close, which the
