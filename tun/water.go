@@ -23,7 +23,8 @@ import (
 //
 // One reader goroutine runs between Attach(d) and Attach(nil). It stops
 // through a read deadline in the past where the interface has one (an
-// *os.File that Go's poller serves: water's Linux device) and otherwise by
+// *os.File that Go's poller serves: water's Linux device, and the FreeBSD
+// driver's bsdTun, which this endpoint also serves) and otherwise by
 // closing the interface (macOS utun, Windows TAP), after which the device
 // is gone for good.
 type waterEndpoint struct {
