@@ -79,17 +79,18 @@ func Attach(ctx context.Context, o Options, t Target) (int, error) {
 	return 0, nil
 }
 
-// open checks t, starts watching t.PID if set, and returns the channel
-// closed when it exits (nil without a PID), the namespace's path and the
-// function that stops the watch.
+// open checks t (a *ConfigError for a field it refuses), starts
+// watching t.PID if set, and returns the channel closed when it exits
+// (nil without a PID), the namespace's path and the function that stops
+// the watch.
 func (t Target) open() (<-chan struct{}, string, func(), error) {
 	path := t.NetNS
 	switch {
 	case t.PID < 0:
-		return nil, "", nil, fmt.Errorf("sandbox: PID %d: want a process ID above 0", t.PID)
+		return nil, "", nil, fieldError("Target.PID", t.PID)
 	case t.PID > 0:
 		if t.NetNS != "" {
-			return nil, "", nil, errors.New("sandbox: give a PID or a namespace path, not both")
+			return nil, "", nil, &ConfigError{Field: "Target.NetNS", Value: t.NetNS, Reason: "given with Target.PID", Allowed: allowed["Target.NetNS"]}
 		}
 		w, err := nsexec.WatchPID(t.PID)
 		if err != nil {
@@ -97,7 +98,7 @@ func (t Target) open() (<-chan struct{}, string, func(), error) {
 		}
 		return w.Done(), fmt.Sprintf("/proc/%d/ns/net", t.PID), w.Close, nil
 	case path == "":
-		return nil, "", nil, errors.New("sandbox: no namespace to attach to: give a PID or a path such as /run/netns/NAME")
+		return nil, "", nil, &ConfigError{Field: "Target.NetNS", Value: "", Reason: "no namespace to attach to", Allowed: allowed["Target.NetNS"]}
 	}
 	return nil, path, func() {}, nil
 }

@@ -84,7 +84,8 @@ func within(path string, err error) error {
 }
 
 // allowed is what each checked field takes (ConfigError.Allowed): the one
-// place these words are written. Options's fields and Config's share it.
+// place these words are written. Options's fields, Config's and Target's
+// (as "Target.PID") share it.
 var allowed = map[string]string{
 	"MTU":            "1280-65520",
 	"IfName":         "an interface name of at most 15 bytes without '/', ':' or white space",
@@ -98,6 +99,8 @@ var allowed = map[string]string{
 	"RelayBuffer":    "at least 65536 bytes (64 KiB)",
 	"TCPIdleTimeout": "0 (off) or a positive duration",
 	"TimeWait":       "1ms to 10m",
+	"Target.PID":     "a process ID above 0, or 0 for Target.NetNS",
+	"Target.NetNS":   "a PID or a namespace path (not both), such as /proc/PID/ns/net or /run/netns/NAME",
 	"OutboundAddrs":  "an IPv4 or IPv6 address of this host, global or private (not loopback, link-local, multicast or unspecified)",
 }
 

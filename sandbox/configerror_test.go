@@ -3,6 +3,7 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -114,5 +115,28 @@ func TestOutboundAddrNotOfThisHost(t *testing.T) {
 	want := `sandbox: OutboundAddrs "198.18.253.77": not usable as a source address here: `
 	if !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("message %q, want it to start %q", err, want)
+	}
+}
+
+// Attach refuses a Target it cannot serve with a *ConfigError, before it
+// watches, opens or makes anything.
+func TestTargetConfigError(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		target Target
+		field  string
+		reason string
+	}{
+		{"negative PID", Target{PID: -1}, "Target.PID", ""},
+		{"PID and path", Target{PID: 1, NetNS: "/run/netns/x"}, "Target.NetNS", "given with Target.PID"},
+		{"neither", Target{}, "Target.NetNS", "no namespace to attach to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, err := Attach(context.Background(), Options{}, tc.target)
+			var ce *ConfigError
+			if code != 0 || !errors.As(err, &ce) || ce.Field != tc.field || ce.Reason != tc.reason || ce.Allowed == "" {
+				t.Fatalf("Attach = %d, %v; want 0 and a *ConfigError for %s (reason %q)", code, err, tc.field, tc.reason)
+			}
+		})
 	}
 }
