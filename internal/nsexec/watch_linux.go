@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,6 +13,7 @@ import (
 // PIDWatch reports when a process, which need not be the caller's child,
 // exits: through a pidfd in Go's poller.
 type PIDWatch struct {
+	once    sync.Once
 	f       *os.File
 	done    chan struct{} // closed when the process exits
 	stopped chan struct{} // closed when the watching goroutine ends
@@ -54,9 +56,9 @@ func WatchPID(pid int) (*PIDWatch, error) {
 // Done is closed when the process exits; never if Close comes first.
 func (w *PIDWatch) Done() <-chan struct{} { return w.done }
 
-// Close stops watching and waits for the watcher to end. It is not
-// idempotent: call it once.
+// Close stops watching and waits for the watcher to end. It is
+// idempotent.
 func (w *PIDWatch) Close() {
-	w.f.Close()
+	w.once.Do(func() { w.f.Close() })
 	<-w.stopped
 }

@@ -41,6 +41,7 @@ func TestWatchPID(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
+	w.Close() // idempotent
 	select {
 	case <-w.Done():
 		t.Error("Close reported as an exit")
