@@ -29,7 +29,7 @@ func TestPortsOverSocket(t *testing.T) {
 	}
 	a.Pool(portalloc.TCP).Release(40001)
 	path := filepath.Join(t.TempDir(), "api.sock")
-	srv, err := Listen(path, fakeSource{a})
+	srv, err := Listen(path, Config{Ports: fakeSource{a}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestPortsOverSocket(t *testing.T) {
 	if m := fi.Mode().Perm(); m != 0o600 {
 		t.Errorf("socket mode %o, want 600", m)
 	}
-	if _, err := Listen(path, fakeSource{a}); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := Listen(path, Config{Ports: fakeSource{a}}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second Listen on a live socket: %v, want an 'in use' error", err)
 	}
 	c := NewClient(path)
@@ -72,7 +72,7 @@ func TestPortsOverSocket(t *testing.T) {
 func TestListenRefusesNonSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(path, nil, 0o600)
-	if _, err := Listen(path, nil); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(path, Config{}); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("Listen on a regular file: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -9,8 +8,6 @@ import (
 
 	"github.com/ustacknet/ustack/portalloc"
 )
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 // FormatPorts writes snapshots as a table: one row per protocol with its
 // range, policy, cursor, ports in use and counters, and for a

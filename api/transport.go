@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -95,7 +94,8 @@ func requireToken(token string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
-			WriteError(w, http.StatusUnauthorized, errors.New("api: missing or wrong token: send the token of the API's token file as \"Authorization: Bearer TOKEN\""))
+			writeError(w, &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
+				Message: "api: missing or wrong token: send the token of the API's token file as \"Authorization: Bearer TOKEN\""})
 			return
 		}
 		next.ServeHTTP(w, r)

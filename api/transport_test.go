@@ -22,7 +22,7 @@ func TestTokenTransport(t *testing.T) {
 	}
 	a.Pool(portalloc.TCP).Allocate(portalloc.Request{})
 	path := filepath.Join(t.TempDir(), "api.token")
-	srv, err := listen(path, fakeSource{a}, tcpToken)
+	srv, err := listen(path, Config{Ports: fakeSource{a}}, tcpToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestTokenTransport(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 
-	if _, err := listen(path, fakeSource{a}, tcpToken); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := listen(path, Config{Ports: fakeSource{a}}, tcpToken); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second listen on a live token file: %v, want an 'in use' error", err)
 	}
 	srv.Close()
@@ -93,14 +93,14 @@ func TestTokenFileStaleAndForeign(t *testing.T) {
 	dir := t.TempDir()
 	foreign := filepath.Join(dir, "notes.txt")
 	os.WriteFile(foreign, []byte("not ours"), 0o600)
-	if _, err := listen(foreign, nil, tcpToken); err == nil || !strings.Contains(err.Error(), "not a ustack API token file") {
+	if _, err := listen(foreign, Config{}, tcpToken); err == nil || !strings.Contains(err.Error(), "not a ustack API token file") {
 		t.Errorf("listen over a foreign file: %v", err)
 	}
 	stale := filepath.Join(dir, "stale.token")
 	// Port 1 of 127.0.0.1: nothing listens there (it needs root to bind,
 	// and no test binds it).
 	os.WriteFile(stale, []byte(`{"addr":"127.0.0.1:1","token":"ab"}`), 0o600)
-	srv, err := listen(stale, fakeSource{}, tcpToken)
+	srv, err := listen(stale, Config{Ports: fakeSource{}}, tcpToken)
 	if err != nil {
 		t.Fatalf("listen over a stale token file: %v", err)
 	}

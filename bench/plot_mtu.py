@@ -4,7 +4,7 @@
 Reads the Markdown that the benchmarks print and writes an SVG by hand (no
 matplotlib needed):
 
-    bench/plot_mtu.py FASTPATH.md SANDBOX.md > docs/throughput-mtu.svg
+    python3 bench/plot_mtu.py FASTPATH.md SANDBOX.md > docs/throughput-mtu.svg
 
 FASTPATH.md is the output of `go run ./bench/fastpath throughput` (ustack
 embedded over a TUN, and kernel-to-kernel veth); SANDBOX.md that of

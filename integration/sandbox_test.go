@@ -699,10 +699,7 @@ func TestSandboxProcs(t *testing.T) {
 		}
 		cmd, out, done := r.startReady(append([]string{"--api", sock}, tc.args...), "sleep", "60")
 		cl := apiClient(t, sock)
-		var st struct {
-			Procs int `json:"procs"`
-		}
-		err := cl.Do(context.Background(), "GET", "/v1/stats", nil, &st)
+		st, err := cl.Stats(context.Background())
 		cl.Close()
 		findChild(t, cmd.Process.Pid, "sleep") // the command runs: SIGTERM goes to it
 		cmd.Process.Signal(syscall.SIGTERM)

@@ -16,21 +16,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Sources are what a Collector reads. Ports is required; a nil field
 // leaves its metrics out.
 //
-// The device and gateway counters come through functions returning this
-// package's own structs, so that metrics imports neither tun nor sandbox
-// (which is Linux-only): tun.Stats and sandbox.Stats have the same fields
-// and convert, as in func() DeviceStats { return DeviceStats(dev.Stats()) }.
+// Each source is a function or a one-method interface returning plain
+// values, so that metrics imports neither stack, tun nor sandbox (which
+// is Linux-only) and builds on every system. The device and gateway
+// counters are this package's own structs: tun.Stats and sandbox.Stats
+// have the same fields and convert, as in
+// func() DeviceStats { return DeviceStats(dev.Stats()) }.
 type Sources struct {
 	Ports   func() []portalloc.Snapshot // stack.Stack.Ports
-	Stack   *gvstack.Stack              // stack.Stack.GVisor
+	Stack   StackStats                  // stack.Stack.GVisor (not a nil pointer)
 	Device  func() DeviceStats          // from tun.Device.Stats
 	Gateway func() GatewayStats         // from sandbox.Gateway.Stats
+}
+
+// StackStats gives gVisor's counters: gVisor's *stack.Stack (what
+// stack.Stack.GVisor returns) implements it.
+type StackStats interface {
+	Stats() tcpip.Stats
 }
 
 // DeviceStats are a TUN device's drop counters, as tun.Stats.

@@ -15,15 +15,27 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ustacknet/ustack/portfwd"
 	"github.com/ustacknet/ustack/stack"
 )
 
 // ErrForwardExists and ErrNoForward are matched (errors.Is) by AddForward
-// and RemoveForward errors.
+// and RemoveForward errors. They are portfwd's errors, which the control
+// API's client matches too.
 var (
-	ErrForwardExists = errors.New("forward already exists")
-	ErrNoForward     = errors.New("no such forward")
+	ErrForwardExists = portfwd.ErrExists
+	ErrNoForward     = portfwd.ErrNotFound
 )
+
+// Forward is one inbound port forward (portfwd.Forward).
+type Forward = portfwd.Forward
+
+// ParseForward parses [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], as
+// portfwd.Parse.
+func ParseForward(s string) (Forward, error) { return portfwd.Parse(s) }
+
+// The Gateway is the forward manager of its sandbox.
+var _ portfwd.Manager = (*Gateway)(nil)
 
 // forwarder serves one Forward.
 type forwarder struct {

@@ -138,6 +138,7 @@ type Config struct {
 
 	host   *hostDialer  // Dial's, when it is the default
 	timing *relayTiming // the relay's timers; nil: the defaults (tests scale them)
+	noPeek bool         // the relay keeps host data in user space, as on a kernel without SO_PEEK_OFF for TCP (tests)
 }
 
 // hostDialer opens the gateway's host sockets, from the outbound

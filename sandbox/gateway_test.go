@@ -313,38 +313,6 @@ func TestMaxFlows(t *testing.T) {
 	}
 }
 
-func TestParseForward(t *testing.T) {
-	tests := []struct {
-		in   string
-		want string
-		err  string
-	}{
-		{"8080:80", "127.0.0.1:8080:80/tcp", ""},
-		{"0.0.0.0:5353:53/udp", "0.0.0.0:5353:53/udp", ""},
-		{"[::1]:8080:80/tcp", "[::1]:8080:80/tcp", ""},
-		{"8080", "", "two or three fields"},
-		{"8080:80/sctp", "", "not tcp or udp"},
-		{"x:8080:80", "", "not an IP address"},
-		{"8080:0", "", "guest port 0 is outside 1-65535"},
-		{"70000:80", "", "host port 70000 is outside"},
-		{"[::1:8080:80", "", "missing ]"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.in, func(t *testing.T) {
-			f, err := ParseForward(tc.in)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("ParseForward(%q) = %v, %v; want error with %q", tc.in, f, err, tc.err)
-				}
-				return
-			}
-			if err != nil || f.String() != tc.want {
-				t.Fatalf("ParseForward(%q) = %v, %v; want %s", tc.in, f, err, tc.want)
-			}
-		})
-	}
-}
-
 // TestGuestPortReuse: the guest reuses its source ports quickly (here a
 // 16-port range) while the gateway closes first toward it (the host
 // server closes first). Every connection must still work.

@@ -126,3 +126,23 @@ func rawEpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
 	}
 	return int(n), nil
 }
+
+// rawPeek copies the socket's queued data at its peek offset (SO_PEEK_OFF)
+// into b, without taking it off the queue; the offset moves past it.
+func rawPeek(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return -1, errnoErr(e)
+	}
+	return int(n), nil
+}
+
+// rawDiscard takes up to n bytes off a TCP socket's receive queue without
+// copying them (MSG_TRUNC, tcp(7)).
+func rawDiscard(fd, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, uintptr(n), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return -1, errnoErr(e)
+	}
+	return int(r), nil
+}

@@ -28,8 +28,14 @@ import (
 // buffers are the flow's buffers, so there is no second TCP stack in the
 // middle: guest data is written to the host socket as it arrives in order
 // and acknowledged once the socket (or, when it is full, a bounded buffer
-// of the flow) holds it; host data is read only as far as the guest's
-// window allows, sent, and kept until the guest acknowledges it.
+// of the flow) holds it. Host data stays in the host socket's receive
+// queue until the guest acknowledges it: the relay peeks at it to send
+// and to send again (MSG_PEEK at the socket's SO_PEEK_OFF offset), and
+// takes it off the queue (MSG_TRUNC) once acknowledged, so the host peer's
+// window is the guest's. On a kernel without SO_PEEK_OFF for TCP (before
+// Linux 6.9) host data is read into the flow as far as the guest's window
+// allows, and kept until acknowledged. What the relay holds in user space
+// either way comes from one budget (relaybudget.go).
 //
 // The relay sits between the link and the gateway's stack. It takes the
 // guest's SYNs and every later segment of the flows it owns; everything
@@ -66,7 +72,12 @@ const (
 	// read once one has filled its buffer.
 	relayReadFirst = 4 << 10
 	relayReadMax   = 64 << 10
-	relayRTO       = 200 * time.Millisecond // Linux's minimum RTO
+	// relayDiscardBatch is how many acknowledged bytes a peek flow
+	// leaves in its host socket before it takes them off in one call.
+	// They count against the socket's receive buffer (the window the
+	// host peer sees) meanwhile.
+	relayDiscardBatch = 64 << 10
+	relayRTO          = 200 * time.Millisecond // Linux's minimum RTO
 	// relayDelAck is how long an ACK for a small segment may wait for
 	// data to ride on. Linux waits 40 ms at least; a host answer on this
 	// path comes within a fraction of a millisecond.
@@ -125,6 +136,7 @@ type relay struct {
 	dialWait time.Duration // a host connect's deadline
 	tm       relayTiming
 	failed   atomic.Bool // the host poller stopped: new flows are refused
+	noPeek   atomic.Bool // the kernel has no SO_PEEK_OFF for TCP (before Linux 6.9): flows read into q
 	refusals refusalLog
 	budget   relayBudget
 
@@ -149,6 +161,7 @@ func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*relay, error) {
 		r.tm = *g.cfg.timing
 	}
 	r.refusals.log = g.log
+	r.noPeek.Store(g.cfg.noPeek)
 	r.budget = relayBudget{r: r, limit: g.cfg.RelayBuffer}
 	r.Endpoint.Init(link, r)
 	r.verify = link.Capabilities()&gvstack.CapabilityRXChecksumOffload == 0
@@ -721,9 +734,12 @@ type rflow struct {
 	finOut         bool           // the FIN has been sent at least once
 	sndWnd         uint32         // the guest's window, in bytes
 	wl1, wl2       seqnum.Value   // the sequence and ACK numbers of the segment sndWnd came from
-	q              []*buffer.View // bytes from sndUna on, sent or not; from the relay's budget
-	qLen           int
-	hostEOF        bool // the host sent its FIN (read returned EOF)
+	q              []*buffer.View // bytes from sndUna on, sent or not, read from the host (not peek); from the relay's budget
+	qLen           int            // bytes from sndUna on: q's, or (peek) those known to be in the host socket
+	peek           bool           // host data stays in the socket until the guest acknowledges it (SO_PEEK_OFF): q stays empty
+	skip           int            // peek: bytes the guest acknowledged that are still in the socket (discarded in batches)
+	peekPos        int            // peek: the socket's peek offset from the head of its queue; -1 unknown
+	hostEOF        bool           // the host sent its FIN (read returned EOF)
 	finSent        bool
 	finAcked       bool
 	dupAcks        int
@@ -946,6 +962,9 @@ func (f *rflow) onAck(s *seg) {
 	}
 	f.sndUna = s.ack
 	f.trim(acked)
+	if f.state == stDone {
+		return // the host socket failed
+	}
 	f.dupAcks, f.rto = 0, f.r.tm.rto
 	if f.recovering {
 		if s.ack.LessThan(f.recover) {
@@ -982,10 +1001,25 @@ func (f *rflow) setWindow(w uint32) {
 	}
 }
 
-// trim drops n acknowledged bytes from the front of the send queue.
+// trim drops n acknowledged bytes from the front of the send queue: from
+// q, or, on a peek flow, from the host socket, in batches of up to
+// relayDiscardBatch (one system call each).
 func (f *rflow) trim(n int) {
-	f.r.budget.give(n, false)
 	f.qLen -= n
+	if f.peek {
+		f.skip += n
+		// Before the batch fills, too, once the guest has all it was
+		// sent: a host peer may be waiting for the window those bytes
+		// close (Linux offers none below a segment, and a segment on
+		// loopback is 64 KiB).
+		if f.skip >= relayDiscardBatch || f.qLen == 0 {
+			if err := f.discard(); err != nil {
+				f.hostFailed(err)
+			}
+		}
+		return
+	}
+	f.r.budget.give(n, false)
 	for n > 0 && len(f.q) > 0 {
 		v := f.q[0]
 		if v.Size() > n {
@@ -1116,7 +1150,17 @@ func (f *rflow) finish(graceful bool) {
 	}
 	f.endDial()
 	f.endSyn()
-	f.trim(f.qLen)
+	if f.peek {
+		if graceful && f.skip > 0 {
+			// What the guest acknowledged leaves the socket first:
+			// closed with unread data, it would reset its peer.
+			if err := f.discard(); err != nil {
+				graceful = false
+			}
+		}
+	} else {
+		f.trim(f.qLen)
+	}
 	f.r.budget.give(int(f.pend.Size()), true)
 	f.pend.Release()
 	f.closeHost(graceful)
@@ -1145,8 +1189,9 @@ func (f *rflow) readRoom() int {
 	return room
 }
 
-// push sends queued host data (and then the FIN) as far as the guest's
-// window allows.
+// push sends host data (and then the FIN) as far as the guest's window
+// allows: what q holds, or, on a peek flow, what the host socket holds,
+// peeked at as it goes out.
 func (f *rflow) push() {
 	if f.state == stSynRcvd {
 		return // after the handshake
@@ -1155,23 +1200,43 @@ func (f *rflow) push() {
 	if f.finSent && !f.finAcked {
 		sent-- // the FIN is in flight
 	}
-	for sent < f.qLen {
-		inflight := sent
-		avail := int(f.sndWnd) - inflight
+	for f.state == stEstablished {
+		avail := min(int(f.sndWnd), relaySendMax) - sent
 		if avail <= 0 {
 			break
 		}
-		n := min(f.qLen-sent, avail, f.segMax())
+		n := min(avail, f.segMax())
+		switch {
+		case sent < f.qLen:
+			n = min(n, f.qLen-sent)
+		case !f.peek || !f.readable || f.hostEOF:
+			n = 0
+		default:
+			n = min(n, f.readSize)
+		}
+		if n == 0 {
+			break
+		}
+		b, got, ok := f.data(sent, n)
+		if !ok {
+			return // the flow ended
+		}
+		if got == 0 {
+			break // nothing more now; or the host's FIN, sent below
+		}
 		// The host's FIN rides on its last data when both are in.
-		fin := f.hostEOF && !f.finSent && sent+n == f.qLen
-		f.sendData(sent, n, f.sndNxt, fin)
-		f.sndNxt = f.sndNxt.Add(seqnum.Size(n))
-		sent += n
+		fin := f.hostEOF && !f.finSent && sent+got == f.qLen
+		f.sendData(b, got == n, f.sndNxt, fin)
+		f.sndNxt = f.sndNxt.Add(seqnum.Size(got))
+		sent += got
 		if fin {
 			f.finSent, f.finOut = true, true
 			f.finSeq = f.sndNxt
 			f.sndNxt++
 		}
+	}
+	if f.state != stEstablished {
+		return
 	}
 	if f.hostEOF && !f.finSent && sent == f.qLen {
 		f.finSent, f.finOut = true, true
@@ -1185,9 +1250,19 @@ func (f *rflow) push() {
 	}
 	if f.sndUna != f.sndNxt {
 		f.armTimer()
-	} else if f.qLen > 0 && f.sndWnd == 0 {
+	} else if f.unsent() && f.sndWnd == 0 {
 		f.armTimer() // probe the zero window
 	}
+}
+
+// unsent reports whether host data waits for the guest's window: in q,
+// or, on a peek flow, maybe in the socket.
+func (f *rflow) unsent() bool {
+	sent := int(f.sndUna.Size(f.sndNxt))
+	if f.finSent && !f.finAcked {
+		sent--
+	}
+	return f.qLen > sent || (f.peek && f.readable && !f.hostEOF)
 }
 
 // segMax is the most payload one write to the link carries.
@@ -1202,11 +1277,14 @@ func (f *rflow) segMax() int {
 	return f.mss
 }
 
-// sendData sends n queued bytes from offset off (from sndUna) at seq.
-func (f *rflow) sendData(off, n int, seq seqnum.Value, fin bool) {
-	var b buffer.Buffer
+// data returns up to n bytes of host data from offset off (from sndUna):
+// from q, or peeked at in the host socket. ok is false if the flow ended.
+func (f *rflow) data(off, n int) (b buffer.Buffer, got int, ok bool) {
+	if f.peek {
+		return f.peekData(off, n)
+	}
 	for _, v := range f.q {
-		if n == 0 {
+		if got == n {
 			break
 		}
 		if off >= v.Size() {
@@ -1216,14 +1294,19 @@ func (f *rflow) sendData(off, n int, seq seqnum.Value, fin bool) {
 		c := v.Clone()
 		c.TrimFront(off)
 		off = 0
-		if c.Size() > n {
-			c.CapLength(n)
+		if c.Size() > n-got {
+			c.CapLength(n - got)
 		}
-		n -= c.Size()
+		got += c.Size()
 		b.Append(c)
 	}
+	return b, got, true
+}
+
+// sendData sends payload b at seq; psh marks the end of what the host had.
+func (f *rflow) sendData(b buffer.Buffer, psh bool, seq seqnum.Value, fin bool) {
 	flags := header.TCPFlagAck
-	if n == 0 {
+	if psh {
 		flags |= header.TCPFlagPsh
 	}
 	if fin {
@@ -1239,7 +1322,11 @@ func (f *rflow) retransmit() {
 	switch {
 	case f.qLen > 0:
 		n := min(f.qLen, f.segMax(), int(f.sndUna.Size(f.sndNxt)))
-		f.sendData(0, n, f.sndUna, f.finSent && !f.finAcked && n == f.qLen)
+		b, got, ok := f.data(0, n)
+		if !ok || got == 0 {
+			return
+		}
+		f.sendData(b, true, f.sndUna, f.finSent && !f.finAcked && got == f.qLen)
 	case f.finSent && !f.finAcked:
 		f.r.write(f, header.TCPFlagFin|header.TCPFlagAck, f.sndNxt-1, f.rcvNxt, f.window(), buffer.Buffer{}, nil)
 	}
@@ -1377,7 +1464,7 @@ func (f *rflow) onTimer() {
 		f.sndNxt = f.sndUna
 		f.finSent = false
 		f.push()
-	case f.qLen > 0:
+	case f.unsent():
 		// The guest's window is zero: probe it with a segment one
 		// below what it has acknowledged, which draws an ACK with its
 		// window, as Linux's window probes do. No byte is sent beyond

@@ -7,10 +7,11 @@ import "sync"
 // DefaultRelayBuffer is Config.RelayBuffer's default.
 const DefaultRelayBuffer = 16 << 20
 
-// relayBudget bounds the guest data the relay holds in user space, all
-// flows together: host data read and not yet acknowledged by the guest
-// (rflow.q), and guest data acknowledged but not yet taken by a full
-// host socket (rflow.pend). The rest stays in the host sockets' kernel
+// relayBudget bounds the data the relay holds in user space, all flows
+// together: guest data acknowledged but not yet taken by a full host
+// socket (rflow.pend), and, on a kernel where flows cannot peek (before
+// Linux 6.9), host data read and not yet acknowledged by the guest
+// (rflow.q). The rest stays in the host sockets' kernel
 // buffers, which the kernel bounds. A flow that finds the budget spent
 // waits: it reads no more from its host socket, and takes (and
 // acknowledges) no more guest data than its host socket accepts at once,

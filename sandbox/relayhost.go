@@ -328,6 +328,7 @@ func (f *rflow) connected() {
 	f.stopTimer()       // the dial's deadline
 	f.r.g.tcpFlows.Add(1)
 	f.sndNxt, f.sndMax = f.iss+1, f.iss+1
+	f.startPeek()
 	f.sendSynAck()
 	f.armTimer()
 }
@@ -337,6 +338,10 @@ func (f *rflow) connected() {
 // the flow: its callers do, once they have sent what they owe the guest
 // (an ACK of its FIN).
 func (f *rflow) pull() {
+	if f.peek {
+		f.push() // it peeks at the socket as it sends
+		return
+	}
 	read := false
 	for f.readable && !f.hostEOF && f.state != stDone {
 		room := f.readRoom()
@@ -393,6 +398,102 @@ func (f *rflow) pull() {
 	if read || f.hostEOF {
 		f.push()
 	}
+}
+
+// startPeek turns the socket's peek offset on (SO_PEEK_OFF), so that the
+// host's data can stay in its receive queue until the guest acknowledges
+// it: a peek flow holds none of it in user space. Linux has the option
+// for TCP from 6.9; before, the first refusal has the relay read into q
+// from then on.
+func (f *rflow) startPeek() {
+	if f.r.noPeek.Load() {
+		return
+	}
+	if err := rawSetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		f.r.noPeek.Store(true)
+		f.r.g.log.Debug("tcp relay: no SO_PEEK_OFF for TCP; host data is read into the relay's budget", "err", err)
+		return
+	}
+	f.peek, f.peekPos = true, 0
+}
+
+// peekData copies up to n bytes of the host's data from offset off (from
+// sndUna) out of the socket's receive queue, leaving them there. A peek
+// that finds nothing there now clears readable; one at the host's FIN sets
+// hostEOF. ok is false if the flow ended.
+func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
+	if pos := f.skip + off; pos != f.peekPos {
+		if err := rawSetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, pos); err != nil {
+			f.hostFailed(os.NewSyscallError("setsockopt SO_PEEK_OFF", err))
+			return b, 0, false
+		}
+		f.peekPos = pos
+	}
+	v := buffer.NewViewSize(n)
+	for {
+		m, err := rawPeek(f.fd, v.AsSlice())
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			v.Release()
+			f.readable = false
+			return b, 0, true
+		case err != nil:
+			v.Release()
+			f.hostFailed(os.NewSyscallError("recvfrom", err))
+			return b, 0, false
+		case m == 0:
+			v.Release()
+			f.hostEOF = true
+			return b, 0, true
+		}
+		f.peekPos += m
+		f.qLen = max(f.qLen, off+m)
+		if m < n {
+			v.CapLength(m)
+			if f.finQueued {
+				// The FIN may be next: one more peek tells, so that
+				// it rides on this data.
+				var one [1]byte
+				switch k, err := rawPeek(f.fd, one[:]); {
+				case k == 0 && err == nil:
+					f.hostEOF = true
+				case k > 0:
+					f.peekPos += k
+					f.qLen = max(f.qLen, off+m+k)
+				}
+			} else {
+				// The socket held no more, and had no FIN (or error)
+				// when its events were collected: its next data or
+				// FIN is a new event.
+				f.readable = false
+			}
+		} else if n == f.readSize && f.readSize < relayReadMax {
+			f.readSize = relayReadMax // a bulk flow: peek in large pieces
+		}
+		b.Append(v)
+		return b, m, true
+	}
+}
+
+// discard takes the bytes the guest acknowledged off the host socket's
+// receive queue, which opens the window its peer sees.
+func (f *rflow) discard() error {
+	defer func() { f.peekPos = -1 }() // the kernel moves it back as much; set it again to be sure
+	for f.skip > 0 {
+		n, err := rawDiscard(f.fd, f.skip)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return os.NewSyscallError("recvfrom", err)
+		case n == 0:
+			return fmt.Errorf("recvfrom: %d acknowledged bytes are gone from the socket", f.skip)
+		}
+		f.skip -= n
+	}
+	return nil
 }
 
 // resume goes on after a wait for the relay's budget: it reads what the

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/ustacknet/ustack/portfwd"
 )
 
 // SlirpAPI serves slirp4netns's control protocol (its --api-socket) over a
@@ -29,9 +31,17 @@ import (
 // Errors are {"error": {"desc": "..."}}. proto is tcp, udp, tcp4, udp4,
 // tcp6 or udp6; host_addr defaults to 0.0.0.0 (:: for tcp6 and udp6), as
 // in slirp4netns; guest_addr, if given, must be the guest's address.
+//
+// Forwards are added, removed and listed through the gateway's
+// portfwd.Manager methods, as the control API (package api) does: the ids
+// are this protocol's own, and list_hostfwd leaves out a forward that was
+// removed another way.
 type SlirpAPI struct {
-	gw *Gateway
+	fw    portfwd.Manager              // the gateway's forwards
+	guest func(Forward) netip.AddrPort // the guest's end of a forward
 
+	// mu guards the fields below, and is held over the Manager calls of
+	// add_hostfwd and list_hostfwd. LOCK ORDERING: mu > the gateway's.
 	mu      sync.Mutex
 	nextID  int
 	entries map[int]Forward
@@ -39,7 +49,7 @@ type SlirpAPI struct {
 
 // NewSlirpAPI returns the protocol over gw.
 func NewSlirpAPI(gw *Gateway) *SlirpAPI {
-	return &SlirpAPI{gw: gw, nextID: 1, entries: make(map[int]Forward)}
+	return &SlirpAPI{fw: gw, guest: gw.guestAddr, nextID: 1, entries: make(map[int]Forward)}
 }
 
 // slirpTimeout bounds one request's exchange, and maxSlirpRequest its
@@ -118,19 +128,30 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 		if err != nil {
 			return slirpError("bad request: add_hostfwd: %v", err)
 		}
-		if err := a.gw.AddForward(fwd); err != nil {
+		// Under a.mu, so that a list_hostfwd cannot see the forward
+		// active and its entry missing.
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if err := a.fw.AddForward(fwd); err != nil {
 			return slirpError("add_hostfwd: %v", err)
 		}
-		a.mu.Lock()
 		id := a.nextID
 		a.nextID++
 		a.entries[id] = fwd
-		a.mu.Unlock()
 		return slirpReturn(map[string]int{"id": id})
 	case "list_hostfwd":
 		a.mu.Lock()
+		defer a.mu.Unlock()
+		active := make(map[Forward]bool)
+		for _, f := range a.fw.Forwards() {
+			active[f] = true
+		}
 		ids := make([]int, 0, len(a.entries))
-		for id := range a.entries {
+		for id, f := range a.entries {
+			if !active[f] {
+				delete(a.entries, id) // removed another way
+				continue
+			}
 			ids = append(ids, id)
 		}
 		sort.Ints(ids)
@@ -138,9 +159,8 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 		for _, id := range ids {
 			f := a.entries[id]
 			entries = append(entries, slirpFwd{ID: id, Proto: f.Proto, HostAddr: f.Host.Addr().String(), HostPort: int(f.Host.Port()),
-				GuestAddr: a.gw.guestAddr(f).Addr().String(), GuestPort: int(f.GuestPort)})
+				GuestAddr: a.guest(f).Addr().String(), GuestPort: int(f.GuestPort)})
 		}
-		a.mu.Unlock()
 		return slirpReturn(map[string]any{"entries": entries})
 	case "remove_hostfwd":
 		var f struct {
@@ -162,7 +182,7 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 		if !ok {
 			return slirpError("bad request: remove_hostfwd: id %d not found", *f.ID)
 		}
-		if err := a.gw.RemoveForward(fwd); err != nil && !errors.Is(err, ErrNoForward) {
+		if err := a.fw.RemoveForward(fwd); err != nil && !errors.Is(err, ErrNoForward) {
 			return slirpError("remove_hostfwd: %v", err)
 		}
 		return slirpReturn(map[string]any{})
@@ -213,8 +233,8 @@ func (a *SlirpAPI) forwardOf(f slirpFwd) (Forward, error) {
 	fwd := Forward{Proto: proto, Host: netip.AddrPortFrom(host, uint16(f.HostPort)), GuestPort: uint16(f.GuestPort)}
 	if f.GuestAddr != "" {
 		g, err := netip.ParseAddr(f.GuestAddr)
-		if err != nil || g != a.gw.guestAddr(fwd).Addr() {
-			return Forward{}, fmt.Errorf("bad arguments.guest_addr %q: want the guest's address %s", f.GuestAddr, a.gw.guestAddr(fwd).Addr())
+		if err != nil || g != a.guest(fwd).Addr() {
+			return Forward{}, fmt.Errorf("bad arguments.guest_addr %q: want the guest's address %s", f.GuestAddr, a.guest(fwd).Addr())
 		}
 	}
 	return fwd, nil

@@ -4,6 +4,7 @@ package sandbox
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -167,5 +168,58 @@ func TestNoDNS(t *testing.T) {
 	}
 	if s := w.gw.Stats(); s.DNSQueries != 0 || s.Denied == 0 {
 		t.Errorf("stats %+v: want no DNS query and a denial", s)
+	}
+}
+
+// The slirp4netns protocol goes through the gateway's forward functions,
+// as the control API does: a forward added one way is seen the other
+// way, and one removed through the gateway leaves list_hostfwd.
+func TestSlirpAPISharesForwards(t *testing.T) {
+	w := newWorld(t, nil)
+	a := NewSlirpAPI(w.gw)
+	free, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	do := func(execute, args string) string {
+		var raw json.RawMessage
+		if args != "" {
+			raw = json.RawMessage(args)
+		}
+		b, _ := json.Marshal(a.Do(execute, raw))
+		return string(b)
+	}
+
+	if got := do("add_hostfwd", fmt.Sprintf(`{"proto": "tcp", "host_addr": "127.0.0.1", "host_port": %d, "guest_port": 80}`, port)); got != `{"return":{"id":1}}` {
+		t.Fatalf("add_hostfwd: %s", got)
+	}
+	f, err := ParseForward(fmt.Sprintf("127.0.0.1:%d:80", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.gw.Forwards(); len(got) != 1 || got[0] != f {
+		t.Fatalf("gateway forwards after add_hostfwd: %v, want [%s]", got, f)
+	}
+	if err := w.gw.AddForward(f); !errors.Is(err, ErrForwardExists) {
+		t.Fatalf("AddForward of the forward add_hostfwd added: %v, want ErrForwardExists", err)
+	}
+	if err := w.gw.RemoveForward(f); err != nil {
+		t.Fatal(err)
+	}
+	if got := do("list_hostfwd", ""); got != `{"return":{"entries":[]}}` {
+		t.Errorf("list_hostfwd after RemoveForward: %s, want no entries", got)
+	}
+	if got := do("remove_hostfwd", `{"id": 1}`); !strings.Contains(got, "id 1 not found") {
+		t.Errorf("remove_hostfwd of a forward removed through the gateway: %s, want id 1 not found", got)
+	}
+	// And the other way: added through the gateway, add_hostfwd of the
+	// same forward is refused with the gateway's error.
+	if err := w.gw.AddForward(f); err != nil {
+		t.Fatal(err)
+	}
+	if got := do("add_hostfwd", fmt.Sprintf(`{"proto": "tcp", "host_addr": "127.0.0.1", "host_port": %d, "guest_port": 80}`, port)); !strings.Contains(got, "forward already exists") {
+		t.Errorf("add_hostfwd of a forward the gateway has: %s, want already exists", got)
 	}
 }

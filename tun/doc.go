@@ -96,9 +96,10 @@
 //
 // MultiQueue opens one descriptor per queue, each with its own reader and
 // handoff worker; the kernel spreads flows over the queues. On a 2-core
-// machine one queue measured as fast or faster (see docs/BENCHMARKS.md):
-// the kernel's half of the work runs in the system calls of the same two
-// cores, and extra readers only add wake-ups. BenchmarkDeviceTCP measures
+// machine two queues measured within 0.97-1.09x of one queue's throughput
+// (see docs/BENCHMARKS.md): the kernel's half of the work runs in the
+// system calls of the same two cores, so extra readers gain little, and
+// one queue stays the default. BenchmarkDeviceTCP measures
 // a TCP stream each way; bench/fastpath compares with the kernel.
 //
 // # Why the kernel driver is not songgao/water

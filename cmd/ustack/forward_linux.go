@@ -3,12 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 
 	"github.com/spf13/cobra"
 	"github.com/ustacknet/ustack/api"
-	"github.com/ustacknet/ustack/sandbox"
+	"github.com/ustacknet/ustack/portfwd"
 )
 
 func newForwardCmd() *cobra.Command {
@@ -26,15 +24,19 @@ SPEC is [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], as for sandbox -p.`,
 		}
 		return api.NewClient(path), nil
 	}
-	change := func(method, verb string) *cobra.Command {
+	// change is add or remove: verb names it, done is its past tense and
+	// do its client call.
+	change := func(verb, done string, do func(*api.Client, *cobra.Command, portfwd.Forward) (portfwd.Forward, error)) *cobra.Command {
+		var f portfwd.Forward
 		return &cobra.Command{
 			Use:   verb + " --api PATH SPEC",
 			Short: verb + " a forward",
 			Args: func(c *cobra.Command, args []string) error {
 				if len(args) != 1 {
-					return usageError{fmt.Errorf("forward %s takes one SPEC, [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]", verb)}
+					return usageError{fmt.Errorf("forward %s takes one SPEC, %s", verb, portfwd.Syntax)}
 				}
-				if _, err := sandbox.ParseForward(args[0]); err != nil {
+				var err error
+				if f, err = portfwd.Parse(args[0]); err != nil {
 					return usageError{err}
 				}
 				return nil
@@ -45,11 +47,11 @@ SPEC is [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], as for sandbox -p.`,
 					return err
 				}
 				defer cl.Close()
-				var got string
-				if err := cl.Do(c.Context(), method, "/v1/forwards?spec="+url.QueryEscape(args[0]), nil, &got); err != nil {
+				got, err := do(cl, c, f)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", map[string]string{"add": "added", "remove": "removed"}[verb], got)
+				fmt.Fprintf(c.OutOrStdout(), "%s: %s\n", done, got)
 				return nil
 			},
 		}
@@ -64,16 +66,23 @@ SPEC is [HOSTADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], as for sandbox -p.`,
 				return err
 			}
 			defer cl.Close()
-			var got []string
-			if err := cl.Do(c.Context(), http.MethodGet, "/v1/forwards", nil, &got); err != nil {
+			got, err := cl.Forwards(c.Context())
+			if err != nil {
 				return err
 			}
-			for _, s := range got {
-				fmt.Fprintln(c.OutOrStdout(), s)
+			for _, f := range got {
+				fmt.Fprintln(c.OutOrStdout(), f)
 			}
 			return nil
 		},
 	}
-	c.AddCommand(change(http.MethodPost, "add"), list, change(http.MethodDelete, "remove"))
+	c.AddCommand(
+		change("add", "added", func(cl *api.Client, c *cobra.Command, f portfwd.Forward) (portfwd.Forward, error) {
+			return cl.AddForward(c.Context(), f)
+		}),
+		list,
+		change("remove", "removed", func(cl *api.Client, c *cobra.Command, f portfwd.Forward) (portfwd.Forward, error) {
+			return cl.RemoveForward(c.Context(), f)
+		}))
 	return c
 }

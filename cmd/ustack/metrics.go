@@ -1,17 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
-	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ustacknet/ustack/api"
-	"github.com/ustacknet/ustack/metrics"
 )
 
 // checkMetricsAddr validates a --metrics value: IP:PORT (port 0 picks a
@@ -26,47 +22,33 @@ func checkMetricsAddr(v string) error {
 	return nil
 }
 
-// metricsServer serves Prometheus metrics over TCP at /metrics.
+// metricsServer is the --metrics server: api.ListenMetrics, logged.
 type metricsServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
+	srv *api.MetricsServer
+	log *slog.Logger
 }
 
-// serveMetrics listens on addr (already checked) and serves src there. It
+// serveMetrics serves g's metrics at addr (already checked) over TCP. It
 // prints the address it serves on to out, so that port 0 can be found.
-func serveMetrics(addr string, src metrics.Sources, out io.Writer, log *slog.Logger) (*metricsServer, error) {
-	ln, err := net.Listen("tcp", addr)
+func serveMetrics(addr string, g prometheus.Gatherer, out io.Writer, log *slog.Logger) (*metricsServer, error) {
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics.Handler(src))
-	m := &metricsServer{
-		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		ln:   ln,
-		done: make(chan struct{}),
+	srv, err := api.ListenMetrics(ap, g)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
 	}
-	go func() {
-		defer close(m.done)
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", "err", err)
-		}
-	}()
-	fmt.Fprintf(out, "ustack: metrics on http://%s/metrics\n", ln.Addr())
-	return m, nil
+	fmt.Fprintf(out, "ustack: metrics on http://%s/metrics\n", srv.Addr())
+	return &metricsServer{srv: srv, log: log}, nil
 }
 
-// Close stops the server and waits for it.
+// Close stops the server and waits for it. A nil m does nothing.
 func (m *metricsServer) Close() {
 	if m == nil {
 		return
 	}
-	m.srv.Close()
-	<-m.done
-}
-
-// handleMetrics adds GET /metrics to the API socket.
-func handleMetrics(srv *api.Server, src metrics.Sources) {
-	srv.Handle("GET /metrics", metrics.Handler(src).ServeHTTP)
+	if err := m.srv.Close(); err != nil {
+		m.log.Error("metrics server", "err", err)
+	}
 }

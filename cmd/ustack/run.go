@@ -279,17 +279,16 @@ func runStack(ctx context.Context, c *cobra.Command, f runFlags, cfg stack.Confi
 		}
 		g.HTTP(l, st.Ports)
 	}
-	msrc := metrics.Sources{Ports: st.Ports, Stack: st.GVisor(), Device: func() metrics.DeviceStats { return metrics.DeviceStats(dev.Stats()) }}
+	reg := metrics.NewRegistry(metrics.Sources{Ports: st.Ports, Stack: st.GVisor(), Device: func() metrics.DeviceStats { return metrics.DeviceStats(dev.Stats()) }})
 	if f.apiPath != "" {
-		srv, err := api.Listen(f.apiPath, st)
+		srv, err := api.Listen(f.apiPath, api.Config{Ports: st, Metrics: reg})
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
-		handleMetrics(srv, msrc)
 	}
 	if f.metrics != "" {
-		m, err := serveMetrics(f.metrics, msrc, c.OutOrStdout(), log)
+		m, err := serveMetrics(f.metrics, reg, c.OutOrStdout(), log)
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -142,9 +141,9 @@ normal user it joins the user namespace that owns the network namespace (or
 				ms  *metricsServer
 			)
 			o.Ready = ctl.readyHook(func(gw *sandbox.Gateway, dev *tun.Device) error {
-				msrc := metrics.Sources{Ports: gw.Ports, Stack: gw.Stack().GVisor(), Device: func() metrics.DeviceStats { return metrics.DeviceStats(dev.Stats()) }, Gateway: func() metrics.GatewayStats { return metrics.GatewayStats(gw.Stats()) }}
+				reg := metrics.NewRegistry(metrics.Sources{Ports: gw.Ports, Stack: gw.Stack().GVisor(), Device: func() metrics.DeviceStats { return metrics.DeviceStats(dev.Stats()) }, Gateway: func() metrics.GatewayStats { return metrics.GatewayStats(gw.Stats()) }})
 				if f.metrics != "" {
-					ms, err = serveMetrics(f.metrics, msrc, c.OutOrStdout(), o.Gateway.Logger)
+					ms, err = serveMetrics(f.metrics, reg, c.OutOrStdout(), o.Gateway.Logger)
 					if err != nil {
 						return err
 					}
@@ -152,13 +151,13 @@ normal user it joins the user namespace that owns the network namespace (or
 				if f.apiPath == "" {
 					return nil
 				}
-				srv, err = api.Listen(f.apiPath, gw)
-				if err != nil {
-					return err
-				}
-				serveForwardAPI(srv, gw)
-				handleMetrics(srv, msrc)
-				return nil
+				srv, err = api.Listen(f.apiPath, api.Config{
+					Ports:    gw,
+					Forwards: gw,
+					Stats:    func() api.GatewayStats { return api.GatewayStats(gw.Stats()) },
+					Metrics:  reg,
+				})
+				return err
 			})
 			defer func() {
 				if srv != nil {
@@ -363,49 +362,4 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 		Logger:         f.level.logger(),
 	}
 	return o, nil
-}
-
-// serveForwardAPI adds the forward and stats routes to an API server.
-func serveForwardAPI(srv *api.Server, gw *sandbox.Gateway) {
-	srv.Handle("GET /v1/forwards", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteJSON(w, http.StatusOK, specs(gw.Forwards()))
-	})
-	srv.Handle("POST /v1/forwards", func(w http.ResponseWriter, r *http.Request) {
-		f, err := sandbox.ParseForward(r.URL.Query().Get("spec"))
-		if err != nil {
-			api.WriteError(w, http.StatusBadRequest, err)
-			return
-		}
-		if err := gw.AddForward(f); err != nil {
-			api.WriteError(w, http.StatusConflict, err)
-			return
-		}
-		api.WriteJSON(w, http.StatusCreated, f.String())
-	})
-	srv.Handle("DELETE /v1/forwards", func(w http.ResponseWriter, r *http.Request) {
-		f, err := sandbox.ParseForward(r.URL.Query().Get("spec"))
-		if err != nil {
-			api.WriteError(w, http.StatusBadRequest, err)
-			return
-		}
-		if err := gw.RemoveForward(f); err != nil {
-			api.WriteError(w, http.StatusNotFound, err)
-			return
-		}
-		api.WriteJSON(w, http.StatusOK, f.String())
-	})
-	srv.Handle("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteJSON(w, http.StatusOK, struct {
-			sandbox.Stats
-			Procs int `json:"procs"` // GOMAXPROCS of the gateway (--procs)
-		}{gw.Stats(), runtime.GOMAXPROCS(0)})
-	})
-}
-
-func specs(fs []sandbox.Forward) []string {
-	out := make([]string, len(fs))
-	for i, f := range fs {
-		out[i] = f.String()
-	}
-	return out
 }
