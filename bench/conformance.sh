@@ -50,7 +50,9 @@ for s in $SCENARIOS; do
 done
 "$WORK/conform" peer >"$WORK/peer.out" 2>&1 &
 peer=$!
-trap 'kill $peer 2>/dev/null; wait 2>/dev/null' EXIT
+# A named namespace (pasta's) outlives the script unless deleted.
+NAMED=()
+trap 'kill $peer 2>/dev/null; wait 2>/dev/null; for n in "${NAMED[@]}"; do ip netns delete "$n" 2>/dev/null; done' EXIT
 for _ in $(seq 200); do grep -q '^listening' "$WORK/peer.out" && break; sleep 0.05; done
 port=$(awk '/^listening/ {sub(/.*:/, "", $2); print $2}' "$WORK/peer.out")
 [ -n "$port" ] || { echo "conform peer did not start:" >&2; cat "$WORK/peer.out" >&2; exit 1; }
@@ -134,6 +136,7 @@ run_pasta() { # NAMES
   wait_netns "$guest"
   local name=conformance$guest
   ip netns attach "$name" "$guest"
+  NAMED+=("$name")
   pasta --config-net -f --runas 0 --mtu "$MTU" -t none -u none -T none -U none --netns "$name" >/dev/null 2>&1 &
   local helper=$!
   watch_hwm "$helper" &

@@ -493,7 +493,7 @@ func TestSandboxOutboundAddr(t *testing.T) {
 		t.Fatalf("without --outbound-addr: exit %d, want the kernel's choice 198.18.50.1\n%s", code, out)
 	}
 	code, out = r.run([]string{"--outbound-addr", "198.18.52.1"}, "true")
-	if code != 1 || !strings.Contains(out, "198.18.52.1 is not usable as a source address") {
+	if code != 1 || !strings.Contains(out, `invalid argument "198.18.52.1" for "--outbound-addr" flag: not usable as a source address`) {
 		t.Fatalf("--outbound-addr not of this host: exit %d, want 1 and an error naming it\n%s", code, out)
 	}
 }

@@ -5,7 +5,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 const benchBatch = 64
@@ -20,13 +20,13 @@ func BenchmarkOutbound(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		ReserveHeaderBytes: 20,
 		Payload:            buffer.MakeWithData(make([]byte, 1400)),
 	})
 	pkt.NetworkHeader().Push(20)[0] = 0x45
 	defer pkt.DecRef()
-	var list stack.PacketBufferList
+	var list gvstack.PacketBufferList
 	list.PushBack(pkt)
 	ep := l.LinkEndpoint()
 	bufs := make([][]byte, benchBatch)
@@ -52,8 +52,8 @@ func BenchmarkOutbound(b *testing.B) {
 // nopDispatcher takes inbound packets and does nothing with them.
 type nopDispatcher struct{}
 
-func (nopDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
-func (nopDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer)    {}
+func (nopDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
+func (nopDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer)    {}
 
 // BenchmarkInbound measures one 1420-byte packet into WritePackets (in
 // batches of 64) up to the stack's dispatcher: one copy into pooled packet

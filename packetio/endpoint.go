@@ -3,18 +3,18 @@ package packetio
 import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // endpoint is the stack side of a Link: an IP link without a link-layer
 // header, no link addresses and no offloads beyond Config.TrustChecksums.
 type endpoint struct{ l *Link }
 
-var _ stack.LinkEndpoint = (*endpoint)(nil)
+var _ gvstack.LinkEndpoint = (*endpoint)(nil)
 
 // WritePackets implements stack.LinkWriter: it queues the stack's packets
 // for ReadPackets, waiting for room as the package doc describes.
-func (e *endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (e *endpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
 	return e.l.send(pkts)
 }
 
@@ -35,7 +35,7 @@ func (*endpoint) LinkAddress() tcpip.LinkAddress { return "" }
 func (*endpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
 // Capabilities implements stack.NetworkLinkEndpoint.
-func (e *endpoint) Capabilities() stack.LinkEndpointCapabilities { return e.l.caps }
+func (e *endpoint) Capabilities() gvstack.LinkEndpointCapabilities { return e.l.caps }
 
 // Attach implements stack.NetworkLinkEndpoint. Inbound packets are
 // delivered to the last dispatcher attached; nil detaches, after which
@@ -43,7 +43,7 @@ func (e *endpoint) Capabilities() stack.LinkEndpointCapabilities { return e.l.ca
 // detaches finishes (gVisor tolerates that, as with its channel link):
 // holding a lock across deliveries could deadlock against the stack's
 // own lock, which the stack holds while it detaches.
-func (e *endpoint) Attach(d stack.NetworkDispatcher) {
+func (e *endpoint) Attach(d gvstack.NetworkDispatcher) {
 	if d == nil {
 		e.l.disp.Store(nil)
 		return
@@ -61,11 +61,11 @@ func (*endpoint) Wait() {}
 func (*endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
 
 // AddHeader implements stack.NetworkLinkEndpoint: there is no link header.
-func (*endpoint) AddHeader(*stack.PacketBuffer) {}
+func (*endpoint) AddHeader(*gvstack.PacketBuffer) {}
 
 // ParseHeader implements stack.NetworkLinkEndpoint: there is no link
 // header.
-func (*endpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+func (*endpoint) ParseHeader(*gvstack.PacketBuffer) bool { return true }
 
 // Close implements stack.NetworkLinkEndpoint. The stack calls it when it
 // removes the link; it closes the Link, so that the packet side sees

@@ -13,7 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Defaults and bounds of Config.
@@ -106,10 +106,10 @@ type Stats struct {
 // Link is a packet-level link; see the package doc. Its methods are safe
 // for concurrent use.
 type Link struct {
-	q            chan *stack.PacketBuffer // outbound queue; each packet holds a reference
-	done         chan struct{}            // closed by Close
+	q            chan *gvstack.PacketBuffer // outbound queue; each packet holds a reference
+	done         chan struct{}              // closed by Close
 	blockTimeout time.Duration
-	caps         stack.LinkEndpointCapabilities
+	caps         gvstack.LinkEndpointCapabilities
 	mtu          atomic.Uint32
 	stalled      atomic.Bool // a send timed out; cleared by the next ReadPackets
 	disp         atomic.Pointer[dispatcher]
@@ -130,7 +130,7 @@ type Link struct {
 }
 
 // dispatcher boxes the stack's dispatcher for an atomic.Pointer.
-type dispatcher struct{ d stack.NetworkDispatcher }
+type dispatcher struct{ d gvstack.NetworkDispatcher }
 
 // New returns an open Link configured by cfg, or an error naming the
 // invalid field.
@@ -149,12 +149,12 @@ func New(cfg Config) (*Link, error) {
 		bt = DefaultBlockTimeout
 	}
 	l := &Link{
-		q:            make(chan *stack.PacketBuffer, qlen),
+		q:            make(chan *gvstack.PacketBuffer, qlen),
 		done:         make(chan struct{}),
 		blockTimeout: bt,
 	}
 	if cfg.TrustChecksums {
-		l.caps = stack.CapabilityRXChecksumOffload
+		l.caps = gvstack.CapabilityRXChecksumOffload
 	}
 	l.mtu.Store(uint32(mtu))
 	l.ep.l = l
@@ -164,7 +164,7 @@ func New(cfg Config) (*Link, error) {
 // LinkEndpoint returns the stack side of the link, for stack.Config.Link
 // or gVisor's Stack.CreateNIC. It is the same value on every call. The
 // stack that takes it closes the Link when it removes it.
-func (l *Link) LinkEndpoint() stack.LinkEndpoint { return &l.ep }
+func (l *Link) LinkEndpoint() gvstack.LinkEndpoint { return &l.ep }
 
 // MTU returns the link's current MTU.
 func (l *Link) MTU() int { return int(l.mtu.Load()) }
@@ -219,7 +219,7 @@ func (l *Link) read(cancel <-chan struct{}, bufs [][]byte, sizes []int, offset i
 	}
 	n := 0
 	for n == 0 {
-		var pkt *stack.PacketBuffer
+		var pkt *gvstack.PacketBuffer
 		select {
 		case pkt = <-l.q:
 		case <-l.done:
@@ -256,7 +256,7 @@ func (l *Link) read(cancel <-chan struct{}, bufs [][]byte, sizes []int, offset i
 // copyOut copies pkt's bytes, headers included, into dst, which has room
 // for pkt.Size() bytes. It walks the views instead of calling AsSlices,
 // which allocates.
-func copyOut(dst []byte, pkt *stack.PacketBuffer) {
+func copyOut(dst []byte, pkt *gvstack.PacketBuffer) {
 	views, skip := pkt.AsViewList()
 	n := 0
 	for v := views.Front(); v != nil; v = v.Next() {
@@ -299,7 +299,7 @@ func (l *Link) WritePackets(bufs [][]byte, offset int) (int, error) {
 			l.inDropped.Add(1)
 			continue
 		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b[offset:])})
+		pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(b[offset:])})
 		d.d.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 		l.inPackets.Add(1)
@@ -351,7 +351,7 @@ func (l *Link) isClosed() bool {
 
 // send queues the stack's outbound packets; see the package doc for the
 // back-pressure rules. It returns how many it queued.
-func (l *Link) send(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (l *Link) send(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -384,7 +384,7 @@ var timers = sync.Pool{New: func() any {
 // enqueue queues one reference to pkt, waiting for room as the package doc
 // describes, and reports whether it did. Called with l.mu held for
 // reading.
-func (l *Link) enqueue(pkt *stack.PacketBuffer) bool {
+func (l *Link) enqueue(pkt *gvstack.PacketBuffer) bool {
 	pkt.IncRef()
 	select {
 	case l.q <- pkt:

@@ -17,7 +17,7 @@ import (
 	"github.com/ustacknet/ustack/internal/testnet"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 func newLink(t testing.TB, cfg Config) *Link {
@@ -33,8 +33,8 @@ func newLink(t testing.TB, cfg Config) *Link {
 // packet returns a stack packet whose bytes are hdr (pushed as a network
 // header, as the stack builds packets) followed by payload; released
 // counts its release.
-func packet(hdr, payload []byte, released *atomic.Int32) *stack.PacketBuffer {
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+func packet(hdr, payload []byte, released *atomic.Int32) *gvstack.PacketBuffer {
+	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		ReserveHeaderBytes: len(hdr) + 16,
 		Payload:            buffer.MakeWithData(payload),
 		OnRelease:          func() { released.Add(1) },
@@ -45,8 +45,8 @@ func packet(hdr, payload []byte, released *atomic.Int32) *stack.PacketBuffer {
 
 // stackSend hands pkt to the link as the stack does, dropping the
 // caller's reference afterwards.
-func stackSend(l *Link, pkt *stack.PacketBuffer) tcpip.Error {
-	var list stack.PacketBufferList
+func stackSend(l *Link, pkt *gvstack.PacketBuffer) tcpip.Error {
+	var list gvstack.PacketBufferList
 	list.PushBack(pkt)
 	_, err := l.LinkEndpoint().WritePackets(list)
 	pkt.DecRef()
@@ -330,7 +330,7 @@ type recorder struct {
 	got []string
 }
 
-func (r *recorder) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+func (r *recorder) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	v := pkt.ToView()
 	defer v.Release()
 	r.mu.Lock()
@@ -338,7 +338,7 @@ func (r *recorder) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 	r.got = append(r.got, fmt.Sprintf("%#x %x", proto, v.AsSlice()))
 }
 
-func (*recorder) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+func (*recorder) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
 
 // Inbound: IP packets are delivered with their protocol, copied (the
 // caller may scribble on its buffers afterwards), garbage is dropped and
@@ -420,7 +420,7 @@ func TestEndpointBasics(t *testing.T) {
 	if l.MTU() != 1280 {
 		t.Errorf("MTU after SetMTU %d, want 1280", l.MTU())
 	}
-	if ep.Capabilities() != stack.CapabilityRXChecksumOffload {
+	if ep.Capabilities() != gvstack.CapabilityRXChecksumOffload {
 		t.Errorf("capabilities %v, want RX checksum offload", ep.Capabilities())
 	}
 	if ep.MaxHeaderLength() != 0 || ep.LinkAddress() != "" {

@@ -77,7 +77,7 @@ func (g *Gateway) target(dst netip.AddrPort) (netip.AddrPort, string) {
 	}
 	if a == g.addrs.Gateway.Addr() || (g.addrs.Gateway6.IsValid() && a == g.addrs.Gateway6.Addr()) {
 		if !g.cfg.Policy.AllowHostLoopback {
-			return netip.AddrPort{}, "host loopback is closed (use --allow-host-loopback)"
+			return netip.AddrPort{}, "host loopback is closed (Policy.AllowHostLoopback is off)"
 		}
 		if a.Is4() {
 			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port()), ""

@@ -139,102 +139,6 @@ type Config struct {
 	host *hostDialer // Dial's, when it is the default
 }
 
-// Addrs are the addresses of a sandbox network.
-type Addrs struct {
-	Guest, Gateway, DNS    netip.Prefix // IPv4, with the CIDR's length
-	Guest6, Gateway6, DNS6 netip.Prefix // IPv6; invalid if IPv6 is off
-}
-
-func nth(p netip.Prefix, n byte) netip.Prefix {
-	a := p.Masked().Addr()
-	if a.Is4() {
-		b := a.As4()
-		b[3] += n
-		return netip.PrefixFrom(netip.AddrFrom4(b), p.Bits())
-	}
-	b := a.As16()
-	b[15] += n
-	return netip.PrefixFrom(netip.AddrFrom16(b), p.Bits())
-}
-
-func (c *Config) fill() error {
-	if c.CIDR == (netip.Prefix{}) {
-		c.CIDR = DefaultCIDR
-	}
-	if !c.CIDR.Addr().Is4() || c.CIDR.Bits() < 8 || c.CIDR.Bits() > 25 {
-		return fmt.Errorf("sandbox: CIDR %s: want an IPv4 prefix from /8 to /25 (the guest is .100)", c.CIDR)
-	}
-	c.CIDR = c.CIDR.Masked()
-	if c.CIDR6 == (netip.Prefix{}) {
-		c.CIDR6 = DefaultCIDR6
-	}
-	if !c.CIDR6.Addr().Is6() || c.CIDR6.Addr().Is4In6() || c.CIDR6.Bits() < 64 || c.CIDR6.Bits() > 120 {
-		return fmt.Errorf("sandbox: CIDR6 %s: want an IPv6 prefix from /64 to /120", c.CIDR6)
-	}
-	c.CIDR6 = c.CIDR6.Masked()
-	if c.UDPTimeout == 0 {
-		c.UDPTimeout = DefaultUDPTimeout
-	}
-	if c.UDPTimeout < time.Second {
-		return fmt.Errorf("sandbox: UDPTimeout %v: want at least 1s", c.UDPTimeout)
-	}
-	if c.MaxFlows == 0 {
-		c.MaxFlows = DefaultMaxFlows
-	}
-	if c.MaxFlows < 1 {
-		return fmt.Errorf("sandbox: MaxFlows %d: want at least 1", c.MaxFlows)
-	}
-	if c.MaxSYNs == 0 {
-		c.MaxSYNs = DefaultMaxSYNs
-	}
-	if c.MaxSYNs < 1 {
-		return fmt.Errorf("sandbox: MaxSYNs %d: want at least 1", c.MaxSYNs)
-	}
-	if c.RelayBuffer == 0 {
-		c.RelayBuffer = DefaultRelayBuffer
-	}
-	if c.RelayBuffer < tcprelay.MinBuffer {
-		return fmt.Errorf("sandbox: RelayBuffer %d: want at least %d bytes (64 KiB)", c.RelayBuffer, tcprelay.MinBuffer)
-	}
-	if c.TCPIdleTimeout < 0 {
-		return fmt.Errorf("sandbox: TCPIdleTimeout %v: want 0 (off) or a positive duration", c.TCPIdleTimeout)
-	}
-	if c.TimeWait == 0 {
-		c.TimeWait = DefaultTimeWait
-	}
-	if c.TimeWait < time.Millisecond || c.TimeWait > 10*time.Minute {
-		return fmt.Errorf("sandbox: TimeWait %v: want 1ms to 10m", c.TimeWait)
-	}
-	var out4, out6 netip.Addr
-	for _, a := range c.OutboundAddrs {
-		a = a.Unmap()
-		switch {
-		case !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast():
-			return fmt.Errorf("sandbox: OutboundAddrs: %v: want a global or private unicast address of the host (not loopback, link-local, multicast or unspecified)", a)
-		case a.Is4() && out4.IsValid(), a.Is6() && out6.IsValid():
-			return fmt.Errorf("sandbox: OutboundAddrs: %v: want at most one IPv4 and one IPv6 address", a)
-		case a.Is4():
-			out4 = a
-		default:
-			out6 = a
-		}
-		// Bindable, or not an address of this host.
-		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
-		if err != nil {
-			return fmt.Errorf("sandbox: OutboundAddrs: %v is not usable as a source address here: %w", a, err)
-		}
-		pc.Close()
-	}
-	if c.Dial == nil {
-		c.host = &hostDialer{out4: out4, out6: out6}
-		c.Dial = c.host.dial
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return nil
-}
-
 // hostDialer opens the gateway's host sockets, from the outbound
 // addresses if set.
 type hostDialer struct{ out4, out6 netip.Addr }
@@ -288,28 +192,13 @@ func (d hostDialer) dial(ctx context.Context, network string, addr netip.AddrPor
 	return dd.DialContext(ctx, network, addr.String())
 }
 
-// AddrsOf returns the addresses a Config gives the network.
-func (c Config) AddrsOf() (Addrs, error) {
-	if err := c.fill(); err != nil {
-		return Addrs{}, err
-	}
-	a := Addrs{Guest: nth(c.CIDR, 100), Gateway: nth(c.CIDR, 2), DNS: nth(c.CIDR, 3)}
-	if !c.NoIPv6 {
-		a.Gateway6, a.DNS6 = nth(c.CIDR6, 2), nth(c.CIDR6, 3)
-		g := c.CIDR6.Masked().Addr().As16()
-		g[14], g[15] = 0x01, 0x00
-		a.Guest6 = netip.PrefixFrom(netip.AddrFrom16(g), c.CIDR6.Bits())
-	}
-	return a, nil
-}
-
 // Stats counts what the Gateway did.
 type Stats struct {
 	TCPFlows   uint64 `json:"tcp_flows"`   // guest TCP connections carried
 	UDPFlows   uint64 `json:"udp_flows"`   // guest UDP flows carried
 	DNSQueries uint64 `json:"dns_queries"` // queries to the DNS address
 	Denied     uint64 `json:"denied"`      // flows refused by policy
-	Refused    uint64 `json:"refused"`     // flows refused over --max-flows or failed to dial
+	Refused    uint64 `json:"refused"`     // flows refused over MaxFlows or failed to dial
 	Inbound    uint64 `json:"inbound"`     // connections or flows through forwards
 	Live       int64  `json:"live"`        // flows open now
 }
@@ -339,14 +228,21 @@ type Gateway struct {
 }
 
 // NewGateway builds the stack on cfg.Link and starts serving the guest.
+// A field it refuses gives a *ConfigError.
 func NewGateway(cfg Config) (*Gateway, error) {
 	if cfg.Link == nil {
-		return nil, errors.New("sandbox: Config.Link is nil")
+		return nil, fieldError("Link", nil)
 	}
-	if err := cfg.fill(); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	addrs, _ := cfg.AddrsOf()
+	return newGateway(cfg)
+}
+
+// newGateway is NewGateway for a cfg, with its Link, that check has
+// passed.
+func newGateway(cfg Config) (*Gateway, error) {
+	addrs := cfg.addrs()
 	if len(cfg.DNSUpstream) == 0 {
 		cfg.DNSUpstream = resolvConf("/etc/resolv.conf")
 	}

@@ -24,7 +24,7 @@ func TestOptionsTxQueueLen(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := Options{TxQueueLen: tt.in}
-			cc, err := o.fill()
+			cc, err := o.check()
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("fill() error = %v, want %q", err, tt.wantErr)

@@ -19,7 +19,7 @@ type Policy struct {
 func (p *Policy) verdict(dst netip.Addr) string {
 	for _, d := range p.Deny {
 		if d.Contains(dst) {
-			return "denied by --deny " + d.String()
+			return "denied by Policy.Deny " + d.String()
 		}
 	}
 	if len(p.Allow) > 0 {
@@ -28,7 +28,7 @@ func (p *Policy) verdict(dst netip.Addr) string {
 				return ""
 			}
 		}
-		return "not in any --allow prefix"
+		return "not in any Policy.Allow prefix"
 	}
 	return ""
 }

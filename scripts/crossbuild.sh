@@ -9,7 +9,7 @@
 #   scripts/crossbuild.sh windows/amd64    # some of them
 #   USTACK_CROSS_TARGETS="windows/amd64 darwin/arm64" scripts/test.sh
 #
-# With a warm build cache all five targets cost under 30 s of CPU; from an
+# With a warm build cache all five targets cost about 35 s of CPU; from an
 # empty cache about 110 s of CPU each (docs/BENCHMARKS.md, "Cross-build
 # cost in CI").
 set -euo pipefail

@@ -14,7 +14,9 @@ import (
 
 // addrMu serialises AddAddress, RemoveAddress and SetRoutes of every
 // stack (they are rare), so that the address families the stack reports
-// follow gVisor's table.
+// follow gVisor's table. It guards no field: it orders those calls. It
+// comes before Stack.mu (RemoveAddress takes that under it) and gVisor's
+// locks.
 var addrMu sync.Mutex
 
 // checkAddrPrefix applies Config.Addrs' rules to p.

@@ -3,10 +3,16 @@ package stack
 import (
 	"net/netip"
 	"slices"
+	"syscall"
+
+	"github.com/ustacknet/ustack/internal/errno"
+	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
-// Destination address selection, RFC 6724 section 6, with the stack's
-// own routes and addresses as the sources.
+// Address selection: the order of a name's destination addresses, RFC
+// 6724 section 6, with the stack's own routes and addresses as the
+// sources; the check of a local address a socket asks for (checkLocal);
+// the source address toward a destination (sourceFor).
 
 // policyEntry is a row of the default policy table, RFC 6724 section 2.1.
 type policyEntry struct {
@@ -155,4 +161,38 @@ func (st *Stack) sortRFC6724(addrs []netip.Addr) []netip.Addr {
 		out[i] = c.dst
 	}
 	return out
+}
+
+// checkLocal verifies that a requested local address belongs to the stack
+// and matches the family of remote (if given).
+func (st *Stack) checkLocal(local, remote netip.Addr) error {
+	if !local.IsValid() || local.IsUnspecified() {
+		if remote.IsValid() && ((remote.Is4() && !st.has4.Load()) || (remote.Is6() && !st.has6.Load())) {
+			return errno.Of(syscall.ENETUNREACH)
+		}
+		return nil
+	}
+	if remote.IsValid() && local.Is4() != remote.Is4() {
+		return errno.Of(syscall.EAFNOSUPPORT)
+	}
+	if st.s.CheckLocalAddress(0, netProtoOf(local), tcpAddr(local)) == 0 {
+		return errno.Of(syscall.EADDRNOTAVAIL)
+	}
+	return nil
+}
+
+// sourceFor returns the local address the stack would use toward remote.
+//
+// A TCP endpoint bound to the unspecified address and then connected
+// reserves its port under the unspecified address but, when it is cleaned
+// up, releases it under the connected local address, so gVisor never lets
+// go of the port. Binding to the route's source address up front keeps
+// the two in step.
+func (st *Stack) sourceFor(remote netip.Addr) (netip.Addr, error) {
+	r, terr := st.s.FindRoute(0, tcpip.Address{}, tcpAddr(remote), netProtoOf(remote), false)
+	if terr != nil {
+		return netip.Addr{}, translate(terr)
+	}
+	defer r.Release()
+	return netipAddr(r.LocalAddress()), nil
 }

@@ -40,10 +40,11 @@ type Capture struct {
 	snap int
 	log  *slog.Logger
 
-	dmu sync.Mutex // guards up
+	// dmu guards up. It and mu are leaves, never held together.
+	dmu sync.Mutex
 	up  gvstack.NetworkDispatcher
 
-	mu     sync.Mutex // guards the fields below, and serialises writes to w
+	mu     sync.Mutex // guards the fields below, and serialises writes to w; a leaf
 	w      io.Writer  // nil once stopped
 	err    error      // the write error that stopped the capture
 	buf    []byte     // record being written, reused

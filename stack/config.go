@@ -73,8 +73,9 @@ type Config struct {
 	DNSSearch []string
 
 	// DNSNdots is resolv.conf's ndots option: a name with at least this
-	// many dots is tried as it is before the search domains. Valid: 0
-	// (default, meaning 1) to 15.
+	// many dots is tried as it is before the search domains. Valid:
+	// NdotsZero (resolv.conf's ndots:0: every name is tried as it is
+	// first), 0 (the default, meaning 1), and 1 to 15.
 	DNSNdots int
 
 	// HappyEyeballsDelay is how long DialContext lets a TCP connection
@@ -159,8 +160,8 @@ func (c *Config) Validate() error {
 	if len(c.DNSSearch) > 32 {
 		return fmt.Errorf("ustack: Config.DNSSearch: %d domains; want at most 32", len(c.DNSSearch))
 	}
-	if c.DNSNdots < 0 || c.DNSNdots > 15 {
-		return fmt.Errorf("ustack: Config.DNSNdots %d: want 0 (default 1) to 15", c.DNSNdots)
+	if c.DNSNdots < NdotsZero || c.DNSNdots > 15 {
+		return fmt.Errorf("ustack: Config.DNSNdots %d: want 0 (default 1) to 15, or NdotsZero (%d) for ndots:0", c.DNSNdots, NdotsZero)
 	}
 	if c.HappyEyeballsDelay > time.Minute {
 		return fmt.Errorf("ustack: Config.HappyEyeballsDelay %v: want at most 1m (0 means 300ms, negative turns parallel attempts off)", c.HappyEyeballsDelay)

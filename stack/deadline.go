@@ -9,7 +9,7 @@ import (
 // channel that is closed once the deadline has passed; setting a new
 // deadline replaces the channel if the old one already fired.
 type deadline struct {
-	mu    sync.Mutex // guards the fields below
+	mu    sync.Mutex // guards the fields below; a leaf, taken after a conn's readMu or writeMu
 	timer *time.Timer
 	ch    chan struct{} // closed when the deadline passes
 }
@@ -72,4 +72,33 @@ func (d *deadline) stop() {
 		d.timer.Stop()
 		d.timer = nil
 	}
+}
+
+// connDeadlines are a conn's read and write deadlines, with the setters
+// of net.Conn.
+type connDeadlines struct {
+	rd, wd *deadline
+}
+
+func newConnDeadlines() connDeadlines {
+	return connDeadlines{rd: newDeadline(), wd: newDeadline()}
+}
+
+// SetDeadline implements net.Conn.
+func (d connDeadlines) SetDeadline(t time.Time) error {
+	d.rd.set(t)
+	d.wd.set(t)
+	return nil
+}
+
+// SetReadDeadline implements net.Conn.
+func (d connDeadlines) SetReadDeadline(t time.Time) error { d.rd.set(t); return nil }
+
+// SetWriteDeadline implements net.Conn.
+func (d connDeadlines) SetWriteDeadline(t time.Time) error { d.wd.set(t); return nil }
+
+// stop disarms both timers for good.
+func (d connDeadlines) stop() {
+	d.rd.stop()
+	d.wd.stop()
 }

@@ -8,45 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/net/dns/dnsmessage"
 )
-
-// serveDNS answers A and AAAA queries on pc from records; other names get
-// NXDOMAIN. It stops when pc closes.
-func serveDNS(pc net.PacketConn, records map[string][]netip.Addr) {
-	buf := make([]byte, 1500)
-	for {
-		n, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		var m dnsmessage.Message
-		if m.Unpack(buf[:n]) != nil || len(m.Questions) != 1 {
-			continue
-		}
-		q := m.Questions[0]
-		m.Header.Response = true
-		addrs, ok := records[q.Name.String()]
-		if !ok {
-			m.Header.RCode = dnsmessage.RCodeNameError
-		}
-		for _, a := range addrs {
-			h := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
-			switch {
-			case a.Is4() && q.Type == dnsmessage.TypeA:
-				h.Type = dnsmessage.TypeA
-				m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AResource{A: a.As4()}})
-			case a.Is6() && q.Type == dnsmessage.TypeAAAA:
-				h.Type = dnsmessage.TypeAAAA
-				m.Answers = append(m.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AAAAResource{AAAA: a.As16()}})
-			}
-		}
-		out, err := m.Pack()
-		if err == nil {
-			pc.WriteTo(out, from)
-		}
-	}
-}
 
 func TestLookupHostThroughStack(t *testing.T) {
 	st := newLoopback(t, "", "", func(c *Config) {
@@ -59,9 +21,10 @@ func TestLookupHostThroughStack(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		serveDNS(pc, map[string][]netip.Addr{
+		srv := &dnsServer{ttl: 60, negTTL: 10, records: map[string][]netip.Addr{
 			"svc.test.": {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")},
-		})
+		}}
+		srv.serve(pc)
 	}()
 	defer func() { pc.Close(); <-done }()
 

@@ -44,22 +44,56 @@ type TCPRequest struct {
 
 	st *Stack
 	fr *tcp.ForwarderRequest
+	decision
+}
 
-	mu   sync.Mutex // guards done and conn
+// decision is what a TCPRequest and a UDPRequest share: whether their
+// handler has decided, and how to undo an accept if it then panics.
+type decision struct {
+	// mu guards the fields below. It is held while Accept completes the
+	// handshake or takes the flow's queued datagrams and registers the
+	// conn, so it comes before pendingFlows.mu and Stack.mu.
+	mu   sync.Mutex
 	done bool
-	conn *TCPConn
+	// undo closes the accepted conn; nil until Accept succeeds.
+	undo func()
+}
+
+// decide runs f, Accept's or Refuse's work, under mu unless the request
+// was decided already, and reports whether it ran.
+func (d *decision) decide(f func()) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done {
+		return false
+	}
+	d.done = true
+	f()
+	return true
+}
+
+// undoAccept closes the conn Accept made, if any.
+func (d *decision) undoAccept() {
+	d.mu.Lock()
+	undo := d.undo
+	d.mu.Unlock()
+	if undo != nil {
+		undo()
+	}
 }
 
 // Accept completes the handshake and returns the connection, whose
 // LocalAddr is the original destination and RemoteAddr the client. It is
 // closed with the Stack.
-func (r *TCPRequest) Accept() (*TCPConn, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done {
+func (r *TCPRequest) Accept() (c *TCPConn, err error) {
+	if !r.decide(func() { c, err = r.accept() }) {
 		return nil, ErrRequestDone
 	}
-	r.done = true
+	return c, err
+}
+
+// accept completes the handshake; it runs once, under r.mu.
+func (r *TCPRequest) accept() (*TCPConn, error) {
 	var wq waiter.Queue
 	ep, terr := r.fr.CreateEndpoint(&wq)
 	r.fr.Complete(terr != nil)
@@ -70,20 +104,14 @@ func (r *TCPRequest) Accept() (*TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.conn = c
+	r.undo = c.Abort
 	return c, nil
 }
 
 // Refuse refuses the connection with a reset (RST), as a closed port
 // does. It does nothing after Accept or Refuse.
 func (r *TCPRequest) Refuse() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done {
-		return
-	}
-	r.done = true
-	r.fr.Complete(true)
+	r.decide(func() { r.fr.Complete(true) })
 }
 
 // HandleTCP makes h decide every new TCP connection the stack receives
@@ -120,23 +148,27 @@ func (st *Stack) HandleTCP(h func(*TCPRequest)) error {
 			r.Refuse()
 			return
 		}
-		defer st.handlers.Done()
-		defer func() {
-			if p := recover(); p != nil {
-				st.log.Error("HandleTCP handler panicked; flow refused", "src", r.Src, "dst", r.Dst, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				r.mu.Lock()
-				c := r.conn
-				r.mu.Unlock()
-				if c != nil {
-					c.Abort()
-				}
-			}
-			r.Refuse()
-		}()
-		h(r)
+		// gVisor's forwarder runs each request on a goroutine of its own.
+		st.runHandler("HandleTCP", r.Src, r.Dst, &r.decision, func() { h(r) }, r.Refuse)
 	})
 	st.s.SetTransportProtocolHandler(tcp.ProtocolNumber, f.HandlePacket)
 	return nil
+}
+
+// runHandler runs a handler, counted in by handlerStart, for the request
+// from src to dst whose decision is d. If the handler returns without
+// deciding, or panics, refuse refuses the flow; a panic is logged with
+// its stack as name's, and the conn the handler accepted is closed.
+func (st *Stack) runHandler(name string, src, dst netip.AddrPort, d *decision, handle, refuse func()) {
+	defer st.handlers.Done()
+	defer func() {
+		if p := recover(); p != nil {
+			st.log.Error(name+" handler panicked; flow refused", "src", src, "dst", dst, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			d.undoAccept()
+		}
+		refuse()
+	}()
+	handle()
 }
 
 // handlerStart counts a handler in, unless the stack is closing.
@@ -163,10 +195,7 @@ type UDPRequest struct {
 	fr    *udp.ForwarderRequest
 	first *gvstack.PacketBuffer // the first datagram, fr's; released when decided
 	key   flowKey
-
-	mu   sync.Mutex // guards done and conn
-	done bool
-	conn *UDPConn
+	decision
 }
 
 type flowKey struct {
@@ -177,7 +206,9 @@ type flowKey struct {
 // pendingFlows holds the UDP flows whose handler has not decided yet,
 // with the datagrams that arrived meanwhile.
 type pendingFlows struct {
-	mu    sync.Mutex // guards flows
+	// mu guards flows. It is a leaf, taken on gVisor's inbound path (the
+	// UDP handler) and by the requests after their own locks.
+	mu    sync.Mutex
 	flows map[flowKey][]*gvstack.PacketBuffer
 }
 
@@ -185,24 +216,20 @@ type pendingFlows struct {
 // and those that came while the handler decided (up to 16) are waiting in
 // it. Its LocalAddr is the original destination, its RemoteAddr the
 // client; writes go to the client from the original destination.
-func (r *UDPRequest) Accept() (*UDPConn, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done {
+func (r *UDPRequest) Accept() (c *UDPConn, err error) {
+	if !r.decide(func() { c, err = r.accept() }) {
 		return nil, ErrRequestDone
 	}
-	r.done = true
+	return c, err
+}
+
+// accept makes the flow's socket; it runs once, under r.mu.
+func (r *UDPRequest) accept() (*UDPConn, error) {
 	var wq waiter.Queue
 	ep, terr := r.fr.CreateEndpoint(&wq)
 	r.first.DecRef()
 	queued := r.st.pending.take(r.key)
-	if terr != nil {
-		for _, p := range queued {
-			p.DecRef()
-		}
-		return nil, opError("accept", networkOf("udp", r.Dst.Addr()), r.Dst, r.Src, translate(terr))
-	}
-	if te, ok := ep.(gvstack.TransportEndpoint); ok {
+	if te, ok := ep.(gvstack.TransportEndpoint); terr == nil && ok {
 		for _, p := range queued {
 			te.HandlePacket(r.key.id, p)
 		}
@@ -210,27 +237,26 @@ func (r *UDPRequest) Accept() (*UDPConn, error) {
 	for _, p := range queued {
 		p.DecRef()
 	}
+	if terr != nil {
+		return nil, opError("accept", networkOf("udp", r.Dst.Addr()), r.Dst, r.Src, translate(terr))
+	}
 	c, err := r.st.WrapUDP(ep, &wq)
 	if err != nil {
 		return nil, err
 	}
-	r.conn = c
+	r.undo = func() { c.Close() }
 	return c, nil
 }
 
 // Refuse drops the flow's datagrams. The next datagram of the flow is a
 // new request.
 func (r *UDPRequest) Refuse() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done {
-		return
-	}
-	r.done = true
-	r.first.DecRef()
-	for _, p := range r.st.pending.take(r.key) {
-		p.DecRef()
-	}
+	r.decide(func() {
+		r.first.DecRef()
+		for _, p := range r.st.pending.take(r.key) {
+			p.DecRef()
+		}
+	})
 }
 
 // take removes a flow from the pending set and returns its queued
@@ -291,22 +317,7 @@ func (st *Stack) HandleUDP(h func(*UDPRequest)) error {
 			r.Refuse()
 			return true
 		}
-		go func() {
-			defer st.handlers.Done()
-			defer func() {
-				if p := recover(); p != nil {
-					st.log.Error("HandleUDP handler panicked; flow refused", "src", r.Src, "dst", r.Dst, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-					r.mu.Lock()
-					c := r.conn
-					r.mu.Unlock()
-					if c != nil {
-						c.Close()
-					}
-				}
-				r.Refuse()
-			}()
-			h(r)
-		}()
+		go st.runHandler("HandleUDP", r.Src, r.Dst, &r.decision, func() { h(r) }, r.Refuse)
 		return true
 	}
 	st.s.SetTransportProtocolHandler(udp.ProtocolNumber, handle)

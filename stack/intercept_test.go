@@ -19,7 +19,7 @@ import (
 // lockedBuffer is a bytes.Buffer for a logger written from several
 // goroutines.
 type lockedBuffer struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards b; a leaf
 	b  bytes.Buffer
 }
 

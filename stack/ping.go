@@ -1,22 +1,17 @@
 package stack
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 var (
@@ -60,20 +55,10 @@ func (a *PingAddr) String() string { return a.Addr.String() }
 // goes back to it on Close. Close unblocks pending calls, which then
 // return errors matching net.ErrClosed.
 type PingConn struct {
-	st      *Stack
-	ep      tcpip.Endpoint
-	wq      *waiter.Queue
+	packetConn
 	network string     // "ping4" or "ping6"
 	laddr   netip.Addr // the bound address, possibly unspecified
 	raddr   netip.Addr // the peer, valid when connected
-	poolID  uint16     // the echo identifier if held in the ICMP pool, else 0
-
-	rd, wd  *deadline
-	readMu  sync.Mutex // serialises reads
-	writeMu sync.Mutex // serialises writes
-
-	closeOnce sync.Once
-	closed    chan struct{}
 }
 
 // DialPingAddr makes a connected echo socket to raddr, from laddr (the
@@ -217,9 +202,9 @@ func (st *Stack) ping(op, network string, laddr, raddr netip.Addr) (*PingConn, e
 // below. A connected PingConn sends to raddr explicitly and filters what
 // it reads instead, as a connected ping socket does.
 func (st *Stack) pingWithID(op, network string, laddr, raddr netip.Addr, id uint16) (*PingConn, error) {
-	netProto, transProto := ipv4.ProtocolNumber, icmp.ProtocolNumber4
+	netProto := ipv4.ProtocolNumber
 	if network == "ping6" {
-		netProto, transProto = ipv6.ProtocolNumber, icmp.ProtocolNumber6
+		netProto = ipv6.ProtocolNumber
 	}
 	if laddr.IsValid() && laddr.IsMulticast() {
 		return nil, pingOpError(op, network, laddr, raddr, &net.AddrError{Err: "local address is multicast; want one of the stack's addresses", Addr: laddr.String()})
@@ -240,44 +225,21 @@ func (st *Stack) pingWithID(op, network string, laddr, raddr netip.Addr, id uint
 		}
 		laddr = src
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(transProto, netProto, &wq)
-	if terr != nil {
-		return nil, pingOpError(op, network, laddr, raddr, translate(terr))
-	}
 	bindAddr := laddr
 	if bindAddr.IsValid() && bindAddr.IsUnspecified() {
 		bindAddr = netip.Addr{}
 	}
-	var err error
-	if id != 0 {
-		var owned bool
-		if owned, err = st.reserve(portalloc.ICMP, id); err == nil {
-			if terr := ep.Bind(fullAddr(netip.AddrPortFrom(bindAddr, id))); terr != nil {
-				err = translate(terr)
-				if owned {
-					st.release(portalloc.ICMP, id)
-				}
-			} else if !owned {
-				id = 0 // outside the pool's range: not the pool's to release
-			}
-		}
-	} else {
-		id, err = st.allocate(context.Background(), portalloc.ICMP, bindAddr, netip.AddrPortFrom(raddr, 0), func(p uint16) tcpip.Error {
-			return ep.Bind(fullAddr(netip.AddrPortFrom(bindAddr, p)))
-		})
-	}
+	ep, wq, hold, err := st.openEndpoint(context.Background(), portalloc.ICMP, netProto, netip.AddrPortFrom(bindAddr, id), netip.AddrPortFrom(raddr, 0), false)
 	if err != nil {
-		ep.Close()
 		return nil, pingOpError(op, network, laddr, raddr, err)
 	}
-	c := &PingConn{st: st, ep: ep, wq: &wq, network: network, raddr: raddr, poolID: id,
-		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := &PingConn{network: network, raddr: raddr}
+	c.init(st, ep, wq, hold)
 	c.laddr = laddr
 	if !c.laddr.IsValid() {
 		c.laddr = unspecified(netProto)
 	}
-	if err := st.track(c); err != nil {
+	if err := c.track(); err != nil {
 		c.closeFromStack()
 		return nil, pingOpError(op, network, laddr, raddr, err)
 	}
@@ -289,68 +251,26 @@ func (c *PingConn) ID() uint16 {
 	if a, terr := c.ep.GetLocalAddress(); terr == nil {
 		return a.Port
 	}
-	return c.poolID
+	return c.hold.port
 }
 
 func (c *PingConn) opErr(op string, dst netip.Addr, err error) error {
 	return pingOpError(op, c.network, c.laddr, dst, err)
 }
 
-func (c *PingConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // ReadFromAddr reads one echo reply into b and returns its sender. A
 // reply longer than b is truncated. A connected socket skips replies from
 // other peers.
 func (c *PingConn) ReadFromAddr(b []byte) (int, netip.Addr, error) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	var (
-		entry waiter.Entry
-		ch    chan struct{}
-	)
-	defer func() {
-		if entry.Mask() != 0 {
-			c.wq.EventUnregister(&entry)
-		}
-	}()
-	for {
-		if c.isClosed() {
-			return 0, netip.Addr{}, c.opErr("read", c.raddr, closedErr{})
-		}
-		w := tcpip.SliceWriter(b)
-		res, terr := c.ep.Read(&w, tcpip.ReadOptions{NeedRemoteAddr: true})
-		switch terr.(type) {
-		case nil:
-			from := netipAddr(res.RemoteAddr.Addr)
-			if c.raddr.IsValid() && from != c.raddr {
-				continue
-			}
-			return res.Count, from, nil
-		case *tcpip.ErrWouldBlock:
-		case *tcpip.ErrClosedForReceive:
-			return 0, netip.Addr{}, c.opErr("read", c.raddr, closedErr{})
-		default:
-			return 0, netip.Addr{}, c.opErr("read", c.raddr, translate(terr))
-		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
-			continue
-		}
-		select {
-		case <-ch:
-		case <-c.rd.wait():
-			return 0, netip.Addr{}, c.opErr("read", c.raddr, timeoutErr)
-		case <-c.closed:
-		}
+	var keep func(tcpip.FullAddress) bool
+	if c.raddr.IsValid() {
+		keep = func(from tcpip.FullAddress) bool { return netipAddr(from.Addr) == c.raddr }
 	}
+	n, from, err := c.readFrom(b, keep)
+	if err != nil {
+		return 0, netip.Addr{}, c.opErr("read", c.raddr, err)
+	}
+	return n, netipAddr(from.Addr), nil
 }
 
 // ReadFrom implements net.PacketConn; the address is a *PingAddr.
@@ -434,71 +354,22 @@ func (c *PingConn) write(b []byte, dst netip.Addr) (int, error) {
 	if err := c.checkEcho(b); err != nil {
 		return 0, c.opErr("write", dst, err)
 	}
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
 	to := fullAddr(netip.AddrPortFrom(dst, 0))
-	var (
-		entry waiter.Entry
-		ch    chan struct{}
-		r     bytes.Reader
-	)
-	defer func() {
-		if entry.Mask() != 0 {
-			c.wq.EventUnregister(&entry)
-		}
-	}()
-	for {
-		if c.isClosed() {
-			return 0, c.opErr("write", dst, closedErr{})
-		}
-		select {
-		case <-c.wd.wait():
-			return 0, c.opErr("write", dst, timeoutErr)
-		default:
-		}
-		r.Reset(b)
-		n, terr := c.ep.Write(&r, tcpip.WriteOptions{To: &to})
-		switch terr.(type) {
-		case nil:
-			return int(n), nil
-		case *tcpip.ErrWouldBlock:
-		default:
-			return int(n), c.opErr("write", dst, translate(terr))
-		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
-			continue
-		}
-		select {
-		case <-ch:
-		case <-c.wd.wait():
-		case <-c.closed:
-		}
+	n, err := c.writeTo(b, &to)
+	if err != nil {
+		return n, c.opErr("write", dst, err)
 	}
+	return n, nil
 }
 
 // Close closes the socket and returns its identifier to the ICMP pool.
 // Blocked reads and writes return errors matching net.ErrClosed; so does
 // a second Close.
 func (c *PingConn) Close() error {
-	first := false
-	c.closeOnce.Do(func() { first = true; c.closeLocked() })
-	c.st.untrack(c)
-	if !first {
+	if !c.close() {
 		return c.opErr("close", c.raddr, closedErr{})
 	}
 	return nil
-}
-
-func (c *PingConn) closeFromStack() { c.closeOnce.Do(c.closeLocked) }
-
-func (c *PingConn) closeLocked() {
-	close(c.closed)
-	c.rd.stop()
-	c.wd.stop()
-	c.ep.Close() // unregisters the identifier from gVisor at once
-	c.st.release(portalloc.ICMP, c.poolID)
 }
 
 // LocalAddr returns a *PingAddr carrying the identifier.
@@ -511,12 +382,3 @@ func (c *PingConn) RemoteAddr() net.Addr {
 	}
 	return &PingAddr{Addr: c.raddr}
 }
-
-// SetDeadline implements net.Conn.
-func (c *PingConn) SetDeadline(t time.Time) error { c.rd.set(t); c.wd.set(t); return nil }
-
-// SetReadDeadline implements net.Conn.
-func (c *PingConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
-
-// SetWriteDeadline implements net.Conn.
-func (c *PingConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }

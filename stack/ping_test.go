@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -124,6 +125,49 @@ func TestPingIdentifiersFromPool(t *testing.T) {
 	}
 }
 
+// TestPingPerDestinationPool checks echo sockets on a per-destination
+// ICMP pool: each dial holds its identifier toward its destination, and
+// Close gives it back toward that destination, leaving none held.
+func TestPingPerDestinationPool(t *testing.T) {
+	st := newLoopback(t, "", "", func(c *Config) {
+		c.Ports.ICMP.Range = mustRange(t, "40000-40001")
+		c.Ports.ICMP.Sharing = portalloc.PerDestination
+	})
+	var ids []uint16
+	var conns []net.Conn
+	for i, host := range []string{"127.0.0.1", "127.0.0.2"} {
+		c, err := st.DialContext(context.Background(), "ping4", host)
+		if err != nil {
+			t.Fatalf("dial %s: %v", host, err)
+		}
+		conns = append(conns, c)
+		ids = append(ids, c.(*PingConn).ID())
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(echoRequest(t, "ping4", i, []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := parseReply(t, "ping4", buf[:n]); e.ID != int(ids[i]) || e.Seq != i {
+			t.Errorf("reply from %s: id %d seq %d, want id %d seq %d", host, e.ID, e.Seq, ids[i], i)
+		}
+	}
+	if diff := cmp.Diff([]uint16{40000, 40001}, ids); diff != "" {
+		t.Errorf("identifiers (-want +got):\n%s", diff)
+	}
+	for _, c := range conns {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}
+	if n := inUse(st, portalloc.ICMP); n != 0 {
+		t.Errorf("%d identifiers still held after Close; snapshot %+v", n, st.Allocator().Pool(portalloc.ICMP).Snapshot())
+	}
+}
+
 // TestPingListenPacket checks an unconnected echo socket with an explicit
 // identifier, and that a second socket cannot take it.
 func TestPingListenPacket(t *testing.T) {
@@ -175,42 +219,34 @@ func TestPingBadInput(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name, network, addr, want string
+		listen                    bool // ListenPacket rather than DialContext
 	}{
-		{"unknown network", "icmp", "127.0.0.1", "unknown network icmp; want tcp, tcp4, tcp6, udp, udp4, udp6, ping, ping4 or ping6"},
-		{"multicast v4", "ping4", "224.0.0.1", "ping to a multicast address is not supported; want a unicast address"},
-		{"multicast v6", "ping6", "ff02::1", "ping to a multicast address is not supported; want a unicast address"},
-		{"broadcast", "ping4", "255.255.255.255", "ping to the broadcast address is not supported"},
-		{"unspecified", "ping4", "0.0.0.0", "no destination address"},
-		{"port given", "ping4", "127.0.0.1:80", "a ping address is a host without a port"},
-		{"wrong family", "ping6", "127.0.0.1", "not an IPv6 address"},
-		{"name without DNS", "ping4", "example.test", "no DNS server configured"},
+		{name: "unknown network", network: "icmp", addr: "127.0.0.1", want: "unknown network icmp; want tcp, tcp4, tcp6, udp, udp4, udp6, ping, ping4 or ping6"},
+		{name: "multicast v4", network: "ping4", addr: "224.0.0.1", want: "ping to a multicast address is not supported; want a unicast address"},
+		{name: "multicast v6", network: "ping6", addr: "ff02::1", want: "ping to a multicast address is not supported; want a unicast address"},
+		{name: "broadcast", network: "ping4", addr: "255.255.255.255", want: "ping to the broadcast address is not supported"},
+		{name: "unspecified", network: "ping4", addr: "0.0.0.0", want: "no destination address"},
+		{name: "port given", network: "ping4", addr: "127.0.0.1:80", want: "a ping address is a host without a port"},
+		{name: "wrong family", network: "ping6", addr: "127.0.0.1", want: "not an IPv6 address"},
+		{name: "name without DNS", network: "ping4", addr: "example.test", want: "no DNS server configured"},
+		{name: "listen ping without family", network: "ping", want: "ListenPacket wants ping4 or ping6", listen: true},
+		{name: "listen unknown network", network: "raw", want: "unknown network raw; want udp, udp4, udp6, ping4 or ping6", listen: true},
+		{name: "listen bad identifier", network: "ping4", addr: "127.0.0.1:70000", want: "invalid echo identifier (want 0-65535)", listen: true},
+		{name: "listen name", network: "ping4", addr: "localhost", want: "want a literal IP address", listen: true},
+		{name: "listen multicast local", network: "ping4", addr: "224.0.0.1", want: "local address is multicast", listen: true},
+		{name: "listen foreign local", network: "ping4", addr: "192.0.2.1", want: "cannot assign requested address", listen: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := st.DialContext(ctx, tc.network, tc.addr)
+			var c io.Closer
+			var err error
+			if tc.listen {
+				c, err = st.ListenPacket(tc.network, tc.addr)
+			} else {
+				c, err = st.DialContext(ctx, tc.network, tc.addr)
+			}
 			if err == nil {
 				c.Close()
-				t.Fatalf("dial succeeded")
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not say %q", err, tc.want)
-			}
-		})
-	}
-	for _, tc := range []struct {
-		name, network, addr, want string
-	}{
-		{"ping without family", "ping", "", "ListenPacket wants ping4 or ping6"},
-		{"unknown network", "raw", "", "unknown network raw; want udp, udp4, udp6, ping4 or ping6"},
-		{"bad identifier", "ping4", "127.0.0.1:70000", "invalid echo identifier (want 0-65535)"},
-		{"name", "ping4", "localhost", "want a literal IP address"},
-		{"multicast local", "ping4", "224.0.0.1", "local address is multicast"},
-		{"foreign local", "ping4", "192.0.2.1", "cannot assign requested address"},
-	} {
-		t.Run("listen "+tc.name, func(t *testing.T) {
-			c, err := st.ListenPacket(tc.network, tc.addr)
-			if err == nil {
-				c.Close()
-				t.Fatalf("listen succeeded")
+				t.Fatalf("succeeded; want an error saying %q", tc.want)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not say %q", err, tc.want)

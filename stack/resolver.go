@@ -25,7 +25,7 @@ type resolver struct {
 	ndots  int
 	now    func() time.Time // the cache's clock; time.Now outside tests
 
-	mu    sync.Mutex // guards cache
+	mu    sync.Mutex // guards cache; a leaf: nothing else is locked while it is held
 	cache map[cacheKey]cacheEntry
 }
 
@@ -40,10 +40,17 @@ type cacheEntry struct {
 	expires  time.Time
 }
 
+// NdotsZero is Config.DNSNdots for resolv.conf's ndots:0, which the
+// field's zero value, the default of 1, cannot say.
+const NdotsZero = -1
+
 func newResolver(cfg Config) *resolver {
 	r := &resolver{ndots: cfg.DNSNdots, now: time.Now, cache: make(map[cacheKey]cacheEntry)}
-	if r.ndots == 0 {
+	switch r.ndots {
+	case 0:
 		r.ndots = 1
+	case NdotsZero:
+		r.ndots = 0
 	}
 	for _, d := range cfg.DNSSearch {
 		d = strings.ToLower(d)

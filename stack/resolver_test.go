@@ -24,8 +24,8 @@ type dnsServer struct {
 	ttl     uint32
 	negTTL  uint32
 
-	mu  sync.Mutex
-	log []string // "name type"
+	mu  sync.Mutex // guards log; a leaf
+	log []string   // "name type"
 }
 
 func (s *dnsServer) questions() []string {
@@ -125,6 +125,7 @@ func TestSearchDomainsAndNdots(t *testing.T) {
 		{"found as is: no search", 0, "svc.lab.test", []string{"svc.lab.test."}, true},
 		{"one dot, ndots 2: search first", 2, "svc.lab", []string{"svc.lab.corp.test.", "svc.lab.lab.test.", "svc.lab."}, false},
 		{"rooted: only as is", 0, "svc.", []string{"svc."}, false},
+		{"single label, ndots 0: as is first", NdotsZero, "svc", []string{"svc.", "svc.corp.test.", "svc.lab.test."}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := &dnsServer{ttl: 60, negTTL: 10, records: map[string][]netip.Addr{"svc.lab.test.": addr}}
@@ -287,8 +288,8 @@ func TestResolverBadConfig(t *testing.T) {
 		{"space", Config{DNSSearch: []string{"ok.test", "bad name"}}, `Config.DNSSearch[1] "bad name": label "bad name" has the character ' '; want letters, digits and hyphens`},
 		{"hyphen", Config{DNSSearch: []string{"-corp.test"}}, `label "-corp" starts or ends with a hyphen`},
 		{"long label", Config{DNSSearch: []string{strings.Repeat("a", 64) + ".test"}}, "is 64 bytes long; want at most 63"},
-		{"ndots", Config{DNSNdots: 16}, "Config.DNSNdots 16: want 0 (default 1) to 15"},
-		{"negative ndots", Config{DNSNdots: -1}, "Config.DNSNdots -1"},
+		{"ndots", Config{DNSNdots: 16}, "Config.DNSNdots 16: want 0 (default 1) to 15, or NdotsZero (-1) for ndots:0"},
+		{"negative ndots", Config{DNSNdots: -2}, "Config.DNSNdots -2"},
 		{"fallback delay", Config{HappyEyeballsDelay: time.Hour}, "Config.HappyEyeballsDelay 1h0m0s: want at most 1m"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -34,8 +34,6 @@
 package stack
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -64,6 +62,20 @@ const trapFirst, trapLast = 1, 1023
 
 // Stack is a user-space TCP/IP stack. Its methods are safe for concurrent
 // use.
+//
+// LOCK ORDERING of the package's locks, outer first:
+//
+//	addrMu > Stack.mu
+//	decision.mu (of TCPRequest, UDPRequest) > pendingFlows.mu, Stack.mu
+//	readMu, writeMu (of TCPConn, packetConn) > deadline.mu
+//
+// Stack.mu, reaper.mu, deadline.mu, pendingFlows.mu, resolver.mu,
+// Capture.mu and Capture.dmu are leaves among them: nothing else of this
+// package is locked while one is held. A port pool's lock (portalloc) is
+// held while allocate's Veto binds a gVisor endpoint, so it comes before
+// gVisor's endpoint and port-manager locks. gVisor holds an endpoint's
+// waiter-queue lock while it notifies the reaper, which then takes
+// reaper.mu and a pool's lock: that queue lock comes before both.
 type Stack struct {
 	s     *gvstack.Stack
 	alloc *portalloc.Allocator
@@ -83,7 +95,10 @@ type Stack struct {
 	handlers    sync.WaitGroup // running HandleTCP and HandleUDP handlers and Resolver servers
 	pending     pendingFlows   // UDP flows whose handler is deciding
 
-	mu     sync.Mutex // guards the fields below
+	// mu guards the fields below. It comes after addrMu and the
+	// requests' decision.mu, and before gVisor's endpoint locks
+	// (RemoveAddress reads endpoints' addresses under it).
+	mu     sync.Mutex
 	closed bool
 	// open holds every conn, listener and packet conn not yet closed, so
 	// that Close can close them.
@@ -93,6 +108,31 @@ type Stack struct {
 }
 
 type closer interface{ closeFromStack() }
+
+// closeState is the once-only close of a conn, listener or packet conn.
+type closeState struct {
+	once   sync.Once
+	closed chan struct{} // closed by the close, which unblocks pending calls
+}
+
+func newCloseState() closeState { return closeState{closed: make(chan struct{})} }
+
+// closeOnce runs f unless a close ran already, and reports whether it
+// did.
+func (s *closeState) closeOnce(f func()) bool {
+	first := false
+	s.once.Do(func() { first = true; f() })
+	return first
+}
+
+func (s *closeState) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
 
 // New builds a Stack from cfg, or returns an error naming the invalid
 // field.
@@ -380,153 +420,11 @@ func (st *Stack) SetPortRange(proto portalloc.Protocol, r portalloc.Range) error
 // allocator.
 func (st *Stack) GVisor() *gvstack.Stack { return st.s }
 
-// allocate takes a port from proto's pool, trying bind on each candidate;
-// a candidate gVisor refuses (still bound below) is skipped and stays free
-// in the pool.
-//
-// When the TCP pool is full, allocate first collects ports of endpoints
-// gVisor has let go of but the reaper has not seen yet, and with TIME_WAIT
-// reuse on, takes ports held only by TIME_WAIT. If it is still full and
-// some of its ports belong to connections that are closing (their FIN
-// exchange under way), it waits for one of them, up to closingWait or
-// until ctx is done, rather than fail a dial that would succeed a round
-// trip later; with every port held by a live connection it fails at once.
-func (st *Stack) allocate(ctx context.Context, proto portalloc.Protocol, local netip.Addr, remote netip.AddrPort, bind func(port uint16) tcpip.Error) (uint16, error) {
-	pool := st.alloc.Pool(proto)
-	var bindErr tcpip.Error
-	req := portalloc.Request{
-		Local:  local,
-		Remote: remote,
-		Veto: func(port uint16) bool {
-			err := bind(port)
-			if err == nil {
-				return false
-			}
-			if _, inUse := err.(*tcpip.ErrPortInUse); !inUse {
-				bindErr = err
-			}
-			return true
-		},
+func netProtoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
 	}
-	// A full TCP range is retried below; the pool counts as exhausted
-	// only a dial that finally fails.
-	req.Retry = proto == portalloc.TCP
-	port, err := pool.Allocate(req)
-	// On a per-destination pool only ports held toward remote (or for
-	// every destination) can end this dial's exhaustion.
-	var toward netip.AddrPort
-	if pool.Sharing() == portalloc.PerDestination {
-		toward = remote
-	}
-	var deadline time.Time
-	for err != nil && bindErr == nil && req.Retry && errors.Is(err, portalloc.ErrExhausted) {
-		// Take the channel before collecting, so that a port freed
-		// from here on wakes the wait below.
-		closing, changed := st.reap.closing(toward)
-		n := st.reap.sweep()
-		if st.reuse {
-			n += st.reap.reclaimTimeWait(toward)
-		}
-		if n == 0 {
-			if closing == 0 {
-				break
-			}
-			if deadline.IsZero() {
-				deadline = time.Now().Add(closingWait)
-			}
-			if !waitChange(ctx, changed, deadline) {
-				break
-			}
-		}
-		port, err = pool.Allocate(req)
-	}
-	if err != nil && bindErr == nil && req.Retry && errors.Is(err, portalloc.ErrExhausted) {
-		// Giving up: once more without Retry, so that the failure counts.
-		req.Retry = false
-		port, err = pool.Allocate(req)
-	}
-	if bindErr != nil {
-		if err == nil {
-			pool.ReleaseTo(port, remote)
-		}
-		return 0, translate(bindErr)
-	}
-	return port, err
-}
-
-// tupleInUse reports whether gVisor has an endpoint registered for the
-// connection from local to remote.
-func (st *Stack) tupleInUse(proto tcpip.TransportProtocolNumber, local, remote netip.AddrPort) bool {
-	id := gvstack.TransportEndpointID{
-		LocalPort:     local.Port(),
-		LocalAddress:  tcpAddr(local.Addr()),
-		RemotePort:    remote.Port(),
-		RemoteAddress: tcpAddr(remote.Addr()),
-	}
-	return st.s.FindTransportEndpoint(netProtoOf(remote.Addr()), proto, id, nicID) != nil
-}
-
-// closingWait bounds how long a dial waits for a closing connection's port
-// when the range is full. On a TUN the FIN exchange takes microseconds; a
-// peer that never answers leaves the port held until gVisor's timeouts.
-const closingWait = 250 * time.Millisecond
-
-// waitChange waits until changed is closed, the deadline passes or ctx is
-// done, and reports whether changed was closed.
-func waitChange(ctx context.Context, changed <-chan struct{}, deadline time.Time) bool {
-	d := time.Until(deadline)
-	if d <= 0 {
-		return false
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-changed:
-		return true
-	case <-t.C:
-		return false
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// reserve claims an explicitly requested port in the pool if it lies in
-// the ephemeral range, so that allocation skips it. It reports whether the
-// port must be released later.
-func (st *Stack) reserve(proto portalloc.Protocol, port uint16) (bool, error) {
-	pool := st.alloc.Pool(proto)
-	if !pool.Range().Contains(port) {
-		return false, nil
-	}
-	if err := pool.Reserve(port); err != nil {
-		return false, syscallOf(err)
-	}
-	return true, nil
-}
-
-// syscallOf unwraps a portalloc error to the errno inside it, if any, so
-// that the *net.OpError around it reads like the kernel's.
-func syscallOf(err error) error {
-	var pe *portalloc.PortError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
-
-func (st *Stack) release(proto portalloc.Protocol, port uint16) {
-	st.releaseTo(proto, port, netip.AddrPort{})
-}
-
-// releaseTo releases a port held toward remote, or for every destination
-// if remote is the zero AddrPort.
-func (st *Stack) releaseTo(proto portalloc.Protocol, port uint16, remote netip.AddrPort) {
-	if port == 0 {
-		return
-	}
-	if err := st.alloc.Pool(proto).ReleaseTo(port, remote); err != nil {
-		st.log.Error("releasing port", "proto", proto, "port", port, "remote", remote, "err", err)
-	}
+	return ipv6.ProtocolNumber
 }
 
 func tcpAddr(a netip.Addr) tcpip.Address {
@@ -597,20 +495,4 @@ func (l *mtuLink) SupportedGSO() gvstack.SupportedGSO {
 		return g.SupportedGSO()
 	}
 	return gvstack.GSONotSupported
-}
-
-// sourceFor returns the local address the stack would use toward remote.
-//
-// A TCP endpoint bound to the unspecified address and then connected
-// reserves its port under the unspecified address but, when it is cleaned
-// up, releases it under the connected local address, so gVisor never lets
-// go of the port. Binding to the route's source address up front keeps
-// the two in step.
-func (st *Stack) sourceFor(remote netip.Addr) (netip.Addr, error) {
-	r, terr := st.s.FindRoute(0, tcpip.Address{}, tcpAddr(remote), netProtoOf(remote), false)
-	if terr != nil {
-		return netip.Addr{}, translate(terr)
-	}
-	defer r.Release()
-	return netipAddr(r.LocalAddress()), nil
 }

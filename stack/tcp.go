@@ -15,7 +15,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -37,25 +36,13 @@ type TCPConn struct {
 	network string
 	laddr   netip.AddrPort
 	raddr   netip.AddrPort
-	port    uint16 // pool port to release, 0 if none (accepted conns)
-	// portTo is the remote endpoint port is held toward on a
-	// per-destination pool; the zero AddrPort if it is held for every
-	// destination.
-	portTo netip.AddrPort
+	hold    portHold // the local port, given back when the endpoint leaves the stack
 
-	rd, wd  *deadline
-	readMu  sync.Mutex // serialises Read
-	writeMu sync.Mutex // serialises Write
+	connDeadlines
+	readMu  sync.Mutex // serialises Read; held while waiting, before deadline.mu and gVisor's locks
+	writeMu sync.Mutex // serialises Write; held while waiting, before deadline.mu and gVisor's locks
 
-	closeOnce sync.Once
-	closed    chan struct{}
-}
-
-func netProtoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
-	if a.Is4() {
-		return ipv4.ProtocolNumber
-	}
-	return ipv6.ProtocolNumber
+	closeState
 }
 
 // DialTCPAddrPort connects to raddr from laddr. A zero laddr (or one with
@@ -84,18 +71,12 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 		}
 		laddr = netip.AddrPortFrom(src, laddr.Port())
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(tcp.ProtocolNumber, netProtoOf(raddr.Addr()), &wq)
-	if terr != nil {
-		return nil, opError(op, network, laddr, raddr, translate(terr))
-	}
-	port, portTo, err := st.bindTCP(ctx, ep, laddr, raddr)
+	ep, wq, hold, err := st.openEndpoint(ctx, portalloc.TCP, netProtoOf(raddr.Addr()), laddr, raddr, false)
 	if err != nil {
-		ep.Close()
 		return nil, opError(op, network, laddr, raddr, err)
 	}
-	c := &TCPConn{st: st, ep: ep, wq: &wq, network: network, raddr: raddr, port: port, portTo: portTo,
-		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := newTCPConn(st, ep, wq, network, hold)
+	c.raddr = raddr
 	if err := st.track(c); err != nil {
 		c.abandon()
 		return nil, opError(op, network, laddr, raddr, err)
@@ -103,73 +84,16 @@ func (st *Stack) DialTCPAddrPort(ctx context.Context, laddr, raddr netip.AddrPor
 	if err := c.connect(ctx); err != nil {
 		c.abandon()
 		st.untrack(c)
-		return nil, opError(op, network, netip.AddrPortFrom(laddr.Addr(), port), raddr, err)
+		return nil, opError(op, network, netip.AddrPortFrom(laddr.Addr(), hold.port), raddr, err)
 	}
 	c.fillAddrs()
 	return c, nil
 }
 
-// bindTCP binds ep to laddr, taking the port from the pool when laddr has
-// none. It returns the pool port to release later (0 if none), and the
-// remote endpoint it is held toward (the zero AddrPort if it is held for
-// every destination).
-//
-// On a per-destination pool a dial's port may be bound by connections to
-// other destinations. The endpoint then binds with SO_REUSEADDR, which
-// gVisor keeps as its TupleOnly flag: binds that carry it share the port,
-// a bind without it (a listener, an explicit bind) conflicts with them,
-// and gVisor's demultiplexer still refuses a second endpoint with the
-// same 4-tuple. A candidate whose 4-tuple gVisor still has registered is
-// skipped before the bind.
-func (st *Stack) bindTCP(ctx context.Context, ep tcpip.Endpoint, laddr, raddr netip.AddrPort) (uint16, netip.AddrPort, error) {
-	if laddr.Port() != 0 {
-		owned, err := st.reserve(portalloc.TCP, laddr.Port())
-		if err != nil {
-			return 0, netip.AddrPort{}, err
-		}
-		if terr := ep.Bind(fullAddr(laddr)); terr != nil {
-			if owned {
-				st.release(portalloc.TCP, laddr.Port())
-			}
-			return 0, netip.AddrPort{}, translate(terr)
-		}
-		if owned {
-			return laddr.Port(), netip.AddrPort{}, nil
-		}
-		return 0, netip.AddrPort{}, nil
-	}
-	perDest := raddr.IsValid() && st.alloc.Pool(portalloc.TCP).Sharing() == portalloc.PerDestination
-	if perDest {
-		ep.SocketOptions().SetReuseAddress(true)
-	}
-	port, err := st.allocate(ctx, portalloc.TCP, laddr.Addr(), raddr, func(port uint16) tcpip.Error {
-		if perDest && st.tupleInUse(tcp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), port), raddr) {
-			return &tcpip.ErrPortInUse{}
-		}
-		return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), port)))
-	})
-	if err != nil || !perDest {
-		return port, netip.AddrPort{}, err
-	}
-	return port, raddr, nil
-}
-
-// checkLocal verifies that a requested local address belongs to the stack
-// and matches the family of remote (if given).
-func (st *Stack) checkLocal(local, remote netip.Addr) error {
-	if !local.IsValid() || local.IsUnspecified() {
-		if remote.IsValid() && ((remote.Is4() && !st.has4.Load()) || (remote.Is6() && !st.has6.Load())) {
-			return errno.Of(syscall.ENETUNREACH)
-		}
-		return nil
-	}
-	if remote.IsValid() && local.Is4() != remote.Is4() {
-		return errno.Of(syscall.EAFNOSUPPORT)
-	}
-	if st.s.CheckLocalAddress(0, netProtoOf(local), tcpAddr(local)) == 0 {
-		return errno.Of(syscall.EADDRNOTAVAIL)
-	}
-	return nil
+// newTCPConn makes the conn of a TCP endpoint that holds hold.
+func newTCPConn(st *Stack, ep tcpip.Endpoint, wq *waiter.Queue, network string, hold portHold) *TCPConn {
+	return &TCPConn{st: st, ep: ep, wq: wq, network: network, hold: hold,
+		connDeadlines: newConnDeadlines(), closeState: newCloseState()}
 }
 
 func (c *TCPConn) connect(ctx context.Context) error {
@@ -207,10 +131,9 @@ func (c *TCPConn) fillAddrs() {
 
 // abandon closes an endpoint that never became a usable connection.
 func (c *TCPConn) abandon() {
-	c.closeOnce.Do(func() {
+	c.closeOnce(func() {
 		close(c.closed)
-		c.ep.Close()
-		c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
+		c.st.closeEndpoint(c.ep, c.wq, c.hold)
 	})
 }
 
@@ -232,49 +155,34 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var (
-		entry waiter.Entry
-		ch    chan struct{}
-	)
+	ev := eventWait{wq: c.wq, mask: waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr}
+	defer ev.unregister()
 	for {
 		w := tcpip.SliceWriter(b)
 		res, terr := c.ep.Read(&w, tcpip.ReadOptions{})
 		switch terr.(type) {
 		case nil:
-			if entry.Mask() != 0 {
-				c.wq.EventUnregister(&entry)
-			}
 			return res.Count, nil
 		case *tcpip.ErrWouldBlock:
 		case *tcpip.ErrClosedForReceive:
-			if entry.Mask() != 0 {
-				c.wq.EventUnregister(&entry)
-			}
 			if c.isClosed() || c.st.isClosed() {
 				return 0, c.opErr("read", closedErr{})
 			}
 			return 0, io.EOF
 		default:
-			if entry.Mask() != 0 {
-				c.wq.EventUnregister(&entry)
-			}
 			if c.isClosed() || c.st.isClosed() {
 				return 0, c.opErr("read", closedErr{})
 			}
 			return 0, c.opErr("read", translate(terr))
 		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
+		if ev.register() {
 			continue // re-check after registering, to miss no event
 		}
 		select {
-		case <-ch:
+		case <-ev.ch:
 		case <-c.rd.wait():
-			c.wq.EventUnregister(&entry)
 			return 0, c.opErr("read", timeoutErr)
 		case <-c.closed:
-			c.wq.EventUnregister(&entry)
 			return 0, c.opErr("read", closedErr{})
 		}
 	}
@@ -293,17 +201,12 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 		return 0, c.opErr("write", timeoutErr)
 	default:
 	}
+	ev := eventWait{wq: c.wq, mask: waiter.WritableEvents | waiter.EventHUp | waiter.EventErr}
+	defer ev.unregister()
 	var (
-		entry waiter.Entry
-		ch    chan struct{}
-		n     int
-		r     bytes.Reader
+		n int
+		r bytes.Reader
 	)
-	defer func() {
-		if entry.Mask() != 0 {
-			c.wq.EventUnregister(&entry)
-		}
-	}()
 	for n < len(b) {
 		r.Reset(b[n:])
 		m, terr := c.ep.Write(&r, tcpip.WriteOptions{})
@@ -318,13 +221,11 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 			}
 			return n, c.opErr("write", translate(terr))
 		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
+		if ev.register() {
 			continue
 		}
 		select {
-		case <-ch:
+		case <-ev.ch:
 		case <-c.wd.wait():
 			return n, c.opErr("write", timeoutErr)
 		case <-c.closed:
@@ -334,24 +235,11 @@ func (c *TCPConn) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-func (c *TCPConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // Close closes the connection. Pending Read and Write calls return errors
 // matching net.ErrClosed. A second Close returns such an error too, as
 // with package net.
 func (c *TCPConn) Close() error {
-	first := false
-	c.closeOnce.Do(func() {
-		first = true
-		c.closeLocked()
-	})
+	first := c.closeOnce(c.closeLocked)
 	c.st.untrack(c)
 	if !first {
 		return c.opErr("close", closedErr{})
@@ -360,15 +248,13 @@ func (c *TCPConn) Close() error {
 }
 
 func (c *TCPConn) closeFromStack() {
-	c.closeOnce.Do(c.closeLocked)
+	c.closeOnce(c.closeLocked)
 }
 
 func (c *TCPConn) closeLocked() {
 	close(c.closed)
-	c.rd.stop()
-	c.wd.stop()
-	c.ep.Close()
-	c.st.reap.add(c.ep, c.wq, c.port, c.portTo)
+	c.connDeadlines.stop()
+	c.st.closeEndpoint(c.ep, c.wq, c.hold)
 }
 
 // CloseRead shuts down the reading side.
@@ -405,19 +291,6 @@ func (c *TCPConn) LocalAddrPort() netip.AddrPort { return c.laddr }
 // RemoteAddrPort returns the remote address.
 func (c *TCPConn) RemoteAddrPort() netip.AddrPort { return c.raddr }
 
-// SetDeadline implements net.Conn.
-func (c *TCPConn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	c.wd.set(t)
-	return nil
-}
-
-// SetReadDeadline implements net.Conn.
-func (c *TCPConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
-
-// SetWriteDeadline implements net.Conn.
-func (c *TCPConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
-
 // SetNoDelay controls Nagle's algorithm, as (*net.TCPConn).SetNoDelay.
 func (c *TCPConn) SetNoDelay(noDelay bool) error {
 	c.ep.SocketOptions().SetDelayOption(!noDelay)
@@ -438,11 +311,10 @@ type TCPListener struct {
 	wq      *waiter.Queue
 	network string
 	laddr   netip.AddrPort
-	port    uint16 // pool port to release, 0 if none
+	hold    portHold // the listening port, given back when the endpoint leaves the stack
 	adl     acceptDeadline
 
-	closeOnce sync.Once
-	closed    chan struct{}
+	closeState
 }
 
 // ListenTCPAddrPort listens on laddr. Port 0 takes a port from the TCP
@@ -473,26 +345,17 @@ func (st *Stack) listenTCP(laddr netip.AddrPort, backlog int, v6only bool) (*TCP
 	if st.isClosed() {
 		return nil, opError(op, network, netip.AddrPort{}, laddr, closedErr{})
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
-	if terr != nil {
-		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
-	}
-	if laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified()) {
-		ep.SocketOptions().SetV6Only(true)
-	}
-	port, _, err := st.bindTCP(context.Background(), ep, laddr, netip.AddrPort{})
+	v6only = laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified())
+	ep, wq, hold, err := st.openEndpoint(context.Background(), portalloc.TCP, proto, laddr, netip.AddrPort{}, v6only)
 	if err != nil {
-		ep.Close()
 		return nil, opError(op, network, netip.AddrPort{}, laddr, err)
 	}
 	if backlog <= 0 {
 		backlog = 4096
 	}
-	l := &TCPListener{st: st, ep: ep, wq: &wq, network: network, port: port, closed: make(chan struct{})}
+	l := &TCPListener{st: st, ep: ep, wq: wq, network: network, hold: hold, closeState: newCloseState()}
 	if terr := ep.Listen(backlog); terr != nil {
-		ep.Close()
-		st.reap.add(ep, &wq, port, netip.AddrPort{})
+		st.closeEndpoint(ep, wq, hold)
 		return nil, opError(op, network, netip.AddrPort{}, laddr, translate(terr))
 	}
 	if a, terr := ep.GetLocalAddress(); terr == nil {
@@ -532,8 +395,7 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		nep, nwq, terr := l.ep.Accept(&peer)
 		switch terr.(type) {
 		case nil:
-			c := &TCPConn{st: l.st, ep: nep, wq: nwq, network: l.network,
-				rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+			c := newTCPConn(l.st, nep, nwq, l.network, portHold{proto: portalloc.TCP})
 			c.fillAddrs()
 			if err := l.st.track(c); err != nil {
 				c.abandon()
@@ -555,20 +417,10 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 	}
 }
 
-func (l *TCPListener) isClosed() bool {
-	select {
-	case <-l.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // Close stops listening; a blocked Accept returns net.ErrClosed. A second
 // Close returns such an error too.
 func (l *TCPListener) Close() error {
-	first := false
-	l.closeOnce.Do(func() { first = true; l.closeLocked() })
+	first := l.closeOnce(l.closeLocked)
 	l.st.untrack(l)
 	if !first {
 		return opError("close", l.network, netip.AddrPort{}, l.laddr, closedErr{})
@@ -576,13 +428,12 @@ func (l *TCPListener) Close() error {
 	return nil
 }
 
-func (l *TCPListener) closeFromStack() { l.closeOnce.Do(l.closeLocked) }
+func (l *TCPListener) closeFromStack() { l.closeOnce(l.closeLocked) }
 
 func (l *TCPListener) closeLocked() {
 	close(l.closed)
 	l.adl.get().stop()
-	l.ep.Close()
-	l.st.reap.add(l.ep, l.wq, l.port, netip.AddrPort{})
+	l.st.closeEndpoint(l.ep, l.wq, l.hold)
 }
 
 // Addr returns the listening address as a *net.TCPAddr.

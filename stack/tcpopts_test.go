@@ -13,20 +13,29 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// dialPair returns a connected client conn and the server's accepted
-// conn on a loopback stack.
-func dialPair(t *testing.T, st *Stack) (*TCPConn, *TCPConn) {
+// listenDial returns a listener on a loopback stack and a client conn
+// connected to it (closed at the end of the test), not yet accepted.
+func listenDial(t *testing.T, st *Stack) (*TCPListener, *TCPConn) {
 	t.Helper()
 	l, err := st.ListenTCPAddrPort(netip.MustParseAddrPort("127.0.0.1:0"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
 	c, err := st.DialTCPAddrPort(t.Context(), netip.AddrPort{}, l.AddrPort())
 	if err != nil {
+		l.Close()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return l, c
+}
+
+// dialPair returns a connected client conn and the server's accepted
+// conn on a loopback stack.
+func dialPair(t *testing.T, st *Stack) (*TCPConn, *TCPConn) {
+	t.Helper()
+	l, c := listenDial(t, st)
+	defer l.Close()
 	s, err := l.AcceptTCP()
 	if err != nil {
 		t.Fatal(err)
@@ -113,20 +122,12 @@ func TestNoDelay(t *testing.T) {
 
 func TestListenerDeadline(t *testing.T) {
 	st := newLoopback(t, "", "")
-	l, err := st.ListenTCPAddrPort(netip.MustParseAddrPort("127.0.0.1:0"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := listenDial(t, st)
 	defer l.Close()
 	// A deadline in the past: Accept fails at once, even with a
 	// connection waiting, as package net does.
-	c, err := st.DialTCPAddrPort(t.Context(), netip.AddrPort{}, l.AddrPort())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	l.SetDeadline(time.Now().Add(-time.Second))
-	_, err = l.Accept()
+	_, err := l.Accept()
 	var ne net.Error
 	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("Accept past the deadline = %v, want a timeout", err)

@@ -1,21 +1,16 @@
 package stack
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/netip"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/ustacknet/ustack/internal/errno"
 	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 var (
@@ -27,21 +22,10 @@ var (
 // net.Conn when connected (made by a dial). Its port, if it came from the
 // pool or lies in the ephemeral range, is released on Close.
 type UDPConn struct {
-	st      *Stack
-	ep      tcpip.Endpoint
-	wq      *waiter.Queue
+	packetConn
 	network string
 	laddr   netip.AddrPort
 	raddr   netip.AddrPort // valid when connected
-	port    uint16         // pool port to release, 0 if none
-	portTo  netip.AddrPort // the remote endpoint port is held toward on a per-destination pool; zero if held for all
-
-	rd, wd  *deadline
-	readMu  sync.Mutex // serialises reads
-	writeMu sync.Mutex // serialises writes
-
-	closeOnce sync.Once
-	closed    chan struct{}
 }
 
 // DialUDPAddrPort makes a connected UDP socket to raddr. A zero laddr (or
@@ -82,56 +66,16 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPC
 	if st.isClosed() {
 		return nil, opError(op, network, laddr, raddr, closedErr{})
 	}
-	var wq waiter.Queue
-	ep, terr := st.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
-	if terr != nil {
-		return nil, opError(op, network, laddr, raddr, translate(terr))
-	}
-	if proto == ipv6.ProtocolNumber && laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified()) {
-		ep.SocketOptions().SetV6Only(true)
-	}
-	var port uint16
-	var portTo netip.AddrPort
-	var err error
-	if laddr.Port() != 0 {
-		var owned bool
-		owned, err = st.reserve(portalloc.UDP, laddr.Port())
-		if err == nil {
-			if terr := ep.Bind(fullAddr(laddr)); terr != nil {
-				err = translate(terr)
-				if owned {
-					st.release(portalloc.UDP, laddr.Port())
-				}
-			} else if owned {
-				port = laddr.Port()
-			}
-		}
-	} else {
-		// A connected socket on a per-destination pool shares its port
-		// with sockets connected elsewhere: SO_REUSEADDR (gVisor's
-		// MostRecent flag for UDP) lets the binds coexist, and the pool
-		// keeps each (port, destination) to one socket.
-		perDest := raddr.IsValid() && st.alloc.Pool(portalloc.UDP).Sharing() == portalloc.PerDestination
-		if perDest {
-			ep.SocketOptions().SetReuseAddress(true)
-			portTo = raddr
-		}
-		port, err = st.allocate(context.Background(), portalloc.UDP, laddr.Addr(), raddr, func(p uint16) tcpip.Error {
-			if perDest && st.tupleInUse(udp.ProtocolNumber, netip.AddrPortFrom(laddr.Addr(), p), raddr) {
-				return &tcpip.ErrPortInUse{}
-			}
-			return ep.Bind(fullAddr(netip.AddrPortFrom(laddr.Addr(), p)))
-		})
-	}
+	v6only = proto == ipv6.ProtocolNumber && laddr.Addr().Is6() && (v6only || !laddr.Addr().IsUnspecified())
+	ep, wq, hold, err := st.openEndpoint(context.Background(), portalloc.UDP, proto, laddr, raddr, v6only)
 	if err != nil {
-		ep.Close()
 		return nil, opError(op, network, laddr, raddr, err)
 	}
-	c := &UDPConn{st: st, ep: ep, wq: &wq, network: network, port: port, portTo: portTo,
-		rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := &UDPConn{network: network}
+	c.init(st, ep, wq, hold)
 	if raddr.IsValid() {
 		if terr := ep.Connect(fullAddr(raddr)); terr != nil {
-			c.closeLocked()
+			c.closeFromStack()
 			return nil, opError(op, network, laddr, raddr, translate(terr))
 		}
 	}
@@ -144,7 +88,7 @@ func (st *Stack) udp(op string, laddr, raddr netip.AddrPort, v6only bool) (*UDPC
 	if a, terr := ep.GetRemoteAddress(); terr == nil {
 		c.raddr = addrPortOf(a)
 	}
-	if err := st.track(c); err != nil {
+	if err := c.track(); err != nil {
 		c.closeFromStack()
 		return nil, opError(op, network, laddr, raddr, err)
 	}
@@ -162,56 +106,14 @@ func (c *UDPConn) opErr(op string, dst netip.AddrPort, err error) error {
 	return opError(op, c.network, c.laddr, dst, err)
 }
 
-func (c *UDPConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // ReadFromUDPAddrPort reads one datagram into b. A datagram longer than b
 // is truncated, as with package net.
 func (c *UDPConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	var (
-		entry waiter.Entry
-		ch    chan struct{}
-	)
-	defer func() {
-		if entry.Mask() != 0 {
-			c.wq.EventUnregister(&entry)
-		}
-	}()
-	for {
-		if c.isClosed() {
-			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, closedErr{})
-		}
-		w := tcpip.SliceWriter(b)
-		res, terr := c.ep.Read(&w, tcpip.ReadOptions{NeedRemoteAddr: true})
-		switch terr.(type) {
-		case nil:
-			return res.Count, addrPortOf(res.RemoteAddr), nil
-		case *tcpip.ErrWouldBlock:
-		case *tcpip.ErrClosedForReceive:
-			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, closedErr{})
-		default:
-			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, translate(terr))
-		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
-			continue
-		}
-		select {
-		case <-ch:
-		case <-c.rd.wait():
-			return 0, netip.AddrPort{}, c.opErr("read", c.raddr, timeoutErr)
-		case <-c.closed:
-		}
+	n, from, err := c.readFrom(b, nil)
+	if err != nil {
+		return 0, netip.AddrPort{}, c.opErr("read", c.raddr, err)
 	}
+	return n, addrPortOf(from), nil
 }
 
 // ReadFrom implements net.PacketConn; the address is a *net.UDPAddr.
@@ -240,47 +142,11 @@ func (c *UDPConn) WriteToUDPAddrPort(b []byte, dst netip.AddrPort) (int, error) 
 }
 
 func (c *UDPConn) write(b []byte, to *tcpip.FullAddress, dst netip.AddrPort) (int, error) {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	var (
-		entry waiter.Entry
-		ch    chan struct{}
-		r     bytes.Reader
-	)
-	defer func() {
-		if entry.Mask() != 0 {
-			c.wq.EventUnregister(&entry)
-		}
-	}()
-	for {
-		if c.isClosed() {
-			return 0, c.opErr("write", dst, closedErr{})
-		}
-		select {
-		case <-c.wd.wait():
-			return 0, c.opErr("write", dst, timeoutErr)
-		default:
-		}
-		r.Reset(b)
-		n, terr := c.ep.Write(&r, tcpip.WriteOptions{To: to})
-		switch terr.(type) {
-		case nil:
-			return int(n), nil
-		case *tcpip.ErrWouldBlock:
-		default:
-			return int(n), c.opErr("write", dst, translate(terr))
-		}
-		if entry.Mask() == 0 {
-			entry, ch = waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
-			c.wq.EventRegister(&entry)
-			continue
-		}
-		select {
-		case <-ch:
-		case <-c.wd.wait():
-		case <-c.closed:
-		}
+	n, err := c.writeTo(b, to)
+	if err != nil {
+		return n, c.opErr("write", dst, err)
 	}
+	return n, nil
 }
 
 // WriteTo implements net.PacketConn. addr must be a *net.UDPAddr.
@@ -303,23 +169,10 @@ func (c *UDPConn) Write(b []byte) (int, error) {
 // Close closes the socket and releases its port. Blocked reads and writes
 // return errors matching net.ErrClosed; so does a second Close.
 func (c *UDPConn) Close() error {
-	first := false
-	c.closeOnce.Do(func() { first = true; c.closeLocked() })
-	c.st.untrack(c)
-	if !first {
+	if !c.close() {
 		return c.opErr("close", c.raddr, closedErr{})
 	}
 	return nil
-}
-
-func (c *UDPConn) closeFromStack() { c.closeOnce.Do(c.closeLocked) }
-
-func (c *UDPConn) closeLocked() {
-	close(c.closed)
-	c.rd.stop()
-	c.wd.stop()
-	c.ep.Close() // a UDP endpoint lets go of its port here
-	c.st.releaseTo(portalloc.UDP, c.port, c.portTo)
 }
 
 // LocalAddr returns a *net.UDPAddr.
@@ -335,12 +188,3 @@ func (c *UDPConn) RemoteAddr() net.Addr {
 
 // LocalAddrPort returns the local address.
 func (c *UDPConn) LocalAddrPort() netip.AddrPort { return c.laddr }
-
-// SetDeadline implements net.Conn.
-func (c *UDPConn) SetDeadline(t time.Time) error { c.rd.set(t); c.wd.set(t); return nil }
-
-// SetReadDeadline implements net.Conn.
-func (c *UDPConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
-
-// SetWriteDeadline implements net.Conn.
-func (c *UDPConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"github.com/ustacknet/ustack/portalloc"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -11,7 +12,7 @@ import (
 // Its port did not come from the pool and is not released to it.
 func (st *Stack) WrapTCP(ep tcpip.Endpoint, wq *waiter.Queue) (*TCPConn, error) {
 	network := "tcp4"
-	c := &TCPConn{st: st, ep: ep, wq: wq, rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := newTCPConn(st, ep, wq, "", portHold{proto: portalloc.TCP})
 	c.fillAddrs()
 	if c.raddr.Addr().Is6() {
 		network = "tcp6"
@@ -28,7 +29,8 @@ func (st *Stack) WrapTCP(ep tcpip.Endpoint, wq *waiter.Queue) (*TCPConn, error) 
 // stack's gVisor stack (for example with a udp.Forwarder) into a *UDPConn,
 // which takes ownership of ep. Its port is not released to the pool.
 func (st *Stack) WrapUDP(ep tcpip.Endpoint, wq *waiter.Queue) (*UDPConn, error) {
-	c := &UDPConn{st: st, ep: ep, wq: wq, network: "udp4", rd: newDeadline(), wd: newDeadline(), closed: make(chan struct{})}
+	c := &UDPConn{network: "udp4"}
+	c.init(st, ep, wq, portHold{proto: portalloc.UDP})
 	if a, terr := ep.GetLocalAddress(); terr == nil {
 		c.laddr = addrPortOf(a)
 	}
@@ -38,7 +40,7 @@ func (st *Stack) WrapUDP(ep tcpip.Endpoint, wq *waiter.Queue) (*UDPConn, error) 
 	if c.laddr.Addr().Is6() {
 		c.network = "udp6"
 	}
-	if err := st.track(c); err != nil {
+	if err := c.track(); err != nil {
 		c.closeFromStack()
 		return nil, opError("wrap", c.network, c.laddr, c.raddr, err)
 	}
@@ -48,7 +50,7 @@ func (st *Stack) WrapUDP(ep tcpip.Endpoint, wq *waiter.Queue) (*UDPConn, error) 
 // Abort closes the connection with a reset (RST) instead of an orderly
 // FIN, as SetLinger(0) followed by Close does.
 func (c *TCPConn) Abort() {
-	c.closeOnce.Do(func() {
+	c.closeOnce(func() {
 		c.ep.Abort()
 		c.closeLocked()
 	})

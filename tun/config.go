@@ -32,11 +32,14 @@ const (
 type Config struct {
 	// Name is the interface name, at most 15 bytes. It may contain one
 	// "%d", which the kernel replaces with the lowest free number. Empty
-	// means "tun%d". Open fails if the name is taken.
+	// means "tun%d". Open fails if the name is taken. With DriverFreeBSD a
+	// name other than "tun%d" or tunN (N at most 32767) is given to a
+	// fresh tunN by renaming it, and "%d" is allowed only in "tun%d".
 	Name string
 
 	// MTU is the MTU of the device and of its link endpoint: 0 means
-	// DefaultMTU, otherwise MinMTU..MaxMTU.
+	// DefaultMTU, otherwise MinMTU..MaxMTU (MinMTU..16384 with
+	// DriverFreeBSD, see the package doc).
 	MTU int
 
 	// Addrs are assigned to the device in the kernel, such as 198.18.0.1/24:
@@ -72,7 +75,8 @@ type Config struct {
 	// keeps the kernel's default, 500 for a TUN device; otherwise
 	// 1..MaxTxQueueLen. A queue longer than the default absorbs bursts
 	// the reader cannot take at once, such as when this process waits for
-	// a CPU.
+	// a CPU. DriverFreeBSD refuses it: FreeBSD sets the queue's length
+	// for every interface at boot (net.link.ifqmaxlen).
 	TxQueueLen int
 
 	// NoOffload opens the device without the kernel's offloads
@@ -88,7 +92,8 @@ type Config struct {
 	RequireOffload bool
 
 	// Driver chooses how the device is made: DriverDefault (empty) is
-	// DriverKernel on Linux and DriverWater elsewhere.
+	// DriverKernel on Linux, DriverFreeBSD on FreeBSD and DriverWater
+	// elsewhere.
 	Driver Driver
 }
 
@@ -100,17 +105,26 @@ type checked struct {
 }
 
 // check validates c and fills in defaults. Its errors name the field.
-func (c Config) check() (checked, error) {
+func (c Config) check() (checked, error) { return c.checkOn(runtime.GOOS) }
+
+// checkOn is check on system goos (a GOOS value), so that the rules of
+// every system are tested wherever the tests run.
+func (c Config) checkOn(goos string) (checked, error) {
 	k := checked{Config: c}
 	var err error
-	if k.driver, err = c.Driver.resolve(); err != nil {
+	if k.driver, err = c.Driver.resolveOn(goos); err != nil {
 		return k, err
 	}
 	if err := checkName(c.Name); err != nil {
 		return k, err
 	}
-	if k.driver == DriverWater {
-		if err := c.checkWater(); err != nil {
+	switch k.driver {
+	case DriverWater:
+		if err := c.checkOneQueue(k.driver, goos); err != nil {
+			return k, err
+		}
+	case DriverFreeBSD:
+		if err := c.checkFreeBSD(); err != nil {
 			return k, err
 		}
 	}
@@ -156,14 +170,15 @@ func (c Config) check() (checked, error) {
 	return k, nil
 }
 
-// checkWater refuses what the water driver cannot do, naming the field.
-func (c Config) checkWater() error {
+// checkOneQueue refuses what the drivers with one queue and no offloads
+// (water, freebsd) cannot do, naming the field.
+func (c Config) checkOneQueue(d Driver, goos string) error {
 	switch {
 	case c.MultiQueue || c.Queues > 1:
-		return fmt.Errorf("tun: Config.MultiQueue is not supported with Config.Driver %q, which opens one queue: use Config.Driver %q (Linux) for several", DriverWater, DriverKernel)
+		return fmt.Errorf("tun: Config.MultiQueue is not supported with Config.Driver %q, which opens one queue: use Config.Driver %q (Linux) for several", d, DriverKernel)
 	case c.RequireOffload:
-		return fmt.Errorf("tun: Config.RequireOffload is not supported with Config.Driver %q, which cannot set IFF_VNET_HDR: use Config.Driver %q (Linux) for the offloads", DriverWater, DriverKernel)
-	case c.NetNS != nil && runtime.GOOS != "linux":
+		return fmt.Errorf("tun: Config.RequireOffload is not supported with Config.Driver %q, which cannot set IFF_VNET_HDR: use Config.Driver %q (Linux) for the offloads", d, DriverKernel)
+	case c.NetNS != nil && goos != "linux":
 		return fmt.Errorf("tun: Config.NetNS is Linux-only")
 	}
 	return nil

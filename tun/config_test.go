@@ -53,12 +53,12 @@ func TestConfigCheck(t *testing.T) {
 		{name: "water with offloads required", cfg: Config{Driver: DriverWater, RequireOffload: true}, wantErr: `tun: Config.RequireOffload is not supported with Config.Driver "water", which cannot set IFF_VNET_HDR: use Config.Driver "kernel" (Linux) for the offloads`},
 		{name: "water without offloads", cfg: Config{Driver: DriverWater, NoOffload: true}, mtu: 1500, queues: 1},
 		{name: "offloads required and refused", cfg: Config{RequireOffload: true, NoOffload: true}, wantErr: "tun: Config.RequireOffload and Config.NoOffload contradict each other: set one"},
-		{name: "unknown driver", cfg: Config{Driver: "vpp"}, wantErr: `tun: invalid Config.Driver "vpp": want ` + driverList() + `, or empty for the default`},
+		{name: "unknown driver", cfg: Config{Driver: "vpp"}, wantErr: `tun: invalid Config.Driver "vpp": want kernel or water, or empty for the default`},
 		{name: "route with host bits", cfg: Config{Up: true, Routes: []netip.Prefix{p("198.18.4.1/24")}}, wantErr: "tun: invalid Config.Routes[0] 198.18.4.1/24: host bits set, want 198.18.4.0/24"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := tt.cfg.check()
+			got, err := tt.cfg.checkOn("linux") // TestConfigCheckFreeBSD has FreeBSD's rules
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("check() error = %v, want %q", err, tt.wantErr)
@@ -82,7 +82,11 @@ func TestParseDriver(t *testing.T) {
 		}
 	}
 	want := `unknown driver "tap": want kernel or water`
-	if runtime.GOOS != "linux" {
+	switch runtime.GOOS {
+	case "linux":
+	case "freebsd":
+		want = `unknown driver "tap": want freebsd`
+	default:
 		want = `unknown driver "tap": want water`
 	}
 	if _, err := ParseDriver("tap"); err == nil || err.Error() != want {
@@ -92,7 +96,7 @@ func TestParseDriver(t *testing.T) {
 		t.Errorf("ParseDriver(\"\") succeeded; the empty string is no driver's name")
 	}
 	if runtime.GOOS != "linux" {
-		want := `tun: invalid Config.Driver "kernel": it is Linux-only; on ` + runtime.GOOS + ` use water`
+		want := `tun: invalid Config.Driver "kernel": it is Linux-only; on ` + runtime.GOOS + ` use ` + driverList()
 		if err := (Config{Driver: DriverKernel}).Validate(); err == nil || err.Error() != want {
 			t.Errorf("kernel driver off Linux: %v, want %q", err, want)
 		}

@@ -15,7 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // devPath is the TUN clone device. Tests point it elsewhere.
@@ -29,11 +29,11 @@ var devPath = "/dev/net/tun"
 type Device struct {
 	name    string
 	mtu     int
-	fds     []int              // one per queue, non-blocking, close-on-exec
-	offload bool               // fds have IFF_VNET_HDR and the kernel's offloads
-	tap     bool               // a TAP device: Ethernet frames (fdbased, no offloads)
-	inner   stack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds; waterEndpoint for DriverWater (no fds)
-	stops   []int              // the readers' stop eventfds, which fdbased never closes
+	fds     []int                // one per queue, non-blocking, close-on-exec
+	offload bool                 // fds have IFF_VNET_HDR and the kernel's offloads
+	tap     bool                 // a TAP device: Ethernet frames (fdbased, no offloads)
+	inner   gvstack.LinkEndpoint // vnetEndpoint if offload, else fdbased, over fds; waterEndpoint for DriverWater (no fds)
+	stops   []int                // the readers' stop eventfds, which fdbased never closes
 	link    *linkEndpoint
 
 	closeOnce sync.Once
@@ -431,7 +431,7 @@ func (d *Device) Stats() Stats {
 // There is one per device, and it can be attached to one NIC, once: after
 // its NIC is removed it stays stopped. Writes after Close fail with
 // tcpip.ErrClosedForSend.
-func (d *Device) LinkEndpoint() stack.LinkEndpoint { return d.link }
+func (d *Device) LinkEndpoint() gvstack.LinkEndpoint { return d.link }
 
 // Close removes the device's NIC from its stack (if it is attached to one),
 // stops the endpoint's goroutines and waits for them, and closes the

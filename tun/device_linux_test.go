@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Every test here that touches a real device runs it in a namespace of its
@@ -330,9 +330,9 @@ func TestClose(t *testing.T) {
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
 			}
-			var pkts stack.PacketBufferList
+			var pkts gvstack.PacketBufferList
 			defer pkts.Reset()
-			pkts.PushBack(stack.NewPacketBuffer(stack.PacketBufferOptions{}))
+			pkts.PushBack(gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{}))
 			if n, err := d.LinkEndpoint().WritePackets(pkts); n != 0 || !isClosedForSend(err) {
 				t.Errorf("WritePackets after Close = %d, %v; want 0, %v", n, err, &tcpip.ErrClosedForSend{})
 			}
@@ -609,16 +609,16 @@ func TestOpenInCurrentNamespace(t *testing.T) {
 func TestTeardownUnderLoad(t *testing.T) {
 	tests := []struct {
 		name     string
-		teardown func(s *stack.Stack, d *Device) error
+		teardown func(s *gvstack.Stack, d *Device) error
 	}{
-		{"Stack.Destroy", func(s *stack.Stack, d *Device) error { s.Destroy(); return nil }},
-		{"Stack.RemoveNIC", func(s *stack.Stack, d *Device) error {
+		{"Stack.Destroy", func(s *gvstack.Stack, d *Device) error { s.Destroy(); return nil }},
+		{"Stack.RemoveNIC", func(s *gvstack.Stack, d *Device) error {
 			if err := s.RemoveNIC(nicID); err != nil {
 				return fmt.Errorf("RemoveNIC: %v", err)
 			}
 			return nil
 		}},
-		{"Device.Close", func(s *stack.Stack, d *Device) error { return d.Close() }},
+		{"Device.Close", func(s *gvstack.Stack, d *Device) error { return d.Close() }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -781,7 +781,7 @@ func TestTxQueueLen(t *testing.T) {
 
 // waitNICPackets waits (bounded) until count, applied to the stack's NIC
 // counters, is at least 1: what names the packet awaited.
-func waitNICPackets(t *testing.T, s *stack.Stack, what string, count func(tcpip.NICStats) uint64) {
+func waitNICPackets(t *testing.T, s *gvstack.Stack, what string, count func(tcpip.NICStats) uint64) {
 	t.Helper()
 	testnet.WaitFor(t, 10*time.Second, what, func() error {
 		if n := count(s.NICInfo()[nicID].Stats); n == 0 {

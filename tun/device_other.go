@@ -9,16 +9,17 @@ import (
 	"sync"
 
 	"github.com/songgao/water"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Device is an open TUN device and its gVisor link endpoint. Its methods
-// are safe for concurrent use. Off Linux it is always a water device.
+// are safe for concurrent use. Off Linux it is a FreeBSD tun(4) device
+// (DriverFreeBSD) or a water device.
 type Device struct {
 	name  string
 	mtu   int
-	fds   []int              // always empty: one water queue
-	inner stack.LinkEndpoint // the waterEndpoint, which owns the device
+	fds   []int                // always empty: one water queue
+	inner gvstack.LinkEndpoint // the waterEndpoint, which owns the device (for DriverFreeBSD too)
 	link  *linkEndpoint
 
 	closeOnce sync.Once
@@ -43,13 +44,17 @@ type Device struct {
 	onClose func()
 }
 
-// Open creates a TUN device with the water driver as cfg describes,
-// configures the system's side of it with the system's commands (see
-// ifconfig.go) and returns it. On failure nothing is left open.
+// Open creates a TUN device with the FreeBSD driver (on FreeBSD) or the
+// water driver (elsewhere) as cfg describes, configures the system's side
+// of it with the system's commands (see ifconfig.go and freebsd.go) and
+// returns it. On failure nothing is left open.
 func Open(cfg Config) (*Device, error) {
 	c, err := cfg.check()
 	if err != nil {
 		return nil, err
+	}
+	if c.driver == DriverFreeBSD {
+		return openFreeBSD(c)
 	}
 	wc, err := waterConfig(c)
 	if err != nil {
@@ -77,17 +82,17 @@ func (d *Device) Gone() <-chan struct{} { return d.gone }
 
 func (d *Device) markGone() { d.goneOnce.Do(func() { close(d.gone) }) }
 
-// Name returns the interface name, such as "utun4".
+// Name returns the interface name, such as "utun4" or "tun0".
 func (d *Device) Name() string { return d.name }
 
 // MTU returns the device's MTU.
 func (d *Device) MTU() int { return d.mtu }
 
-// Offload reports false: the water driver has no offloads.
+// Offload reports false: the water and FreeBSD drivers have no offloads.
 func (d *Device) Offload() bool { return false }
 
 // Stats counts the packets the device's reader dropped before gVisor; the
-// water driver drops none (gVisor checks every checksum and counts its
+// water and FreeBSD drivers drop none (gVisor checks every checksum and counts its
 // own drops).
 type Stats struct {
 	ChecksumErrors uint64
@@ -100,10 +105,12 @@ func (d *Device) Stats() Stats { return Stats{} }
 // LinkEndpoint returns the device's link endpoint, for stack.CreateNIC.
 // It can be attached to one NIC, once. Writes after Close fail with
 // tcpip.ErrClosedForSend.
-func (d *Device) LinkEndpoint() stack.LinkEndpoint { return d.link }
+func (d *Device) LinkEndpoint() gvstack.LinkEndpoint { return d.link }
 
 // Close removes the device's NIC from its stack (if attached), stops the
-// reader and waits for it, and closes the device. It is idempotent.
+// reader and waits for it, and closes the device; with DriverFreeBSD it
+// then destroys the interface, which tun(4) keeps after the close. It is
+// idempotent.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
 		d.mu.Lock()

@@ -2,10 +2,12 @@
 // endpoints, so that a user-space stack can exchange IP packets with the
 // kernel; it also provides an in-memory link pair for tests and demos.
 //
-// Two drivers make devices (Config.Driver). On Linux the default,
+// Three drivers make devices (Config.Driver). On Linux the default,
 // DriverKernel, is this package's own code over /dev/net/tun, described
 // below. DriverWater uses github.com/songgao/water, on Linux by choice and
 // on macOS and Windows as the only driver (see "The water driver").
+// DriverFreeBSD is this package's own code over FreeBSD's tun(4), the only
+// driver there (see "The FreeBSD driver").
 //
 // # Devices
 //
@@ -122,8 +124,8 @@
 // Config.Name picks the adapter by its friendly name, and Config.Addrs
 // needs an IPv4 entry, from which the driver answers ARP), and Linux
 // /dev/net/tun. water has no FreeBSD or other BSD support (its latest
-// version answers "not implemented on this platform"), so there Open fails
-// at once, saying so.
+// version answers "not implemented on this platform"): FreeBSD has its
+// own driver, and on the other BSDs Open fails at once, saying so.
 //
 // The link endpoint (water.go) reads and writes one packet per call, as
 // water's API allows, with one reader goroutine that delivers through the
@@ -155,6 +157,73 @@
 // it. The water device reads through Go's poller, so a read deadline in
 // the past stops its reader; on macOS and Windows water's files have no
 // deadlines, so removing the NIC there closes the device.
+//
+// # The FreeBSD driver
+//
+// DriverFreeBSD opens tun(4) with golang.org/x/sys/unix (device_freebsd.go,
+// bsdtun.go). It is compiled, vetted and unit-tested on Linux, but has not
+// been run on FreeBSD.
+//
+// Config.Name chooses the device: empty or "tun%d" opens the cloning
+// device /dev/tun, which makes the next free tunN (this needs root and
+// sysctl net.link.tun.devfs_cloning=1, the default); "tunN" opens
+// /dev/tunN, which makes that unit; any other name without "%d" clones a
+// tunN and renames it (ifconfig tunN name NAME). A name that an interface
+// already has is refused before anything is made (os.ErrExist), since
+// opening /dev/tunN of an existing interface would attach to it. The
+// descriptor is opened with O_CLOEXEC and O_NONBLOCK, and Open then:
+//   - asks for the interface's name (TUNGIFNAME, FreeBSD 13 and later);
+//   - sets the device to broadcast mode (TUNSIFMODE, IFF_BROADCAST): in
+//     its default point-to-point mode FreeBSD refuses an address without a
+//     destination address and routes only that one host, while in
+//     broadcast mode an address with a prefix routes its subnet to the
+//     interface, as on Linux (tun(4) does no ARP or neighbor discovery
+//     in either mode);
+//   - turns on TUNSIFHEAD, so that every packet crossing the descriptor
+//     carries its address family in 4 bytes, big-endian (AF_INET 2,
+//     AF_INET6 28 on FreeBSD): without it tun(4) carries IPv4 only. The
+//     reader strips the header with one readv per packet and skips what is
+//     neither IPv4 nor IPv6; the writer adds it with one writev;
+//   - configures the interface with the commands below.
+//
+// The commands run in this order, each with an exact argument list
+// through os/exec, never through a shell (freebsd.go builds the lists):
+//
+//	ifconfig tunN name NAME                     (for another Config.Name)
+//	ifconfig NAME mtu MTU
+//	ifconfig NAME inet 198.18.0.1/24 alias      (each IPv4 address)
+//	ifconfig NAME inet6 -ifdisabled no_dad      (before the first IPv6 address)
+//	ifconfig NAME inet6 fd00::1/64 alias        (each IPv6 address)
+//	ifconfig NAME up                            (Config.Up)
+//	ifconfig NAME down                          (not Config.Up, with addresses)
+//	route -q -n add -inet 198.18.4.0/24 -interface NAME    (each route;
+//	route -q -n add -inet6 fd00:4::/64 -interface NAME      -inet6 for IPv6)
+//
+// "-ifdisabled" enables IPv6 on an interface that the system made with
+// it off (rc.conf's ipv6_activate_all_interfaces), and "no_dad" skips
+// duplicate address detection, as the kernel driver does on Linux
+// (IFA_F_NODAD): nobody else is on the link. tun(4) sets an interface up
+// when it gets an address, hence "down" without Config.Up.
+//
+// Closing a tun(4) device sets its interface down and removes its
+// addresses and routes, but the interface stays; Device.Close therefore
+// runs "ifconfig NAME destroy" after closing, with the name the device
+// reports then. A failed Open does the same for the interface it made.
+// The reader waits in Go's poller (kqueue) and stops through a read
+// deadline, so detaching the NIC leaves the device open. The endpoint is
+// the water driver's: one queue, no offloads, one system call per packet
+// each way.
+//
+// Limits: Config.MTU is at most 16384, because tun(4) refuses (EIO) a
+// write longer than its TUNMRU, which is 16384 in older releases (FreeBSD
+// 14's sources have 65535), so a larger MTU would lose the stack's largest
+// packets there. Config.TxQueueLen is refused (FreeBSD sets every interface's
+// queue at boot, net.link.ifqmaxlen), as are Config.MultiQueue,
+// Config.RequireOffload and Config.NetNS. On a FreeBSD older than 13,
+// TUNGIFNAME fails and Open says so, but it cannot tell which tunN it
+// cloned, so that interface stays behind. Devices live in the calling
+// process's network stack: FreeBSD's counterpart of a network namespace,
+// a VNET jail, is not supported (Config.NetNS is Linux-only).
 //
 // # Pipe
 //

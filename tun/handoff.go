@@ -5,7 +5,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // maxHandoffQueue is how many packets a handoff worker holds before it
@@ -36,7 +36,7 @@ const maxHandoffBytes = 16 << 20
 // kernel to stack: 134,000 against 230,000-240,000 per second on 2 CPUs,
 // bench/fastpath udp).
 type handoff struct {
-	dispatcher stack.NetworkDispatcher
+	dispatcher gvstack.NetworkDispatcher
 	inline     InlineDispatcher // dispatcher, when it is one
 	workers    []handoffWorker
 	stop       chan struct{} // closed to stop the workers
@@ -54,8 +54,8 @@ type handoffWorker struct {
 
 type queuedPacket struct {
 	proto tcpip.NetworkProtocolNumber
-	pkt   *stack.PacketBuffer // holds a reference
-	link  bool                // DeliverLinkPacket rather than DeliverNetworkPacket
+	pkt   *gvstack.PacketBuffer // holds a reference
+	link  bool                  // DeliverLinkPacket rather than DeliverNetworkPacket
 	// declined by InlineDispatcher.DeliverInline: DeliverDeclined
 	// rather than DeliverNetworkPacket
 	declined bool
@@ -69,19 +69,19 @@ type queuedPacket struct {
 // it declines goes through the hand-off to DeliverDeclined instead of
 // DeliverNetworkPacket, so it is not examined twice.
 type InlineDispatcher interface {
-	stack.NetworkDispatcher
+	gvstack.NetworkDispatcher
 	// DeliverInline handles pkt and reports true, or reports false
 	// and leaves pkt as it was. pkt is the caller's: it is valid only
 	// during the call (IncRef it to keep it). It must not call into the
 	// stack, nor block.
-	DeliverInline(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) bool
+	DeliverInline(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) bool
 	// DeliverDeclined delivers a packet DeliverInline declined, on the
 	// hand-off's worker.
-	DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer)
+	DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer)
 }
 
 // startHandoff starts n workers delivering to dispatcher.
-func startHandoff(dispatcher stack.NetworkDispatcher, n int) *handoff {
+func startHandoff(dispatcher gvstack.NetworkDispatcher, n int) *handoff {
 	inline, _ := dispatcher.(InlineDispatcher)
 	h := &handoff{
 		dispatcher: dispatcher,
@@ -97,10 +97,10 @@ func startHandoff(dispatcher stack.NetworkDispatcher, n int) *handoff {
 	return h
 }
 
-var _ stack.NetworkDispatcher = (*handoff)(nil)
+var _ gvstack.NetworkDispatcher = (*handoff)(nil)
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
-func (h *handoff) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+func (h *handoff) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	if h.inline != nil && h.inline.DeliverInline(proto, pkt) {
 		return
 	}
@@ -108,7 +108,7 @@ func (h *handoff) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *s
 }
 
 // DeliverLinkPacket implements stack.NetworkDispatcher.
-func (h *handoff) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+func (h *handoff) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	h.enqueue(queuedPacket{proto: proto, pkt: pkt, link: true})
 }
 
@@ -190,7 +190,7 @@ func (h *handoff) wait() { h.wg.Wait() }
 // flowHash hashes pkt's addresses, transport protocol and ports (FNV-1a),
 // so that every packet of a flow goes to the same worker and stays in
 // order.
-func flowHash(pkt *stack.PacketBuffer) uint32 {
+func flowHash(pkt *gvstack.PacketBuffer) uint32 {
 	// The reader has not parsed the packet: it is all in Data, whose first
 	// view (128 bytes in fdbased) holds the headers, so this does not copy.
 	b, ok := pkt.Data().PullUp(min(pkt.Data().Size(), header.IPv6MinimumSize+4))

@@ -12,12 +12,12 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // rawPacket builds an unparsed inbound packet, as a reader would: an IP
 // header for src -> dst with protocol UDP, then ports and a payload.
-func rawPacket(src, dst netip.AddrPort, fragOffset uint16, payload byte) *stack.PacketBuffer {
+func rawPacket(src, dst netip.AddrPort, fragOffset uint16, payload byte) *gvstack.PacketBuffer {
 	l4 := make([]byte, 8)
 	binary.BigEndian.PutUint16(l4[0:], src.Port())
 	binary.BigEndian.PutUint16(l4[2:], dst.Port())
@@ -43,7 +43,7 @@ func rawPacket(src, dst netip.AddrPort, fragOffset uint16, payload byte) *stack.
 			DstAddr:           tcpip.AddrFrom16(dst.Addr().As16()),
 		})
 	}
-	return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(append(b, l4...))})
+	return gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(append(b, l4...))})
 }
 
 func TestFlowHash(t *testing.T) {
@@ -87,7 +87,7 @@ type recordingDispatcher struct {
 	total int
 }
 
-func (r *recordingDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+func (r *recordingDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	b := pkt.Data().AsRange().ToSlice()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -96,7 +96,7 @@ func (r *recordingDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber
 	r.total++
 }
 
-func (r *recordingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+func (r *recordingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
 
 // TestHandoffKeepsFlowsInOrder sends interleaved flows through four workers
 // and checks that each flow arrives complete and in order.
@@ -135,14 +135,14 @@ func TestHandoffKeepsFlowsInOrder(t *testing.T) {
 // first one.
 type blockingDispatcher struct{ entered, release chan struct{} }
 
-func (b *blockingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+func (b *blockingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {
 	select {
 	case b.entered <- struct{}{}:
 	default:
 	}
 	<-b.release
 }
-func (b *blockingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+func (b *blockingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {}
 
 // TestHandoffStopDropsQueued fills the queue behind a blocked delivery: it
 // must hold exactly maxHandoffQueue packets and drop the rest, and stopping
@@ -182,7 +182,7 @@ func TestHandoffBoundsBytes(t *testing.T) {
 		for range n {
 			b := make([]byte, size)
 			b[0] = 0x45 // IPv4, for flowHash
-			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+			pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 			h.DeliverNetworkPacket(header.IPv4ProtocolNumber, pkt)
 			pkt.DecRef()
 		}
@@ -211,7 +211,7 @@ type inlineDispatcher struct {
 	bypassed int // packets that reached DeliverNetworkPacket
 }
 
-func (d *inlineDispatcher) DeliverInline(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) bool {
+func (d *inlineDispatcher) DeliverInline(_ tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) bool {
 	b := pkt.Data().AsRange().ToSlice()
 	if b[len(b)-1]%2 == 0 {
 		return false
@@ -222,11 +222,11 @@ func (d *inlineDispatcher) DeliverInline(_ tcpip.NetworkProtocolNumber, pkt *sta
 	return true
 }
 
-func (d *inlineDispatcher) DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+func (d *inlineDispatcher) DeliverDeclined(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	d.declined.DeliverNetworkPacket(proto, pkt)
 }
 
-func (d *inlineDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {
+func (d *inlineDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gvstack.PacketBuffer) {
 	d.mu.Lock()
 	d.bypassed++
 	d.mu.Unlock()

@@ -2,7 +2,7 @@ package tun
 
 import (
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // linkEndpoint is the inner endpoint (fdbased, the offload endpoint or
@@ -10,30 +10,30 @@ import (
 // to the Device: it never touches the descriptors after Close, and never
 // starts its readers twice.
 type linkEndpoint struct {
-	stack.LinkEndpoint // fdbased; what is not overridden passes through
-	d                  *Device
+	gvstack.LinkEndpoint // fdbased; what is not overridden passes through
+	d                    *Device
 }
 
 var (
-	_ stack.LinkEndpoint = (*linkEndpoint)(nil)
-	_ stack.GSOEndpoint  = (*linkEndpoint)(nil)
+	_ gvstack.LinkEndpoint = (*linkEndpoint)(nil)
+	_ gvstack.GSOEndpoint  = (*linkEndpoint)(nil)
 )
 
 // GSOMaxSize implements stack.GSOEndpoint, passing the inner endpoint's
 // through: gVisor finds GSO by a type assertion on the NIC's endpoint.
 func (e *linkEndpoint) GSOMaxSize() uint32 {
-	if g, ok := e.LinkEndpoint.(stack.GSOEndpoint); ok {
+	if g, ok := e.LinkEndpoint.(gvstack.GSOEndpoint); ok {
 		return g.GSOMaxSize()
 	}
 	return 0
 }
 
 // SupportedGSO implements stack.GSOEndpoint.
-func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
-	if g, ok := e.LinkEndpoint.(stack.GSOEndpoint); ok {
+func (e *linkEndpoint) SupportedGSO() gvstack.SupportedGSO {
+	if g, ok := e.LinkEndpoint.(gvstack.GSOEndpoint); ok {
 		return g.SupportedGSO()
 	}
-	return stack.GSONotSupported
+	return gvstack.GSONotSupported
 }
 
 // Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
@@ -44,7 +44,7 @@ func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
 // cannot restart its readers (its stop signal stays raised, and a second
 // stop releases its buffers twice), so once detached, or once the device
 // is closed, the endpoint ignores new dispatchers.
-func (e *linkEndpoint) Attach(dispatcher stack.NetworkDispatcher) {
+func (e *linkEndpoint) Attach(dispatcher gvstack.NetworkDispatcher) {
 	d := e.d
 	d.attachMu.Lock()
 	defer d.attachMu.Unlock()
@@ -82,7 +82,7 @@ func (e *linkEndpoint) Wait() { e.LinkEndpoint.Wait() }
 
 // WritePackets implements stack.LinkWriter. After the device is closed it
 // writes nothing and returns tcpip.ErrClosedForSend.
-func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (e *linkEndpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
 	d := e.d
 	d.mu.RLock()
 	defer d.mu.RUnlock()

@@ -3,7 +3,7 @@ package tun
 import (
 	"reflect"
 
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // fdbasedStopFDs returns the eventfds that fdbased.New created to stop its
@@ -12,7 +12,7 @@ import (
 // (endpoint.inboundDispatchers[i].StopFD.EFD). If gVisor changes that
 // layout this returns what it can find, and TestCloseReleasesDescriptors
 // catches the leak.
-func fdbasedStopFDs(ep stack.LinkEndpoint) []int {
+func fdbasedStopFDs(ep gvstack.LinkEndpoint) []int {
 	v := reflect.ValueOf(ep)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return nil

@@ -8,7 +8,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // pipeQueueLen is how many packets each direction of a Pipe buffers before
@@ -50,10 +50,10 @@ func NewPipe(mtu int) (*Pipe, error) {
 }
 
 // A returns one end of the pipe.
-func (p *Pipe) A() stack.LinkEndpoint { return p.a }
+func (p *Pipe) A() gvstack.LinkEndpoint { return p.a }
 
 // B returns the other end of the pipe.
-func (p *Pipe) B() stack.LinkEndpoint { return p.b }
+func (p *Pipe) B() gvstack.LinkEndpoint { return p.b }
 
 // Close stops the copying goroutines and waits for them, then closes both
 // endpoints, dropping queued packets; writes after Close fail with
@@ -85,7 +85,7 @@ func (p *Pipe) forward(ctx context.Context, from, to *channel.Endpoint) {
 // deliver injects a fresh packet with pkt's bytes into to. The new packet
 // shares pkt's storage copy-on-write (as gVisor's link/pipe does) but none
 // of its metadata, as if it had crossed a wire.
-func deliver(to *channel.Endpoint, pkt *stack.PacketBuffer) {
+func deliver(to *channel.Endpoint, pkt *gvstack.PacketBuffer) {
 	// A stack's outbound packet has its IP header as the network header.
 	first := pkt.NetworkHeader().Slice()
 	if len(first) == 0 {
@@ -106,7 +106,7 @@ func deliver(to *channel.Endpoint, pkt *stack.PacketBuffer) {
 	if proto == 0 {
 		return // not IP: a TUN device would not carry it either
 	}
-	in := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: pkt.ToBuffer()})
+	in := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: pkt.ToBuffer()})
 	to.InjectInbound(proto, in)
 	in.DecRef()
 }

@@ -9,7 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // TestPipeTCPEcho runs a TCP echo between two gVisor stacks joined by a
@@ -143,9 +143,9 @@ func TestPipeClose(t *testing.T) {
 		p.Close()
 		p.Close()
 		// The stack still has its NIC, but nothing goes out any more.
-		var pkts stack.PacketBufferList
+		var pkts gvstack.PacketBufferList
 		defer pkts.Reset()
-		pkts.PushBack(stack.NewPacketBuffer(stack.PacketBufferOptions{}))
+		pkts.PushBack(gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{}))
 		if n, err := p.A().WritePackets(pkts); n != 0 || err == nil {
 			t.Errorf("WritePackets after Close = %d, %v; want 0, %v", n, err, &tcpip.ErrClosedForSend{})
 		}
@@ -172,8 +172,8 @@ func TestPipeDropsNonIP(t *testing.T) {
 	sa := newStack(t, p.A(), netip.PrefixFrom(a.Addr(), 24))
 	sb := newStack(t, p.B(), netip.PrefixFrom(b.Addr(), 24))
 
-	var pkts stack.PacketBufferList
-	pkts.PushBack(stack.NewPacketBuffer(stack.PacketBufferOptions{
+	var pkts gvstack.PacketBufferList
+	pkts.PushBack(gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		Payload: buffer.MakeWithData([]byte{0x50, 1, 2, 3, 4, 5, 6, 7}),
 	}))
 	n, werr := p.A().WritePackets(pkts)

@@ -15,7 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
@@ -25,11 +25,11 @@ const nicID = 1
 // newStack returns a gVisor stack with ep as NIC 1, the given addresses on
 // it, and default routes through it. The test destroys it at the end unless
 // it does so itself first.
-func newStack(t testing.TB, ep stack.LinkEndpoint, addrs ...netip.Prefix) *stack.Stack {
+func newStack(t testing.TB, ep gvstack.LinkEndpoint, addrs ...netip.Prefix) *gvstack.Stack {
 	t.Helper()
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	s := gvstack.New(gvstack.Options{
+		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
 	t.Cleanup(s.Destroy)
 	if err := s.CreateNIC(nicID, ep); err != nil {
@@ -43,7 +43,7 @@ func newStack(t testing.TB, ep stack.LinkEndpoint, addrs ...netip.Prefix) *stack
 				PrefixLen: p.Bits(),
 			},
 		}
-		if err := s.AddProtocolAddress(nicID, pa, stack.AddressProperties{}); err != nil {
+		if err := s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); err != nil {
 			t.Fatalf("AddProtocolAddress(%v): %v", p, err)
 		}
 	}
@@ -120,7 +120,7 @@ func exchange(t *testing.T, c net.Conn, n int) {
 }
 
 // dialTCP dials addr from s.
-func dialTCP(t testing.TB, s *stack.Stack, addr netip.AddrPort) *gonet.TCPConn {
+func dialTCP(t testing.TB, s *gvstack.Stack, addr netip.AddrPort) *gonet.TCPConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -132,7 +132,7 @@ func dialTCP(t testing.TB, s *stack.Stack, addr netip.AddrPort) *gonet.TCPConn {
 }
 
 // listenTCP listens on addr in s.
-func listenTCP(t testing.TB, s *stack.Stack, addr netip.AddrPort) *gonet.TCPListener {
+func listenTCP(t testing.TB, s *gvstack.Stack, addr netip.AddrPort) *gonet.TCPListener {
 	t.Helper()
 	l, err := gonet.ListenTCP(s, fullAddr(addr), protoOf(addr.Addr()))
 	if err != nil {

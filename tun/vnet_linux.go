@@ -14,7 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/rawfile"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // The offload path: a TUN descriptor opened with IFF_VNET_HDR carries a
@@ -120,15 +120,15 @@ type vnetEndpoint struct {
 
 	mu         sync.RWMutex // guards the fields below
 	mtu        uint32
-	dispatcher stack.NetworkDispatcher
+	dispatcher gvstack.NetworkDispatcher
 	started    bool // the readers were started (they cannot be restarted)
 	stopped    bool
 	released   bool
 }
 
 var (
-	_ stack.LinkEndpoint = (*vnetEndpoint)(nil)
-	_ stack.GSOEndpoint  = (*vnetEndpoint)(nil)
+	_ gvstack.LinkEndpoint = (*vnetEndpoint)(nil)
+	_ gvstack.GSOEndpoint  = (*vnetEndpoint)(nil)
 )
 
 // newVnetEndpoint makes the endpoint over fds, which must be non-blocking.
@@ -167,7 +167,7 @@ func (e *vnetEndpoint) release() {
 }
 
 // Attach implements stack.LinkEndpoint.
-func (e *vnetEndpoint) Attach(dispatcher stack.NetworkDispatcher) {
+func (e *vnetEndpoint) Attach(dispatcher gvstack.NetworkDispatcher) {
 	e.mu.Lock()
 	if dispatcher == nil {
 		e.dispatcher = nil
@@ -241,18 +241,18 @@ func (*vnetEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 // reader's business (see rxcsum.go), so gVisor does not sum them again;
 // outbound ones gVisor fills, except on GSO packets, whose checksum the
 // kernel completes.
-func (*vnetEndpoint) Capabilities() stack.LinkEndpointCapabilities {
-	return stack.CapabilityRXChecksumOffload
+func (*vnetEndpoint) Capabilities() gvstack.LinkEndpointCapabilities {
+	return gvstack.CapabilityRXChecksumOffload
 }
 
 // ARPHardwareType implements stack.LinkEndpoint.
 func (*vnetEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
 
 // AddHeader implements stack.LinkEndpoint: there is no link header.
-func (*vnetEndpoint) AddHeader(*stack.PacketBuffer) {}
+func (*vnetEndpoint) AddHeader(*gvstack.PacketBuffer) {}
 
 // ParseHeader implements stack.LinkEndpoint: there is no link header.
-func (*vnetEndpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+func (*vnetEndpoint) ParseHeader(*gvstack.PacketBuffer) bool { return true }
 
 // Close implements stack.LinkEndpoint; the Device closes the descriptors.
 func (*vnetEndpoint) Close() {}
@@ -264,13 +264,13 @@ func (*vnetEndpoint) SetOnCloseAction(func()) {}
 func (*vnetEndpoint) GSOMaxSize() uint32 { return gsoMaxSize }
 
 // SupportedGSO implements stack.GSOEndpoint: the kernel segments.
-func (*vnetEndpoint) SupportedGSO() stack.SupportedGSO { return stack.HostGSOSupported }
+func (*vnetEndpoint) SupportedGSO() gvstack.SupportedGSO { return gvstack.HostGSOSupported }
 
 // WritePackets implements stack.LinkWriter: one writev per packet, the
 // virtio header first. A TUN write does not block (the kernel queues the
 // packet or drops it), so the descriptor's non-blocking mode never
 // refuses one.
-func (e *vnetEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (e *vnetEndpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
 		if err := e.writePacket(pkt); err != nil {
@@ -285,13 +285,13 @@ func (e *vnetEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 // packet in more pieces than that (rare) costs an allocation.
 const maxWriteIovecs = 16
 
-func (e *vnetEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
+func (e *vnetEndpoint) writePacket(pkt *gvstack.PacketBuffer) tcpip.Error {
 	fd := e.fds[0]
 	if len(e.fds) > 1 {
 		fd = e.fds[pkt.Hash%uint32(len(e.fds))]
 	}
 	var hdr [vnetHdrLen]byte
-	if gso := pkt.GSOOptions; gso.Type != stack.GSONone {
+	if gso := pkt.GSOOptions; gso.Type != gvstack.GSONone {
 		binary.LittleEndian.PutUint16(hdr[2:], uint16(pkt.HeaderSize())) // hdr_len
 		if gso.NeedsCsum {
 			// gVisor put the pseudo-header sum in the checksum field;
@@ -304,9 +304,9 @@ func (e *vnetEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 		}
 		if pkt.Data().Size() > int(gso.MSS) {
 			switch gso.Type {
-			case stack.GSOTCPv4:
+			case gvstack.GSOTCPv4:
 				hdr[1] = virtioNetHdrGSOTCPv4
-			case stack.GSOTCPv6:
+			case gvstack.GSOTCPv6:
 				hdr[1] = virtioNetHdrGSOTCPv6
 			default:
 				return &tcpip.ErrNotSupported{}
@@ -340,7 +340,7 @@ func (e *vnetEndpoint) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 }
 
 // writeLong writes a packet in more than maxWriteIovecs-1 pieces.
-func (e *vnetEndpoint) writeLong(fd int, hdr [vnetHdrLen]byte, pkt *stack.PacketBuffer) tcpip.Error {
+func (e *vnetEndpoint) writeLong(fd int, hdr [vnetHdrLen]byte, pkt *gvstack.PacketBuffer) tcpip.Error {
 	slices := pkt.AsSlices()
 	iovs := make([]unix.Iovec, 0, 1+len(slices))
 	iovs = append(iovs, rawfile.IovecFromBytes(hdr[:]))
@@ -366,7 +366,7 @@ func (e *vnetEndpoint) writeLong(fd int, hdr [vnetHdrLen]byte, pkt *stack.Packet
 // large one. gVisor copies a view that is shared when it pulls headers out
 // of it, and packets are shared on their way through the stack; with one
 // 64 KiB view, every such pull would copy the whole segment.
-func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
+func (e *vnetEndpoint) read(i int, dispatcher gvstack.NetworkDispatcher) {
 	defer e.wg.Done()
 	rc, err := e.files[i].SyscallConn()
 	if err != nil {
@@ -480,7 +480,7 @@ func (e *vnetEndpoint) read(i int, dispatcher stack.NetworkDispatcher) {
 // deliver hands the frame read into head (hn bytes) and tail (tn bytes,
 // t) to dispatcher, and gives the reader fresh views for what the packet
 // keeps.
-func (e *vnetEndpoint) deliver(dispatcher stack.NetworkDispatcher, head, tail **buffer.View, hn, tn int, t []byte, proto tcpip.NetworkProtocolNumber) {
+func (e *vnetEndpoint) deliver(dispatcher gvstack.NetworkDispatcher, head, tail **buffer.View, hn, tn int, t []byte, proto tcpip.NetworkProtocolNumber) {
 	(*head).CapLength(hn)
 	payload := buffer.MakeWithView(*head)
 	*head = buffer.NewViewSize(headBufSize)
@@ -493,7 +493,7 @@ func (e *vnetEndpoint) deliver(dispatcher stack.NetworkDispatcher, head, tail **
 		payload.Append(*tail)
 		*tail = buffer.NewViewSize(readBufSize - headBufSize)
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: payload})
 	dispatcher.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }

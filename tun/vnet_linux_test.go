@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
@@ -203,7 +203,7 @@ func TestReaderSurvivesBlockingFlag(t *testing.T) {
 // kernel in ns and s has ended on both sides: each side's end of it is
 // gone or in TIME_WAIT, so neither has a FIN or an ACK still to send
 // unprompted, and no packet of theirs is still on its way.
-func waitTCPQuiet(t *testing.T, ns *netns.NS, s *stack.Stack) {
+func waitTCPQuiet(t *testing.T, ns *netns.NS, s *gvstack.Stack) {
 	t.Helper()
 	testnet.WaitFor(t, 10*time.Second, "the TCP connections to end on both sides", func() error {
 		// sock_diag from a thread in ns: ns.Handle() has only a route
@@ -235,7 +235,7 @@ func waitTCPQuiet(t *testing.T, ns *netns.NS, s *stack.Stack) {
 // echoExchange runs a kernel echo server in ns, dials it from s through
 // the device and checks n bytes both ways; the server and the connection
 // are closed when it returns.
-func echoExchange(t *testing.T, ns *netns.NS, s *stack.Stack, n int) {
+func echoExchange(t *testing.T, ns *netns.NS, s *gvstack.Stack, n int) {
 	t.Helper()
 	l, err := ns.Listen("tcp", netip.AddrPortFrom(kernel4.Addr(), 0).String())
 	if err != nil {

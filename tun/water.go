@@ -11,7 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // waterEndpoint is the link endpoint of the water driver: a gVisor link
@@ -23,7 +23,8 @@ import (
 //
 // One reader goroutine runs between Attach(d) and Attach(nil). It stops
 // through a read deadline in the past where the interface has one (an
-// *os.File that Go's poller serves: water's Linux device) and otherwise by
+// *os.File that Go's poller serves: water's Linux device, and the FreeBSD
+// driver's bsdTun, which this endpoint also serves) and otherwise by
 // closing the interface (macOS utun, Windows TAP), after which the device
 // is gone for good.
 type waterEndpoint struct {
@@ -38,7 +39,7 @@ type waterEndpoint struct {
 	onGone func()
 
 	mu         sync.Mutex // guards the fields below
-	dispatcher stack.NetworkDispatcher
+	dispatcher gvstack.NetworkDispatcher
 	stopping   bool
 	wg         sync.WaitGroup // the reader
 
@@ -46,7 +47,7 @@ type waterEndpoint struct {
 	wbuf []byte
 }
 
-var _ stack.LinkEndpoint = (*waterEndpoint)(nil)
+var _ gvstack.LinkEndpoint = (*waterEndpoint)(nil)
 
 // deadliner is what an *os.File offers to stop a blocked Read.
 type deadliner interface{ SetReadDeadline(time.Time) error }
@@ -76,16 +77,16 @@ func (*waterEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
 // Capabilities implements stack.LinkEndpoint: none, so gVisor computes and
 // verifies checksums itself.
-func (*waterEndpoint) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+func (*waterEndpoint) Capabilities() gvstack.LinkEndpointCapabilities { return 0 }
 
 // ARPHardwareType implements stack.LinkEndpoint.
 func (*waterEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
 
 // AddHeader implements stack.LinkEndpoint.
-func (*waterEndpoint) AddHeader(*stack.PacketBuffer) {}
+func (*waterEndpoint) AddHeader(*gvstack.PacketBuffer) {}
 
 // ParseHeader implements stack.LinkEndpoint.
-func (*waterEndpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+func (*waterEndpoint) ParseHeader(*gvstack.PacketBuffer) bool { return true }
 
 // Close implements stack.LinkEndpoint; the device is closed by its owner.
 func (*waterEndpoint) Close() {}
@@ -96,7 +97,7 @@ func (*waterEndpoint) SetOnCloseAction(func()) {}
 
 // Attach implements stack.LinkEndpoint. A dispatcher starts the reader
 // (once); nil stops it and waits for it.
-func (e *waterEndpoint) Attach(d stack.NetworkDispatcher) {
+func (e *waterEndpoint) Attach(d gvstack.NetworkDispatcher) {
 	e.mu.Lock()
 	if d == nil {
 		started := e.dispatcher != nil && !e.stopping
@@ -143,7 +144,7 @@ func (e *waterEndpoint) IsAttached() bool {
 func (e *waterEndpoint) Wait() { e.wg.Wait() }
 
 // read delivers packets until stopped or the device fails.
-func (e *waterEndpoint) read(d stack.NetworkDispatcher) {
+func (e *waterEndpoint) read(d gvstack.NetworkDispatcher) {
 	defer e.wg.Done()
 	// Room for a packet of the largest MTU a TUN device takes, whatever the
 	// MTU, so that a packet is never cut short.
@@ -177,14 +178,14 @@ func (e *waterEndpoint) read(d stack.NetworkDispatcher) {
 		default:
 			continue // not IP
 		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(buf[:n])})
+		pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(buf[:n])})
 		d.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 	}
 }
 
 // WritePackets implements stack.LinkWriter: one Write per packet.
-func (e *waterEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (e *waterEndpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	n := 0

@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // fakeWater is a water device in memory, without read deadlines, as
@@ -62,7 +62,7 @@ func (f *fakeWater) Close() error {
 
 var _ io.ReadWriteCloser = (*fakeWater)(nil)
 
-func packetBytes(pkt *stack.PacketBuffer) []byte {
+func packetBytes(pkt *gvstack.PacketBuffer) []byte {
 	var b []byte
 	for _, s := range pkt.AsSlices() {
 		b = append(b, s...)
@@ -103,7 +103,7 @@ func TestWaterEndpoint(t *testing.T) {
 	}
 	src, dst := netip.AddrPortFrom(kernel4.Addr(), 1000), netip.AddrPortFrom(stack4.Addr(), 80)
 	src6, dst6 := netip.AddrPortFrom(kernel6.Addr(), 1001), netip.AddrPortFrom(stack6.Addr(), 80)
-	for i, p := range []*stack.PacketBuffer{rawPacket(src, dst, 0, 1), rawPacket(src, dst, 0, 2), rawPacket(src6, dst6, 0, 3)} {
+	for i, p := range []*gvstack.PacketBuffer{rawPacket(src, dst, 0, 1), rawPacket(src, dst, 0, 2), rawPacket(src6, dst6, 0, 3)} {
 		f.in <- packetBytes(p)
 		p.DecRef()
 		if i == 1 {
@@ -115,7 +115,7 @@ func TestWaterEndpoint(t *testing.T) {
 		t.Errorf("IPv4 payloads delivered (-want +got):\n%s", diff)
 	}
 
-	var pkts stack.PacketBufferList
+	var pkts gvstack.PacketBufferList
 	out1, out2 := rawPacket(dst, src, 0, 7), rawPacket(dst6, src6, 0, 8)
 	want := [][]byte{packetBytes(out1), packetBytes(out2)}
 	pkts.PushBack(out1)

@@ -13,7 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // wire sits between the stack and the TUN device's link and sees every
@@ -43,11 +43,11 @@ type accepts struct {
 }
 
 var (
-	_ stack.LinkEndpoint      = (*wire)(nil)
-	_ stack.NetworkDispatcher = (*wire)(nil)
+	_ gvstack.LinkEndpoint      = (*wire)(nil)
+	_ gvstack.NetworkDispatcher = (*wire)(nil)
 )
 
-func newWire(lower stack.LinkEndpoint, snap int, capture bool) *wire {
+func newWire(lower gvstack.LinkEndpoint, snap int, capture bool) *wire {
 	w := &wire{
 		snap:     snap,
 		capture:  capture,
@@ -59,16 +59,16 @@ func newWire(lower stack.LinkEndpoint, snap int, capture bool) *wire {
 	return w
 }
 
-// DeliverNetworkPacket implements stack.NetworkDispatcher: a packet from
-// the kernel on its way to the stack.
-func (w *wire) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+// DeliverNetworkPacket implements gvstack.NetworkDispatcher: a packet from
+// the kernel on its way to the gvstack.
+func (w *wire) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gvstack.PacketBuffer) {
 	w.see(pkt, false)
 	w.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
 
-// WritePackets implements stack.LinkWriter: packets from the stack on
+// WritePackets implements gvstack.LinkWriter: packets from the stack on
 // their way to the kernel.
-func (w *wire) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+func (w *wire) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.Error) {
 	for _, pkt := range pkts.AsSlice() {
 		w.see(pkt, true)
 	}
@@ -76,7 +76,7 @@ func (w *wire) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 }
 
 // see records pkt; out tells whether the stack sent it.
-func (w *wire) see(pkt *stack.PacketBuffer, out bool) {
+func (w *wire) see(pkt *gvstack.PacketBuffer, out bool) {
 	now := time.Now()
 	buf := pkt.ToBuffer()
 	buf.TrimFront(int64(len(pkt.VirtioNetHeader().Slice()) + len(pkt.LinkHeader().Slice())))

@@ -56,8 +56,9 @@ connection, releases every port and removes the device and the API socket.
 
 --driver chooses how the device is made: kernel (Linux's default: this
 project's own /dev/net/tun code, with the kernel's offloads and multiple
-queues) or water (github.com/songgao/water: one queue, no offloads; the
-only driver on macOS and Windows).`,
+queues), water (github.com/songgao/water: one queue, no offloads; the
+only driver on macOS and Windows) or freebsd (this project's own tun(4)
+code: one queue, no offloads; the only driver on FreeBSD).`,
 		Example: `  ustack run --tun ustack0 --addr 198.18.0.2/24 --peer-addr 198.18.0.1/24 --echo 7 --http 80 --api /run/ustack.sock`,
 		Args:    noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -194,21 +195,26 @@ func (f *runFlags) deviceFlags(tcfg *tun.Config) error {
 		}
 		tcfg.Driver = d
 	}
-	water := tcfg.Driver == tun.DriverWater || tcfg.Driver == tun.DriverDefault && tun.Drivers()[0] == tun.DriverWater
+	// Every driver but the kernel's has one queue and no offloads.
+	drv := tcfg.Driver
+	if drv == tun.DriverDefault {
+		drv = tun.Drivers()[0]
+	}
+	simple := drv != tun.DriverKernel
 	if f.queues < 1 || f.queues > tun.MaxQueues {
 		return fmt.Errorf("invalid argument %d for \"--queues\" flag: want 1-%d", f.queues, tun.MaxQueues)
 	}
 	if f.queues > 1 {
-		if water {
-			return fmt.Errorf("--queues %d is not supported with the water driver, which opens one queue: use --driver %s (Linux) for several", f.queues, tun.DriverKernel)
+		if simple {
+			return fmt.Errorf("--queues %d is not supported with the %s driver, which opens one queue: use --driver %s (Linux) for several", f.queues, drv, tun.DriverKernel)
 		}
 		tcfg.MultiQueue, tcfg.Queues = true, f.queues
 	}
 	switch f.offload {
 	case "auto":
 	case "on":
-		if water {
-			return fmt.Errorf("--offload on is not supported with the water driver, which cannot set IFF_VNET_HDR: use --driver %s (Linux) for the offloads", tun.DriverKernel)
+		if simple {
+			return fmt.Errorf("--offload on is not supported with the %s driver, which cannot set IFF_VNET_HDR: use --driver %s (Linux) for the offloads", drv, tun.DriverKernel)
 		}
 		tcfg.RequireOffload = true
 	case "off":

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -13,13 +12,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/ustacknet/ustack/api"
-	"github.com/ustacknet/ustack/internal/seccomp"
 	"github.com/ustacknet/ustack/metrics"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/sandbox"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
-	"golang.org/x/sys/unix"
 )
 
 // sandboxInit runs the child side of a sandbox if this process is one. It
@@ -113,10 +110,10 @@ normal user it joins the user namespace that owns the network namespace (or
 		RunE: func(c *cobra.Command, args []string) error {
 			o, err := f.options(args)
 			if err != nil {
-				return usageError{err}
+				return flagError("sandbox", usageError{err})
 			}
 			if f.pcap != "" {
-				pf, err := openPcap(f.pcap)
+				pf, err := openPcapLater(f.pcap)
 				if err != nil {
 					return usageError{err}
 				}
@@ -129,13 +126,11 @@ normal user it joins the user namespace that owns the network namespace (or
 			if err != nil {
 				return usageError{err}
 			}
-			ready, stop, err := f.controlFDs()
+			ctx, ctl, stop, err := startControl(c.Context(), f.readyFD, f.exitFD, "seccomp", f.seccomp)
 			if err != nil {
 				return usageError{err}
 			}
-			ctx := c.Context()
-			ctx, cancel := stopOnRead(ctx, stop)
-			defer cancel()
+			defer stop()
 			// An explicit GOMAXPROCS in the environment wins over the
 			// flag's default, not over the flag itself.
 			if f.procs > 0 && (c.Flags().Changed("procs") || os.Getenv("GOMAXPROCS") == "") {
@@ -145,7 +140,7 @@ normal user it joins the user namespace that owns the network namespace (or
 				srv *api.Server
 				ms  *metricsServer
 			)
-			o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
+			o.Ready = ctl.readyHook(func(gw *sandbox.Gateway, dev *tun.Device) error {
 				reg := metrics.NewRegistry(metrics.Sources{Ports: gw.Ports, Stack: gw.Stack().GVisor(), Device: func() metrics.DeviceStats { return metrics.DeviceStats(dev.Stats()) }, Gateway: func() metrics.GatewayStats { return metrics.GatewayStats(gw.Stats()) }})
 				if f.metrics != "" {
 					ms, err = serveMetrics(f.metrics, reg, c.OutOrStdout(), o.Gateway.Logger)
@@ -163,16 +158,7 @@ normal user it joins the user namespace that owns the network namespace (or
 					Metrics:  reg,
 				})
 				return err
-			}
-			serve := o.Ready
-			o.Ready = func(gw *sandbox.Gateway, dev *tun.Device) error {
-				if err := serve(gw, dev); err != nil {
-					return err
-				}
-				// The command, if any, was started before and is not
-				// under the filter.
-				return setupDone("seccomp", f.seccomp, ready, f.readyFD)
-			}
+			})
 			defer func() {
 				if srv != nil {
 					srv.Close()
@@ -193,7 +179,7 @@ normal user it joins the user namespace that owns the network namespace (or
 					fmt.Fprintln(c.ErrOrStderr(), "ustack:", err)
 					return exitStatus(code)
 				}
-				return err
+				return flagError("sandbox", err)
 			}
 			if code != 0 {
 				return exitStatus(code)
@@ -263,79 +249,8 @@ func (f *sandboxFlags) target() (*sandbox.Target, error) {
 	return t, nil
 }
 
-// setupDone ends the set-up once the network is up: it installs the
-// system call filter if asked (--NAME), as nothing is left to run or mount,
-// and then, as slirp4netns does, writes "1" to --ready-fd and closes it.
-func setupDone(seccompFlag string, doSeccomp bool, ready *os.File, readyFD int) error {
-	if doSeccomp {
-		if err := seccomp.Install(); err != nil {
-			return fmt.Errorf("--%s: %w", seccompFlag, err)
-		}
-	}
-	if ready == nil {
-		return nil
-	}
-	_, err := ready.Write([]byte("1"))
-	ready.Close()
-	if err != nil {
-		return fmt.Errorf("--ready-fd %d: %w", readyFD, err)
-	}
-	return nil
-}
-
-// stopOnRead returns a context that ends when f (--exit-fd) turns
-// readable: any byte, the end of the stream or an error. A nil f gives
-// ctx. The returned function releases the context and closes f.
-func stopOnRead(ctx context.Context, f *os.File) (context.Context, func()) {
-	if f == nil {
-		return ctx, func() {}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		f.Read(make([]byte, 1))
-		cancel()
-	}()
-	return ctx, func() {
-		cancel()
-		f.Close()
-	}
-}
-
 // maxPID is Linux's PID_MAX_LIMIT, the most kernel.pid_max allows.
 const maxPID = 1 << 22
-
-// controlFDs opens --ready-fd and --exit-fd, after checking both.
-func (f *sandboxFlags) controlFDs() (ready, exit *os.File, err error) {
-	check := func(flag string, fd int) error {
-		if fd == -1 {
-			return nil
-		}
-		if fd < 0 {
-			return fmt.Errorf("invalid argument %d for \"--%s\" flag: want an open descriptor (0 or more)", fd, flag)
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-			return fmt.Errorf("invalid argument %d for \"--%s\" flag: not an open descriptor (%v)", fd, flag, err)
-		}
-		return nil
-	}
-	if err := check("ready-fd", f.readyFD); err != nil {
-		return nil, nil, err
-	}
-	if err := check("exit-fd", f.exitFD); err != nil {
-		return nil, nil, err
-	}
-	if f.readyFD >= 0 && f.readyFD == f.exitFD {
-		return nil, nil, fmt.Errorf("--ready-fd and --exit-fd are both %d: want two descriptors", f.readyFD)
-	}
-	open := func(fd int, name string) *os.File {
-		if fd < 0 {
-			return nil
-		}
-		unix.CloseOnExec(fd) // not inherited by the sandboxed command
-		return os.NewFile(uintptr(fd), name)
-	}
-	return open(f.readyFD, "ready-fd"), open(f.exitFD, "exit-fd"), nil
-}
 
 func parsePrefixList(flag string, vals []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
@@ -355,13 +270,15 @@ func parsePrefixList(flag string, vals []string) ([]netip.Prefix, error) {
 
 func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	var o sandbox.Options
+	// The values are checked by sandbox.Run and Attach (ConfigError, see
+	// flagError); here only what the library does not see.
 	cidr, err := netip.ParsePrefix(f.cidr)
-	if err != nil || !cidr.Addr().Is4() || cidr.Bits() < 8 || cidr.Bits() > 25 {
-		return o, fmt.Errorf("invalid argument %q for \"--cidr\" flag: want an IPv4 prefix from /8 to /25, such as 10.0.2.0/24", f.cidr)
+	if err != nil {
+		return o, fmt.Errorf("invalid argument %q for \"--cidr\" flag: want %s", f.cidr, sandbox.Allowed("Gateway.CIDR"))
 	}
 	cidr6, err := netip.ParsePrefix(f.cidr6)
-	if err != nil || !cidr6.Addr().Is6() || cidr6.Bits() < 64 || cidr6.Bits() > 120 {
-		return o, fmt.Errorf("invalid argument %q for \"--cidr6\" flag: want an IPv6 prefix from /64 to /120, such as fd00::/64", f.cidr6)
+	if err != nil {
+		return o, fmt.Errorf("invalid argument %q for \"--cidr6\" flag: want %s", f.cidr6, sandbox.Allowed("Gateway.CIDR6"))
 	}
 	if err := checkMetricsAddr(f.metrics); err != nil {
 		return o, err
@@ -369,11 +286,20 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	if f.procs < 0 || f.procs > maxProcs {
 		return o, fmt.Errorf("invalid argument %d for \"--procs\" flag: want 0 (one per CPU) to %d", f.procs, maxProcs)
 	}
-	if f.mtu < 1280 || f.mtu > 65520 {
-		return o, fmt.Errorf("invalid argument %d for \"--mtu\" flag: want 1280-65520", f.mtu)
-	}
-	if f.txQueueLen < 1 || f.txQueueLen > tun.MaxTxQueueLen {
-		return o, fmt.Errorf("invalid argument %d for \"--tx-queue-len\" flag: want 1-%d packets", f.txQueueLen, tun.MaxTxQueueLen)
+	for _, z := range []struct {
+		field string
+		value any
+		zero  bool
+	}{
+		{"MTU", f.mtu, f.mtu == 0},
+		{"TxQueueLen", f.txQueueLen, f.txQueueLen == 0},
+		{"Gateway.UDPTimeout", f.udpTimeout, f.udpTimeout == 0},
+		{"Gateway.MaxFlows", f.maxFlows, f.maxFlows == 0},
+		{"Gateway.RelayBuffer", f.relayBuffer, f.relayBuffer == 0},
+	} {
+		if z.zero {
+			return o, zeroError(z.field, z.value)
+		}
 	}
 	allow, err := parsePrefixList("allow", f.allow)
 	if err != nil {
@@ -398,27 +324,14 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 	var outbound []netip.Addr
 	for _, v := range f.outbound {
 		a, err := netip.ParseAddr(v)
-		if err != nil || a.Zone() != "" || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() {
-			return o, fmt.Errorf("invalid argument %q for \"--outbound-addr\" flag: want an IPv4 or IPv6 address of this host, global or private (not loopback, link-local, multicast or unspecified)", v)
-		}
-		for _, b := range outbound {
-			if b.Unmap().Is4() == a.Unmap().Is4() {
-				return o, fmt.Errorf("invalid argument %q for \"--outbound-addr\" flag: %s is already the outbound address of its family; give at most one IPv4 and one IPv6", v, b)
-			}
+		if err != nil {
+			return o, fmt.Errorf("invalid argument %q for \"--outbound-addr\" flag: want %s", v, sandbox.Allowed("Gateway.OutboundAddrs"))
 		}
 		outbound = append(outbound, a)
 	}
-	if f.udpTimeout < time.Second {
-		return o, fmt.Errorf("invalid argument %v for \"--udp-timeout\" flag: want at least 1s", f.udpTimeout)
-	}
-	if f.maxFlows < 1 {
-		return o, fmt.Errorf("invalid argument %d for \"--max-flows\" flag: want at least 1", f.maxFlows)
-	}
+	// Stricter than the library, which takes any positive duration.
 	if f.idleTimeout < 0 || (f.idleTimeout > 0 && f.idleTimeout < time.Second) {
 		return o, fmt.Errorf("invalid argument %v for \"--tcp-idle-timeout\" flag: want 0 (never) or at least 1s", f.idleTimeout)
-	}
-	if f.relayBuffer < 64<<10 {
-		return o, fmt.Errorf("invalid argument %d for \"--tcp-buffer\" flag: want at least 65536 bytes", f.relayBuffer)
 	}
 	for _, p := range f.publish {
 		fw, err := sandbox.ParseForward(p)
@@ -426,9 +339,6 @@ func (f *sandboxFlags) options(args []string) (sandbox.Options, error) {
 			return o, fmt.Errorf("invalid argument for \"-p\" flag: %v", err)
 		}
 		o.Forwards = append(o.Forwards, fw)
-	}
-	if err := (tun.Config{Name: f.ifName}).Validate(); err != nil {
-		return o, fmt.Errorf("invalid argument %q for \"--if-name\" flag: want an interface name of at most 15 bytes without '/', ':' or white space (%v)", f.ifName, err)
 	}
 	if f.snapLen < 0 || f.snapLen > stack.DefaultCaptureSnapLen {
 		return o, fmt.Errorf("invalid argument %d for \"--pcap-snaplen\" flag: want 0 (262144) or 1-262144", f.snapLen)

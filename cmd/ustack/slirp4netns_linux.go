@@ -81,54 +81,52 @@ rather than slirp4netns's allow list; --target-type bess is refused.`,
 			}
 			o, t, err := f.options(args)
 			if err != nil {
-				return usageError{err}
+				return flagError("slirp4netns", usageError{err})
 			}
-			sf := sandboxFlags{readyFD: f.readyFD, exitFD: f.exitFD}
-			ready, stop, err := sf.controlFDs()
+			ctx, ctl, stop, err := startControl(c.Context(), f.readyFD, f.exitFD, "enable-seccomp", f.enableSeccomp)
 			if err != nil {
 				return usageError{err}
 			}
+			defer stop()
 			if f.enableSandbox {
 				fmt.Fprintln(c.ErrOrStderr(), "ustack slirp4netns: warning: --enable-sandbox is not implemented: no mount namespace, capabilities kept")
 			}
 			if os.Getenv("GOMAXPROCS") == "" {
 				runtime.GOMAXPROCS(1) // as ustack sandbox --procs 1
 			}
-			ctx := c.Context()
-			ctx, cancel := stopOnRead(ctx, stop)
-			defer cancel()
 			var (
 				apiL    net.Listener
 				apiDone chan error
 			)
-			o.Ready = func(gw *sandbox.Gateway, _ *tun.Device) error {
-				if f.apiSocket != "" {
-					// As slirp4netns: a socket left by an earlier run is
-					// removed; anything else there is not ours to remove.
-					if fi, err := os.Lstat(f.apiSocket); err == nil {
-						if fi.Mode()&os.ModeSocket == 0 {
-							return fmt.Errorf("--api-socket %s: exists and is not a socket", f.apiSocket)
-						}
-						if err := os.Remove(f.apiSocket); err != nil {
-							return fmt.Errorf("--api-socket: removing the old socket: %w", err)
-						}
-					}
-					l, err := net.Listen("unix", f.apiSocket)
-					if err != nil {
-						return fmt.Errorf("--api-socket: %w", err)
-					}
-					apiL, apiDone = l, make(chan error, 1)
-					go func() { apiDone <- sandbox.NewSlirpAPI(gw).Serve(l) }()
+			o.Ready = ctl.readyHook(func(gw *sandbox.Gateway, _ *tun.Device) error {
+				if f.apiSocket == "" {
+					return nil
 				}
-				return setupDone("enable-seccomp", f.enableSeccomp, ready, f.readyFD)
-			}
+				// As slirp4netns: a socket left by an earlier run is
+				// removed; anything else there is not ours to remove.
+				if fi, err := os.Lstat(f.apiSocket); err == nil {
+					if fi.Mode()&os.ModeSocket == 0 {
+						return fmt.Errorf("--api-socket %s: exists and is not a socket", f.apiSocket)
+					}
+					if err := os.Remove(f.apiSocket); err != nil {
+						return fmt.Errorf("--api-socket: removing the old socket: %w", err)
+					}
+				}
+				l, err := net.Listen("unix", f.apiSocket)
+				if err != nil {
+					return fmt.Errorf("--api-socket: %w", err)
+				}
+				apiL, apiDone = l, make(chan error, 1)
+				go func() { apiDone <- sandbox.NewSlirpAPI(gw).Serve(l) }()
+				return nil
+			})
 			code, err := sandbox.Attach(ctx, o, t)
 			if apiL != nil {
 				apiL.Close() // removes the socket file
 				<-apiDone
 			}
 			if err != nil {
-				return err
+				return flagError("slirp4netns", err)
 			}
 			if code != 0 {
 				return exitStatus(code)
@@ -168,12 +166,14 @@ func (f *slirpFlags) options(args []string) (sandbox.Options, sandbox.Target, er
 	if f.targetType != "netns" {
 		return o, t, fmt.Errorf("invalid argument %q for \"--target-type\" flag: only netns is supported", f.targetType)
 	}
-	if f.mtu < 1280 || f.mtu > 65520 {
-		return o, t, fmt.Errorf("invalid argument %d for \"--mtu\" flag: want 1280-65520", f.mtu)
+	// The values are checked by sandbox.Attach (ConfigError, see
+	// flagError); here only what the library does not see.
+	if f.mtu == 0 {
+		return o, t, zeroError("MTU", f.mtu)
 	}
 	cidr, err := netip.ParsePrefix(f.cidr)
-	if err != nil || !cidr.Addr().Is4() || cidr.Bits() < 8 || cidr.Bits() > 25 {
-		return o, t, fmt.Errorf("invalid argument %q for \"--cidr\" flag: want an IPv4 prefix from /8 to /25, such as 10.0.2.0/24", f.cidr)
+	if err != nil {
+		return o, t, fmt.Errorf("invalid argument %q for \"--cidr\" flag: want %s", f.cidr, sandbox.Allowed("Gateway.CIDR"))
 	}
 	switch f.netnsType {
 	case "pid":
@@ -192,8 +192,9 @@ func (f *slirpFlags) options(args []string) (sandbox.Options, sandbox.Target, er
 	if len(args) == 2 {
 		ifName = args[1]
 	}
-	if err := (tun.Config{Name: ifName}).Validate(); err != nil || ifName == "" {
-		return o, t, fmt.Errorf("invalid TAPNAME %q: want an interface name of at most 15 bytes without '/', ':' or white space", ifName)
+	if ifName == "" {
+		// Not the default here, as it is to the library.
+		return o, t, &sandbox.ConfigError{Field: "IfName", Value: ifName, Allowed: sandbox.Allowed("IfName")}
 	}
 	var outbound []netip.Addr
 	for _, v := range []struct {
