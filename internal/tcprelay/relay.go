@@ -70,14 +70,16 @@ type Gateway interface {
 	// the host address to connect to, or an error saying why not. An
 	// error that matches ErrSource (errors.Is) says that src is not an
 	// address of the guest's: the SYN is dropped unanswered. Any other
-	// error refuses the flow with a reset. The relay counts refusals in
-	// Stats.Denied.
+	// error refuses the flow with a reset. Admit only decides: the relay
+	// counts refusals in Stats.Denied, and may ask about a SYN that it
+	// then drops as malformed (a fragment, a bad checksum).
 	Admit(src, dst netip.AddrPort) (netip.AddrPort, error)
 	// Socket opens a TCP socket to addr for a flow and gives it to the
 	// relay: a non-blocking descriptor, connected (done) or with its
 	// connect in progress. It does not block unless Config.SocketBlocks
-	// is set, in which case the relay calls it on a goroutine of Go's,
-	// with ctx ending at the relay's connect deadline or its Close.
+	// is set, in which case the relay calls it on a goroutine started
+	// through Go, with ctx ending at the relay's connect deadline or its
+	// Close.
 	Socket(ctx context.Context, addr netip.AddrPort) (fd int, done bool, err error)
 	// Go runs fn on a goroutine that the owner waits for when it closes,
 	// and reports true; once the owner is closing it runs nothing and
@@ -119,7 +121,8 @@ type Config struct {
 	// DialTimeout bounds a host connect. Default DefaultDialTimeout.
 	DialTimeout time.Duration
 	// SocketBlocks says that Gateway.Socket may block (a dialer of the
-	// caller's): the relay calls it on a goroutine of its own.
+	// caller's): the relay calls it on a goroutine (Gateway.Go), with the
+	// flow's handshake waiting meanwhile.
 	SocketBlocks bool
 	// Logger receives the logs. Default slog.Default().
 	Logger *slog.Logger
