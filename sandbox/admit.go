@@ -7,8 +7,16 @@ import (
 	"net/netip"
 
 	"github.com/ustacknet/ustack/internal/tcprelay"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
+
+func netipOf(a tcpip.Address) netip.Addr {
+	if a.Len() == 4 {
+		return netip.AddrFrom4(a.As4())
+	}
+	return netip.AddrFrom16(a.As16())
+}
 
 // Admission: which of the guest's new flows the Gateway carries, and
 // where to. Every path asks admit (the TCP relay, gVisor's TCP forwarder,

@@ -3,13 +3,131 @@
 package sandbox
 
 import (
+	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/ustacknet/ustack/internal/tcprelay"
+	"github.com/ustacknet/ustack/portalloc"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
+
+// Defaults, as slirp4netns.
+var (
+	DefaultCIDR  = netip.MustParsePrefix("10.0.2.0/24")
+	DefaultCIDR6 = netip.MustParsePrefix("fd00::/64")
+)
+
+const (
+	DefaultMTU        = 65520
+	DefaultUDPTimeout = 120 * time.Second // RFC 4787 REQ-5 minimum is 2 min
+	DefaultMaxFlows   = 8192
+	DefaultMaxSYNs    = 1024
+	DefaultTimeWait   = 100 * time.Millisecond
+	dialTimeout       = 10 * time.Second
+)
+
+// DefaultRelayBuffer is Config.RelayBuffer's default.
+const DefaultRelayBuffer = tcprelay.DefaultBuffer
+
+// Config configures a Gateway. The zero value is the slirp4netns layout
+// with IPv6 on, except that Link must be set.
+type Config struct {
+	// Link is the sandbox's TUN device (or one end of a tun.Pipe in tests).
+	// The Gateway's stack takes ownership of it.
+	Link gvstack.LinkEndpoint
+	// CIDR is the guest's IPv4 network: the guest is .100, the gateway .2
+	// and DNS .3. Default 10.0.2.0/24. The prefix must be /8 to /25.
+	CIDR netip.Prefix
+	// NoIPv6 turns IPv6 off. Default: on, with CIDR6.
+	NoIPv6 bool
+	// CIDR6 is the guest's IPv6 network, /64 to /120: guest ::100, gateway
+	// ::2, DNS ::3. Default fd00::/64.
+	CIDR6 netip.Prefix
+	// Ports configures the pools for connections the Gateway opens into
+	// the guest (inbound forwards). Default IANA, sequential.
+	Ports portalloc.Config
+	// Policy limits where the guest may connect.
+	Policy Policy
+	// DNSUpstream are the servers DNS queries to the DNS address go to.
+	// Default: the nameservers in /etc/resolv.conf.
+	DNSUpstream []netip.AddrPort
+	// NoDNS turns the DNS address off: it is then an address like any
+	// other in the guest's network, which nothing answers (slirp4netns's
+	// --disable-dns).
+	NoDNS bool
+	// RouterAdvertisements makes the gateway advertise itself as the
+	// guest's IPv6 router from fe80::2, with CIDR6 for SLAAC and DNS6 as
+	// the resolver (see ra.go), for guests that configure IPv6 themselves
+	// (slirp4netns's do). Off by default: Run and Attach configure the
+	// guest's address and routes.
+	RouterAdvertisements bool
+	// OutboundAddrs are source addresses for the host sockets that carry
+	// the guest's flows, at most one IPv4 and one IPv6 (slirp4netns's
+	// --outbound-addr, pasta's --outbound), for a host with several
+	// addresses. Each must be an address of the host. Flows to the host's
+	// loopback are not bound. Default: the kernel chooses.
+	OutboundAddrs []netip.Addr
+	// UDPTimeout closes a UDP flow idle this long. Default 120 s.
+	UDPTimeout time.Duration
+	// MaxFlows caps live guest flows (TCP and UDP together, outbound and
+	// inbound). Default 8192.
+	MaxFlows int
+	// MaxSYNs caps TCP handshakes from the guest in progress. Default 1024.
+	MaxSYNs int
+	// TimeWait is how long the gateway's side of a guest connection that
+	// the gateway closed first stays in TIME_WAIT. Default 100 ms. The
+	// guest's kernel picks source ports with random gaps and comes back
+	// to a port after a few thousand connections; gVisor answers a new
+	// SYN on a tuple in TIME_WAIT with a reset when no listener owns the
+	// port (the forwarder is not one), so a long TIME_WAIT here breaks
+	// connection churn. On a point-to-point link to one guest there are
+	// no old duplicates for it to guard against.
+	TimeWait time.Duration
+	// Dial opens host connections. Default: a net.Dialer without TCP
+	// keep-alives (as slirp4netns and pasta: probing is the guest's
+	// business, end to end; and Go's keep-alive set-up is four system
+	// calls per connection). Network is "tcp" or "udp". The TCP relay
+	// (see NoTCPRelay) opens its sockets itself when Dial is the
+	// default; with another Dial it takes a duplicate of the returned
+	// connection's descriptor, so the connection must be a
+	// syscall.Conn such as *net.TCPConn (others are refused with a
+	// reset to the guest and logged).
+	Dial func(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error)
+	// NoTCPRelay carries the guest's TCP connections through a gVisor TCP
+	// endpoint each (gVisor's forwarder) instead of the relay (package tcprelay),
+	// which translates segments to host sockets directly. The relay
+	// serves TUN (IP) and TAP (Ethernet) links; on another kind of link
+	// gVisor carries the connections whatever this says.
+	NoTCPRelay bool
+	// TCPIdleTimeout resets a relayed TCP connection (both sides) when
+	// neither side has sent anything for this long. Default 0: never, as
+	// a kernel does not; a dead host peer is still noticed by keepalive
+	// on the host socket, and a dead guest by the relay's retransmission
+	// timeout or, when a side has closed, by the FIN timeout (package
+	// tcprelay).
+	TCPIdleTimeout time.Duration
+	// RelayBuffer bounds, in bytes, the data the TCP relay holds in user
+	// space for all its connections together (tcprelay's budget): host data
+	// the guest has not yet acknowledged, and guest data a full host
+	// socket has not yet taken. Connections that find it spent wait, with
+	// their windows closed. Default DefaultRelayBuffer (16 MiB); at least
+	// 64 KiB.
+	RelayBuffer int
+	// Capture, if not nil, receives every packet on the guest's interface
+	// (Link), both ways, in pcap format, as stack.Config.Capture does; it
+	// sits right over the device, below the TCP relay. CaptureSnapLen is
+	// its snap length (0: 262144). Default: no capture.
+	Capture        io.Writer
+	CaptureSnapLen int
+	// Logger receives the logs. Default slog.Default().
+	Logger *slog.Logger
+
+	host *hostDialer // Dial's, when it is the default
+}
 
 // Addrs are the addresses of a sandbox network.
 type Addrs struct {

@@ -3,16 +3,74 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/ustacknet/ustack/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
+
+// The host dialer: the Gateway's connections and sockets on the host,
+// from the outbound addresses if set (Config.OutboundAddrs).
+
+// hostDialer opens the gateway's host sockets, from the outbound
+// addresses if set.
+type hostDialer struct{ out4, out6 netip.Addr }
+
+var (
+	netDialer = net.Dialer{KeepAlive: -1}
+	// boundDialer binds the source address but leaves the port to
+	// connect (bindNoPort).
+	boundDialer = net.Dialer{KeepAlive: -1, Control: func(network, address string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			if strings.HasPrefix(network, "tcp") {
+				bindNoPort(int(fd))
+			}
+		})
+	}}
+)
+
+// local returns the address to bind for a connection to a, or none.
+func (d hostDialer) local(a netip.Addr) netip.Addr {
+	if a.IsLoopback() {
+		return netip.Addr{}
+	}
+	if a.Is4() {
+		return d.out4
+	}
+	return d.out6
+}
+
+// bindNoPort asks a TCP socket's bind to leave the port to connect, so
+// that a bound source does not reserve a port for every destination at
+// once. Best effort: without it the bind picks the port.
+func bindNoPort(fd int) {
+	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+}
+
+// dial is Config.Dial's default.
+func (d hostDialer) dial(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
+	local := d.local(addr.Addr().Unmap())
+	if !local.IsValid() {
+		// Not Dialer.DialTCP/DialUDP: they always bind, to the wildcard
+		// address when given none, which for TCP picks the port at bind
+		// time, unique across all destinations.
+		return netDialer.DialContext(ctx, network, addr.String())
+	}
+	dd := boundDialer
+	if network == "udp" {
+		dd.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	} else {
+		dd.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0))
+	}
+	return dd.DialContext(ctx, network, addr.String())
+}
 
 // socket opens a non-blocking TCP socket to addr, from the outbound
 // address if one is set, and starts its connect; done reports that the

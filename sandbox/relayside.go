@@ -10,9 +10,6 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// DefaultRelayBuffer is Config.RelayBuffer's default.
-const DefaultRelayBuffer = tcprelay.DefaultBuffer
-
 // newRelay makes the TCP relay (package tcprelay) over link, for g.
 func newRelay(g *Gateway, link gvstack.LinkEndpoint) (*tcprelay.Relay, error) {
 	return tcprelay.New(link, relayGateway{g}, tcprelay.Config{

@@ -16,6 +16,7 @@ import (
 	"github.com/ustacknet/ustack/internal/rawsys"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -38,6 +39,30 @@ import (
 // TUN reader (an execution trace of a 3000-flow burst showed the reader
 // waiting 18 ms behind them while the guest's queue overflowed), and
 // would hold two 64 KiB read buffers per flow for as long as it lives.
+
+// handleUDP starts carrying a new guest UDP flow (below). It runs
+// on the packet path. Returning false makes the stack answer with ICMP
+// port unreachable.
+func (g *Gateway) handleUDP(r *udp.ForwarderRequest) bool {
+	src, dst, to, ok := g.admitForwarded("udp", r.ID())
+	if !ok {
+		return false
+	}
+	if !g.takeFlow() {
+		g.log.Warn("udp flow refused: too many flows", "src", src, "dst", dst, "max", g.cfg.MaxFlows)
+		return false
+	}
+	wq := new(waiter.Queue)
+	ep, terr := r.CreateEndpoint(wq)
+	if terr != nil {
+		g.dropFlow()
+		g.log.Debug("udp endpoint", "err", terr)
+		return true
+	}
+	isDNS := dst.Addr() == g.addrs.DNS.Addr() || (g.addrs.DNS6.IsValid() && dst.Addr() == g.addrs.DNS6.Addr())
+	g.udp.add(ep, wq, to, isDNS)
+	return true
+}
 
 // udpCarrier carries the guest's UDP flows. LOCK ORDER: guestFlow.mu >
 // udpCarrier.mu.
