@@ -125,6 +125,8 @@ type rflow struct {
 	qLen           int            // bytes from sndUna on: q's, or (peek) those known to be in the host socket
 	peek           bool           // host data stays in the socket until the guest acknowledges it (SO_PEEK_OFF): q stays empty
 	skip           int            // peek: bytes the guest acknowledged that are still in the socket (discarded in batches)
+	hostErr        error          // peek: the host socket's error, taken off it by a peek after data that goes first
+	urgent         bool           // urgent data came: a short read does not mean an empty socket
 	peekPos        int            // peek: the socket's peek offset from the head of its queue; -1 unknown
 	hostEOF        bool           // the host sent its FIN (read returned EOF)
 	finSent        bool

@@ -39,7 +39,7 @@ type hostPoll struct {
 // it while a connect is in progress, and once a write found the socket
 // full (watchOut). A connected socket is writable at once, and an edge
 // for that would only wake the poller for nothing.
-const pollIn = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+const pollIn = unix.EPOLLIN | unix.EPOLLPRI | unix.EPOLLRDHUP | unix.EPOLLET
 
 func newHostPoll() (*hostPoll, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -169,10 +169,25 @@ func (r *Relay) hostEvent(id uint64, events uint32) {
 		}
 		f.connected()
 	}
-	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+	if events&(unix.EPOLLIN|unix.EPOLLPRI|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.readable = true
 		f.finQueued = events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+		if events&unix.EPOLLPRI != 0 {
+			// Urgent data: reads stop short at its mark with more
+			// queued behind it, which brings no new event, so a short
+			// read does not mean an empty socket until one says EAGAIN.
+			f.urgent = true
+		}
 		f.pull()
+		if f.state != stDone && events&unix.EPOLLERR != 0 {
+			// An error (the host's reset) that a closed window kept
+			// the reads or peeks from meeting (a peek flow reads
+			// nothing past the window, a reading one no further than
+			// its room) ends the flow now: its data would never go.
+			if errno, err := rawsys.GetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && errno != 0 {
+				f.hostFailed(os.NewSyscallError("recvfrom", syscall.Errno(errno)))
+			}
+		}
 	}
 	if f.state != stDone && (f.pend.Size() > 0 || f.hostFull) && events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		f.flush()
@@ -187,9 +202,16 @@ func (r *Relay) hostEvent(id uint64, events uint32) {
 // host peer that dies without a word while the flow is idle then fails
 // the socket, and the guest hears a reset, instead of the flow and its
 // descriptor being held for good. Two calls per connection.
+//
+// It also has urgent data (MSG_OOB) kept in line: the relay carries a
+// byte stream and no urgent pointer, and a socket that took the urgent
+// byte out of the stream would have the guest miss it, and a peek flow
+// count its offsets wrong (the kernel's peek offset skips the byte that
+// sequence numbers count).
 func keepAlive(fd int) {
 	rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	rawsys.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, relayKeepIdle)
+	rawsys.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE, 1)
 }
 
 // pull reads the host's data while the socket has some and the guest's
@@ -243,7 +265,7 @@ func (f *rflow) pull() {
 			}
 			f.q = append(f.q, v)
 			f.qLen += n
-			if n < size && !f.finQueued {
+			if n < size && !f.finQueued && !f.urgent {
 				// The socket is empty, and had no FIN (or error) when
 				// its events were collected: its next data or FIN
 				// is a new event, so the read that would only say
@@ -269,9 +291,11 @@ func (f *rflow) startPeek() {
 		return
 	}
 	if err := rawsys.SetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		f.r.noPeek.Store(true)
-		f.r.log.Debug("tcp relay: no SO_PEEK_OFF for TCP; host data is read into the relay's budget", "err", err)
-		return
+		if err == unix.EOPNOTSUPP || err == unix.ENOPROTOOPT || err == unix.EINVAL {
+			f.r.noPeek.Store(true)
+			f.r.log.Debug("tcp relay: no SO_PEEK_OFF for TCP; host data is read into the relay's budget", "err", err)
+		}
+		return // this flow reads, whatever the error
 	}
 	f.peek, f.peekPos = true, 0
 }
@@ -296,7 +320,7 @@ func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
 			continue
 		case err == unix.EAGAIN:
 			v.Release()
-			f.readable = false
+			f.readable, f.urgent = false, false
 			return b, 0, true
 		case err != nil:
 			v.Release()
@@ -321,8 +345,14 @@ func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
 				case k > 0:
 					f.peekPos += k
 					f.qLen = max(f.qLen, off+m+k)
+				case err != nil && err != unix.EAGAIN && err != unix.EINTR:
+					// An error (the host's reset): this peek took
+					// it off the socket, so it is kept for push to
+					// fail the flow with once this data is sent, as
+					// a read does.
+					f.hostErr = os.NewSyscallError("recvfrom", err)
 				}
-			} else {
+			} else if !f.urgent {
 				// The socket held no more, and had no FIN (or error)
 				// when its events were collected: its next data or
 				// FIN is a new event.

@@ -26,14 +26,17 @@ func (f *rflow) push() {
 		if avail <= 0 {
 			break
 		}
-		n := min(avail, f.segMax())
+		seg := f.segMax()
+		n := min(avail, seg)
 		switch {
 		case sent < f.qLen:
 			n = min(n, f.qLen-sent)
 		case !f.peek || !f.readable || f.hostEOF:
 			n = 0
 		default:
-			n = min(n, f.readSize)
+			// New data, peeked at once for as many segments as a read
+			// would take (readSize), when segments are small.
+			n = min(avail, max(seg, f.readSize))
 		}
 		if n == 0 {
 			break
@@ -45,15 +48,33 @@ func (f *rflow) push() {
 		if got == 0 {
 			break // nothing more now; or the host's FIN, sent below
 		}
-		// The host's FIN rides on its last data when both are in.
-		fin := f.hostEOF && !f.finSent && sent+got == f.qLen
-		f.sendData(b, got == n, f.sndNxt, fin)
-		f.sndNxt = f.sndNxt.Add(seqnum.Size(got))
-		sent += got
-		if fin {
-			f.finSent, f.finOut = true, true
-			f.finSeq = f.sndNxt
-			f.sndNxt++
+		for got > 0 {
+			k := min(got, seg)
+			piece := b
+			if k < got {
+				piece = b.Clone()
+				piece.Truncate(int64(k))
+				b.TrimFront(int64(k))
+			}
+			got -= k
+			// The host's FIN rides on its last data when both are in.
+			fin := got == 0 && f.hostEOF && !f.finSent && sent+k == f.qLen
+			f.sendData(piece, got == 0, f.sndNxt, fin)
+			f.sndNxt = f.sndNxt.Add(seqnum.Size(k))
+			sent += k
+			if fin {
+				f.finSent, f.finOut = true, true
+				f.finSeq = f.sndNxt
+				f.sndNxt++
+			}
+		}
+		if f.hostErr != nil {
+			// The host's reset, met by a peek after this data: the
+			// data went first, and now the flow ends, as after a read.
+			err := f.hostErr
+			f.hostErr = nil
+			f.hostFailed(err)
+			return
 		}
 	}
 	if f.state != stEstablished {
