@@ -5,7 +5,7 @@
 // translates segments to socket calls on one epoll loop (package
 // internal/tcprelay; relayside.go), carries its UDP flows between the
 // stack's endpoints and host sockets on two goroutines for all of them
-// (udpcarry.go), answers
+// (package internal/udprelay; udpside.go), answers
 // DNS at the DNS address, and forwards host ports into the guest. The
 // process side creates the TUN device and serves it: Run
 // (run_linux.go) makes new namespaces for a command, Attach

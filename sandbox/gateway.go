@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ustacknet/ustack/internal/tcprelay"
+	"github.com/ustacknet/ustack/internal/udprelay"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -36,10 +37,10 @@ type Gateway struct {
 	st    *stack.Stack
 	log   *slog.Logger
 	relay *tcprelay.Relay // nil with NoTCPRelay, or on a link the relay cannot serve
-	udp   *udpCarrier
+	udp   *udprelay.Relay
 
-	tcpFlows, udpFlows, dnsQueries, denied, refused, inbound atomic.Uint64
-	live                                                     atomic.Int64
+	tcpFlows, denied, refused, inbound atomic.Uint64
+	live                               atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -119,7 +120,7 @@ func newGateway(cfg Config) (*Gateway, error) {
 			sc.Addrs = append(sc.Addrs, netip.PrefixFrom(raSource, 64))
 		}
 	}
-	udpc, err := newUDPCarrier(g)
+	udpc, err := newUDPRelay(g)
 	if err != nil {
 		cancel()
 		if g.relay != nil {
@@ -134,14 +135,14 @@ func newGateway(cfg Config) (*Gateway, error) {
 		if g.relay != nil {
 			g.relay.Close()
 		}
-		udpc.ep.Close()
+		udpc.Close()
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	g.st = st
 	if g.relay != nil {
 		g.relay.Start()
 	}
-	udpc.start()
+	udpc.Start()
 	s := st.GVisor()
 	tf := tcp.NewForwarder(s, 0, cfg.MaxSYNs, g.handleTCP)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
@@ -166,8 +167,9 @@ func (g *Gateway) Stats() Stats {
 	if g.relay != nil {
 		rs = g.relay.Stats()
 	}
-	return Stats{TCPFlows: g.tcpFlows.Load() + rs.Flows, UDPFlows: g.udpFlows.Load(), DNSQueries: g.dnsQueries.Load(),
-		Denied: g.denied.Load() + rs.Denied, Refused: g.refused.Load() + rs.Refused, Inbound: g.inbound.Load(), Live: g.live.Load()}
+	us := g.udp.Stats() // and so does the UDP relay
+	return Stats{TCPFlows: g.tcpFlows.Load() + rs.Flows, UDPFlows: us.Flows, DNSQueries: us.DNS,
+		Denied: g.denied.Load() + rs.Denied, Refused: g.refused.Load() + rs.Refused + us.Refused, Inbound: g.inbound.Load(), Live: g.live.Load()}
 }
 
 // Ports returns the allocator snapshots of the Gateway's stack.
@@ -188,7 +190,7 @@ func (g *Gateway) Close() error {
 		if g.relay != nil {
 			g.relay.Close()
 		}
-		g.udp.close()
+		g.udp.Close()
 		for _, c := range open {
 			c.Close()
 		}

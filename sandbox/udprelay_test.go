@@ -292,6 +292,6 @@ func TestUDPFlowsCloseUnderLoad(t *testing.T) {
 	close(stop)
 	<-done
 	// A packet the link was delivering as Close returned may still take
-	// a slot, briefly: the flow is refused (the carrier is closed).
+	// a slot, briefly: the flow is refused (the UDP relay is closed).
 	waitLive(t, w.gw, 0)
 }
