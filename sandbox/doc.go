@@ -18,7 +18,7 @@
 // *Interrupt cause passes a signal on to the command). SlirpAPI
 // (slirpapi.go) speaks slirp4netns's control protocol over a Gateway, and
 // the Gateway can send IPv6 router advertisements for guests that
-// configure themselves (ra.go).
+// configure themselves (package internal/ra).
 //
 // The defaults follow slirp4netns: guest 10.0.2.100/24, gateway 10.0.2.2,
 // DNS 10.0.2.3, MTU 65520, IPv6 fd00::100/64 with gateway fd00::2 and DNS

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ustacknet/ustack/internal/ra"
 	"github.com/ustacknet/ustack/internal/tcprelay"
 	"github.com/ustacknet/ustack/internal/udprelay"
 	"github.com/ustacknet/ustack/portalloc"
@@ -96,15 +97,10 @@ func newGateway(cfg Config) (*Gateway, error) {
 		g.relay = r
 		link = r
 	}
-	var solicit chan struct{}
+	var adv *ra.Advertiser
 	if cfg.RouterAdvertisements && !cfg.NoIPv6 {
-		solicit = make(chan struct{}, 1)
-		link = newRSWatch(link, func() {
-			select {
-			case solicit <- struct{}{}:
-			default:
-			}
-		})
+		adv = ra.New(link, g.raConfig(), cfg.Logger)
+		link = adv
 	}
 	sc := stack.Config{
 		Link:        link,
@@ -116,8 +112,8 @@ func newGateway(cfg Config) (*Gateway, error) {
 	}
 	if !cfg.NoIPv6 {
 		sc.Addrs = append(sc.Addrs, addrs.Gateway6, addrs.DNS6)
-		if solicit != nil {
-			sc.Addrs = append(sc.Addrs, netip.PrefixFrom(raSource, 64))
+		if adv != nil {
+			sc.Addrs = append(sc.Addrs, netip.PrefixFrom(ra.Source, 64))
 		}
 	}
 	udpc, err := newUDPRelay(g)
@@ -148,11 +144,20 @@ func newGateway(cfg Config) (*Gateway, error) {
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
 	uf := udp.NewForwarder(s, g.handleUDP)
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
-	if solicit != nil {
-		g.wg.Add(1)
-		go g.advertise(solicit)
+	if adv != nil {
+		g.go_(func() { adv.Run(ctx, s) })
 	}
 	return g, nil
+}
+
+// raConfig is what the router advertisements advertise (package
+// internal/ra): CIDR6, and DNS6 as the resolver unless DNS is off.
+func (g *Gateway) raConfig() ra.Config {
+	c := ra.Config{Prefix: g.cfg.CIDR6}
+	if !g.cfg.NoDNS {
+		c.DNS = g.addrs.DNS6.Addr()
+	}
+	return c
 }
 
 // Stack returns the Gateway's stack.
