@@ -29,12 +29,7 @@ func (r *Relay) schedule(f *flow) {
 func (r *Relay) pump() {
 	buf := make([]byte, 64<<10)
 	var batch []*flow
-	for {
-		select {
-		case <-r.wake:
-		case <-r.stopc:
-			return
-		}
+	for until(r.wake, r.stopc) {
 		r.mu.Lock()
 		batch, r.ready = r.ready, batch[:0]
 		r.mu.Unlock()

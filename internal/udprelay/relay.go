@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/rawsys"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -119,42 +122,36 @@ type flow struct {
 
 // New makes a relay for gw. Start starts it; Close ends it.
 func New(gw Gateway, cfg Config) (*Relay, error) {
-	switch {
-	case gw == nil:
+	if gw == nil {
 		return nil, errors.New("udprelay: the Gateway is nil")
-	case cfg.IdleTimeout != 0 && cfg.IdleTimeout < MinTimeout:
-		return nil, fmt.Errorf("udprelay: IdleTimeout %v: want 0 (the default) or at least %v", cfg.IdleTimeout, MinTimeout)
-	case cfg.DNSTimeout != 0 && cfg.DNSTimeout < MinTimeout:
-		return nil, fmt.Errorf("udprelay: DNSTimeout %v: want 0 (the default) or at least %v", cfg.DNSTimeout, MinTimeout)
-	case cfg.DialTimeout < 0:
-		return nil, fmt.Errorf("udprelay: DialTimeout %v: want 0 (the default) or more", cfg.DialTimeout)
 	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.DNSTimeout == 0 {
-		cfg.DNSTimeout = DefaultDNSTimeout
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = DefaultDialTimeout
+	for _, d := range []struct {
+		name     string
+		v        *time.Duration
+		def, min time.Duration
+	}{
+		{"IdleTimeout", &cfg.IdleTimeout, DefaultIdleTimeout, MinTimeout},
+		{"DNSTimeout", &cfg.DNSTimeout, DefaultDNSTimeout, MinTimeout},
+		{"DialTimeout", &cfg.DialTimeout, DefaultDialTimeout, 0},
+	} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case d.min == 0 && *d.v < 0:
+			return nil, fmt.Errorf("udprelay: %s %v: want 0 (the default) or more", d.name, *d.v)
+		case *d.v < d.min:
+			return nil, fmt.Errorf("udprelay: %s %v: want 0 (the default) or at least %v", d.name, *d.v, d.min)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	fd, ep, rc, err := rawsys.NewEpoll("udp-epoll")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	r := &Relay{gw: gw, cfg: cfg, log: cfg.Logger, epfd: fd, ep: os.NewFile(uintptr(fd), "udp-epoll"),
-		wake: make(chan struct{}, 1), stopc: make(chan struct{}), byID: make(map[uint64]*flow)}
-	if r.rc, err = r.ep.SyscallConn(); err != nil {
-		r.ep.Close()
 		return nil, err
 	}
+	r := &Relay{gw: gw, cfg: cfg, log: cfg.Logger, epfd: fd, ep: ep, rc: rc,
+		wake: make(chan struct{}, 1), stopc: make(chan struct{}), byID: make(map[uint64]*flow)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
 }
@@ -164,6 +161,16 @@ func (r *Relay) Start() {
 	r.goTracked(r.pump)
 	r.goTracked(r.poll)
 	r.goTracked(r.sweep)
+}
+
+// until waits for c, or for Close: it reports whether c came first.
+func until[T any](c <-chan T, stopc <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	case <-stopc:
+		return false
+	}
 }
 
 // goTracked runs fn through Gateway.Go, counted among the goroutines
@@ -197,10 +204,7 @@ func (r *Relay) Close() {
 		return
 	}
 	r.closed = true
-	fs := make([]*flow, 0, len(r.byID))
-	for _, f := range r.byID {
-		fs = append(fs, f)
-	}
+	fs := slices.Collect(maps.Values(r.byID))
 	r.mu.Unlock()
 	r.cancel()
 	for _, f := range fs {

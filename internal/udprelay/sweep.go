@@ -17,12 +17,7 @@ func (r *Relay) sweep() {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var idle []*flow
-	for {
-		select {
-		case <-t.C:
-		case <-r.stopc:
-			return
-		}
+	for until(t.C, r.stopc) {
 		now := time.Now().UnixNano()
 		r.mu.Lock()
 		for _, f := range r.byID {
