@@ -123,7 +123,7 @@ type Link struct {
 	mu     sync.RWMutex
 	closed bool // guarded by mu
 
-	actMu   sync.Mutex // guards onClose
+	actMu   sync.Mutex // guards onClose. LOCK ORDERING: mu > actMu (Close)
 	onClose func()     // set by the stack, run by Close
 
 	closeOnce sync.Once

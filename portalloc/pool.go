@@ -118,7 +118,11 @@ const hashTableSize = 1 << 16 // counters for the Hash policy, as Linux since 5.
 type Pool struct {
 	proto Protocol
 
-	mu sync.Mutex // guards every field below
+	// mu guards every field below. LOCK ORDERING: it is held while a
+	// Request's Veto runs, so a Veto may take its caller's locks (stack's
+	// binds gVisor endpoints, under gVisor's own) but must not call the
+	// Pool; no other lock of portalloc's exists.
+	mu sync.Mutex
 	// bm has a bit set for each blocked port: held, or excluded.
 	bm bitmap
 	// excluded maps each excluded port to whether it is also held.

@@ -45,7 +45,7 @@ type forwarder struct {
 	stop chan struct{}
 	wg   sync.WaitGroup // its goroutines
 
-	mu    sync.Mutex // guards flows
+	mu    sync.Mutex // guards flows. LOCK ORDERING: mu > the stack's (a flow's socket may be closed under it); Gateway.mu is let go before a forwarder is closed
 	flows map[netip.AddrPort]*udpFlow
 }
 

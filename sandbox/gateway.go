@@ -47,7 +47,10 @@ type Gateway struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the Gateway starts
 
-	mu       sync.Mutex // guards the fields below
+	// mu guards the fields below. LOCK ORDERING: a TCP relay flow's lock
+	// and SlirpAPI.mu come before it (tcprelay.Gateway); forwarder.mu and
+	// the UDP carrier's locks are never held with it.
+	mu       sync.Mutex
 	closed   bool
 	open     map[io.Closer]struct{} // host-side sockets and listeners
 	forwards map[string]*forwarder  // by Forward.String()

@@ -37,7 +37,7 @@ type bsdTun struct {
 
 	rd vecCall // the reader's
 
-	wmu sync.Mutex // guards wr
+	wmu sync.Mutex // guards wr; a leaf
 	wr  vecCall
 
 	closed    atomic.Bool // set before the descriptor is closed

@@ -47,7 +47,7 @@ type handoff struct {
 type handoffWorker struct {
 	wake chan struct{} // capacity 1: there is work
 
-	mu    sync.Mutex // guards the fields below
+	mu    sync.Mutex // guards the fields below; a leaf (packets are delivered with it let go)
 	q     []queuedPacket
 	bytes int // the sizes of the packets in q
 }

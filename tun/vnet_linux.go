@@ -118,7 +118,7 @@ type vnetEndpoint struct {
 	checksumErrors atomic.Uint64
 	badVnetHeaders atomic.Uint64
 
-	mu         sync.RWMutex // guards the fields below
+	mu         sync.RWMutex // guards the fields below; a leaf (Attach waits for the readers with it let go)
 	mtu        uint32
 	dispatcher gvstack.NetworkDispatcher
 	started    bool // the readers were started (they cannot be restarted)

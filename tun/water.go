@@ -38,12 +38,12 @@ type waterEndpoint struct {
 	// went away underneath.
 	onGone func()
 
-	mu         sync.Mutex // guards the fields below
+	mu         sync.Mutex // guards the fields below; a leaf
 	dispatcher gvstack.NetworkDispatcher
 	stopping   bool
 	wg         sync.WaitGroup // the reader
 
-	wmu  sync.Mutex // serializes writes (water's Windows and macOS writers are not concurrent-safe) and guards wbuf
+	wmu  sync.Mutex // serializes writes (water's Windows and macOS writers are not concurrent-safe) and guards wbuf; a leaf, never held with mu
 	wbuf []byte
 }
 

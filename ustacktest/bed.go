@@ -41,7 +41,7 @@ type Bed struct {
 	ctx    context.Context // done when the bed closes; ends its commands
 	cancel context.CancelFunc
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below; a leaf
 	closed  bool
 	closers []io.Closer // kernel sockets and held connections, closed by Close
 

@@ -26,7 +26,7 @@ type wire struct {
 	capture bool // keep packets for Capture
 	limit   int  // bytes of records kept at most (maxCapture)
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex // guards the fields below; a leaf
 	records  []byte     // pcap records (without the file header)
 	left     int        // packets left out of the capture past maxCapture
 	accepted map[netip.AddrPort]*accepts

@@ -216,7 +216,7 @@ type Server struct {
 	l   net.Listener
 	cfg Config
 
-	mu    sync.Mutex // guards conns
+	mu    sync.Mutex // guards conns; a leaf (no other lock is taken under it)
 	conns map[net.Conn]bool
 	wg    sync.WaitGroup
 	once  sync.Once
@@ -345,7 +345,7 @@ type hostRun struct {
 	l    *net.TCPListener
 	udp  *net.UDPConn
 
-	mu      sync.Mutex // guards closers
+	mu      sync.Mutex // guards closers; a leaf
 	closers []interface{ Close() error }
 }
 

@@ -23,7 +23,7 @@ type NS struct {
 	f *os.File        // the namespace (nsfs) file; closing it drops our reference
 	h *netlink.Handle // rtnetlink socket inside the namespace
 
-	mu       sync.RWMutex // guards the fields below; held for reading while entering the namespace
+	mu       sync.RWMutex // guards the fields below; held for reading while entering the namespace. LOCK ORDERING: mu > whatever Do's fn takes; Close takes it alone
 	closed   bool
 	closeErr error
 }

@@ -24,7 +24,7 @@ type Group struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below; a leaf
 	closers []io.Closer
 	conns   map[net.Conn]struct{}
 	closed  bool

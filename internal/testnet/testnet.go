@@ -16,7 +16,7 @@ import (
 func Serve(tb testing.TB, l net.Listener, handle func(net.Conn)) {
 	var (
 		wg    sync.WaitGroup
-		mu    sync.Mutex // guards conns
+		mu    sync.Mutex // guards conns; a leaf
 		conns = map[net.Conn]bool{}
 	)
 	wg.Add(1)
