@@ -49,7 +49,7 @@ type Gateway struct {
 
 	// mu guards the fields below. LOCK ORDERING: a TCP relay flow's lock
 	// and SlirpAPI.mu come before it (tcprelay.Gateway); forwarder.mu and
-	// the UDP carrier's locks are never held with it.
+	// the UDP relay's locks (udprelay) are never held with it.
 	mu       sync.Mutex
 	closed   bool
 	open     map[io.Closer]struct{} // host-side sockets and listeners

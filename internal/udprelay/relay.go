@@ -80,7 +80,8 @@ type Stats struct {
 }
 
 // Relay carries the flows handed to Add. LOCK ORDERING: flow.mu >
-// Relay.mu > the Gateway's locks.
+// Relay.mu, and flow.mu > the Gateway's locks (DropFlow); Relay.mu is
+// not held while the relay calls the Gateway.
 type Relay struct {
 	gw     Gateway
 	cfg    Config
