@@ -61,9 +61,9 @@ type Config struct {
 	NoDNS bool
 	// RouterAdvertisements makes the gateway advertise itself as the
 	// guest's IPv6 router from fe80::2, with CIDR6 for SLAAC and DNS6 as
-	// the resolver (see ra.go), for guests that configure IPv6 themselves
-	// (slirp4netns's do). Off by default: Run and Attach configure the
-	// guest's address and routes.
+	// the resolver (package internal/ra), for guests that configure IPv6
+	// themselves (slirp4netns's do). Off by default: Run and Attach
+	// configure the guest's address and routes.
 	RouterAdvertisements bool
 	// OutboundAddrs are source addresses for the host sockets that carry
 	// the guest's flows, at most one IPv4 and one IPv6 (slirp4netns's

@@ -5,7 +5,7 @@
 // translates segments to socket calls on one epoll loop (package
 // internal/tcprelay; relayside.go), carries its UDP flows between the
 // stack's endpoints and host sockets on two goroutines for all of them
-// (udpcarry.go), answers
+// (package internal/udprelay; udpside.go), answers
 // DNS at the DNS address, and forwards host ports into the guest. The
 // process side creates the TUN device and serves it: Run
 // (run_linux.go) makes new namespaces for a command, Attach
@@ -18,7 +18,7 @@
 // *Interrupt cause passes a signal on to the command). SlirpAPI
 // (slirpapi.go) speaks slirp4netns's control protocol over a Gateway, and
 // the Gateway can send IPv6 router advertisements for guests that
-// configure themselves (ra.go).
+// configure themselves (package internal/ra).
 //
 // The defaults follow slirp4netns: guest 10.0.2.100/24, gateway 10.0.2.2,
 // DNS 10.0.2.3, MTU 65520, IPv6 fd00::100/64 with gateway fd00::2 and DNS

@@ -11,7 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ustacknet/ustack/internal/ra"
 	"github.com/ustacknet/ustack/internal/tcprelay"
+	"github.com/ustacknet/ustack/internal/udprelay"
 	"github.com/ustacknet/ustack/portalloc"
 	"github.com/ustacknet/ustack/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -36,10 +38,10 @@ type Gateway struct {
 	st    *stack.Stack
 	log   *slog.Logger
 	relay *tcprelay.Relay // nil with NoTCPRelay, or on a link the relay cannot serve
-	udp   *udpCarrier
+	udp   *udprelay.Relay
 
-	tcpFlows, udpFlows, dnsQueries, denied, refused, inbound atomic.Uint64
-	live                                                     atomic.Int64
+	tcpFlows, denied, refused, inbound atomic.Uint64
+	live                               atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -47,7 +49,7 @@ type Gateway struct {
 
 	// mu guards the fields below. LOCK ORDERING: a TCP relay flow's lock
 	// and SlirpAPI.mu come before it (tcprelay.Gateway); forwarder.mu and
-	// the UDP carrier's locks are never held with it.
+	// the UDP relay's locks (udprelay) are never held with it.
 	mu       sync.Mutex
 	closed   bool
 	open     map[io.Closer]struct{} // host-side sockets and listeners
@@ -98,15 +100,10 @@ func newGateway(cfg Config) (*Gateway, error) {
 		g.relay = r
 		link = r
 	}
-	var solicit chan struct{}
+	var adv *ra.Advertiser
 	if cfg.RouterAdvertisements && !cfg.NoIPv6 {
-		solicit = make(chan struct{}, 1)
-		link = newRSWatch(link, func() {
-			select {
-			case solicit <- struct{}{}:
-			default:
-			}
-		})
+		adv = ra.New(link, g.raConfig(), cfg.Logger)
+		link = adv
 	}
 	sc := stack.Config{
 		Link:        link,
@@ -118,11 +115,11 @@ func newGateway(cfg Config) (*Gateway, error) {
 	}
 	if !cfg.NoIPv6 {
 		sc.Addrs = append(sc.Addrs, addrs.Gateway6, addrs.DNS6)
-		if solicit != nil {
-			sc.Addrs = append(sc.Addrs, netip.PrefixFrom(raSource, 64))
+		if adv != nil {
+			sc.Addrs = append(sc.Addrs, netip.PrefixFrom(ra.Source, 64))
 		}
 	}
-	udpc, err := newUDPCarrier(g)
+	udpc, err := newUDPRelay(g)
 	if err != nil {
 		cancel()
 		if g.relay != nil {
@@ -137,24 +134,33 @@ func newGateway(cfg Config) (*Gateway, error) {
 		if g.relay != nil {
 			g.relay.Close()
 		}
-		udpc.ep.Close()
+		udpc.Close()
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	g.st = st
 	if g.relay != nil {
 		g.relay.Start()
 	}
-	udpc.start()
+	udpc.Start()
 	s := st.GVisor()
 	tf := tcp.NewForwarder(s, 0, cfg.MaxSYNs, g.handleTCP)
 	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
 	uf := udp.NewForwarder(s, g.handleUDP)
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
-	if solicit != nil {
-		g.wg.Add(1)
-		go g.advertise(solicit)
+	if adv != nil {
+		g.go_(func() { adv.Run(ctx, s) })
 	}
 	return g, nil
+}
+
+// raConfig is what the router advertisements advertise (package
+// internal/ra): CIDR6, and DNS6 as the resolver unless DNS is off.
+func (g *Gateway) raConfig() ra.Config {
+	c := ra.Config{Prefix: g.cfg.CIDR6}
+	if !g.cfg.NoDNS {
+		c.DNS = g.addrs.DNS6.Addr()
+	}
+	return c
 }
 
 // Stack returns the Gateway's stack.
@@ -169,8 +175,9 @@ func (g *Gateway) Stats() Stats {
 	if g.relay != nil {
 		rs = g.relay.Stats()
 	}
-	return Stats{TCPFlows: g.tcpFlows.Load() + rs.Flows, UDPFlows: g.udpFlows.Load(), DNSQueries: g.dnsQueries.Load(),
-		Denied: g.denied.Load() + rs.Denied, Refused: g.refused.Load() + rs.Refused, Inbound: g.inbound.Load(), Live: g.live.Load()}
+	us := g.udp.Stats() // and so does the UDP relay
+	return Stats{TCPFlows: g.tcpFlows.Load() + rs.Flows, UDPFlows: us.Flows, DNSQueries: us.DNS,
+		Denied: g.denied.Load() + rs.Denied, Refused: g.refused.Load() + rs.Refused + us.Refused, Inbound: g.inbound.Load(), Live: g.live.Load()}
 }
 
 // Ports returns the allocator snapshots of the Gateway's stack.
@@ -191,7 +198,7 @@ func (g *Gateway) Close() error {
 		if g.relay != nil {
 			g.relay.Close()
 		}
-		g.udp.close()
+		g.udp.Close()
 		for _, c := range open {
 			c.Close()
 		}

@@ -95,7 +95,7 @@ func socketOf(c net.Conn) (int, error) {
 var errNoSocket = errors.New("not a syscall.Conn")
 
 // dupSocket takes the descriptor of a connection Config.Dial returned, for
-// the TCP relay and the UDP carrier: a non-blocking, close-on-exec
+// the TCP and UDP relays: a non-blocking, close-on-exec
 // duplicate, after which c is closed.
 func dupSocket(c net.Conn) (int, error) {
 	defer c.Close()

@@ -75,3 +75,29 @@ func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
+
+// ConnectUDP opens a non-blocking, close-on-exec UDP socket connected to
+// addr, bound to local first if local is valid. Errors are
+// *os.SyscallError.
+func ConnectUDP(addr netip.AddrPort, local netip.Addr) (int, error) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	family := unix.AF_INET6
+	if addr.Addr().Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if local.IsValid() {
+		if err := unix.Bind(fd, sockaddrOf(netip.AddrPortFrom(local, 0))); err != nil {
+			unix.Close(fd)
+			return -1, os.NewSyscallError("bind", err)
+		}
+	}
+	if err := unix.Connect(fd, sockaddrOf(addr)); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("connect", err)
+	}
+	return fd, nil
+}

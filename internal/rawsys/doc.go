@@ -1,5 +1,5 @@
 // Package rawsys makes the socket system calls of ustack's packet paths
-// (the sandbox's TCP relay and UDP carrier) as raw system calls, on
+// (the sandbox's TCP and UDP relays) as raw system calls, on
 // non-blocking descriptors. Linux only.
 //
 // None of these calls waits, but one on loopback runs the peer's side of

@@ -42,20 +42,11 @@ type hostPoll struct {
 const pollIn = unix.EPOLLIN | unix.EPOLLPRI | unix.EPOLLRDHUP | unix.EPOLLET
 
 func newHostPoll() (*hostPoll, error) {
-	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	fd, ep, rc, err := rawsys.NewEpoll("relay-epoll")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	p := &hostPoll{fd: fd, ep: os.NewFile(uintptr(fd), "relay-epoll")}
-	if p.rc, err = p.ep.SyscallConn(); err != nil {
-		p.ep.Close()
 		return nil, err
 	}
-	return p, nil
+	return &hostPoll{fd: fd, ep: ep, rc: rc}, nil
 }
 
 // ctl registers sock under id (op EPOLL_CTL_ADD), or changes its events

@@ -38,88 +38,29 @@ func waitLive(t *testing.T, gw *Gateway, want int64) {
 	}
 }
 
-// A UDP flow costs the gateway no goroutine: 300 flows, each echoed both
-// ways, while the goroutine count stays put.
-func TestUDPFlowsNoGoroutinePerFlow(t *testing.T) {
-	const n = 300
-	echo, _ := hostEcho(t)
-	w := newWorld(t, loopback(nil))
-	before := runtime.NumGoroutine()
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		c, err := w.guest.Dial("udp", echo)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
-		if _, err := fmt.Fprintf(c, "flow %d", i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b := make([]byte, 64)
-	for i, c := range conns {
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		k, err := c.Read(b)
-		if want := fmt.Sprintf("flow %d", i); err != nil || string(b[:k]) != want {
-			t.Fatalf("flow %d: echo %q, %v; want %q", i, b[:k], err, want)
-		}
-	}
-	if s := w.gw.Stats(); s.Live != n || s.UDPFlows != n {
-		t.Errorf("stats %+v: want %d live UDP flows", s, n)
-	}
-	if grew := runtime.NumGoroutine() - before; grew > 10 {
-		t.Errorf("%d goroutines more with %d UDP flows open; want no goroutine per flow", grew, n)
-	}
-}
-
-// An idle flow ends after UDPTimeout; traffic from the guest keeps it
-// open; the next datagram after it ended opens a new one (a new host
-// socket, so a new source port at the host).
-func TestUDPFlowIdleTimeout(t *testing.T) {
-	const timeout = time.Second
+// Config.UDPTimeout reaches the UDP relay (package udprelay, whose
+// tests check the timeout itself): an idle flow ends after it.
+func TestUDPFlowIdleTimeoutConfig(t *testing.T) {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	w := newWorld(t, loopback(func(c *Config) { c.UDPTimeout = timeout }))
+	w := newWorld(t, loopback(func(c *Config) { c.UDPTimeout = time.Second }))
 	c, err := w.guest.Dial("udp", fmt.Sprintf("10.0.2.2:%d", pc.LocalAddr().(*net.UDPAddr).Port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// from returns the host-side source of the next datagram.
-	from := func() netip.AddrPort {
-		t.Helper()
-		b := make([]byte, 64)
-		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, a, err := pc.ReadFrom(b)
-		if err != nil {
-			t.Fatalf("host read: %v", err)
+	c.Write([]byte("idle"))
+	deadline := time.Now().Add(10 * time.Second)
+	for w.gw.Stats().UDPFlows != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want the flow opened", w.gw.Stats())
 		}
-		return a.(*net.UDPAddr).AddrPort()
-	}
-	var first netip.AddrPort
-	start := time.Now()
-	for i := 0; time.Since(start) < 5*timeout/2; i++ {
-		c.Write([]byte("keep"))
-		a := from()
-		if i == 0 {
-			first = a
-		} else if a != first {
-			t.Fatalf("datagram %d came from %v, want the flow's %v: the flow ended while the guest sent", i, a, first)
-		}
-		time.Sleep(timeout / 3)
+		time.Sleep(10 * time.Millisecond)
 	}
 	waitLive(t, w.gw, 0)
-	c.Write([]byte("again"))
-	if a := from(); a == first {
-		t.Errorf("after the timeout the datagram came from the old flow's %v", a)
-	}
-	if got := w.gw.Stats().UDPFlows; got != 2 {
-		t.Errorf("UDP flows %d, want 2", got)
-	}
 }
 
 // A DNS flow ends with its answer; a flow whose host peer is gone (ICMP
@@ -292,6 +233,6 @@ func TestUDPFlowsCloseUnderLoad(t *testing.T) {
 	close(stop)
 	<-done
 	// A packet the link was delivering as Close returned may still take
-	// a slot, briefly: the flow is refused (the carrier is closed).
+	// a slot, briefly: the flow is refused (the UDP relay is closed).
 	waitLive(t, w.gw, 0)
 }
