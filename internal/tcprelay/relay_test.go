@@ -1042,13 +1042,42 @@ func TestRelayBudgetFairness(t *testing.T) {
 			wrote <- err
 		}()
 	}
-	waitFor(t, "the uploads to hold pend's share of the budget", func() bool {
-		r.budget.mu.Lock()
-		defer r.budget.mu.Unlock()
-		if r.budget.usedPend > budget/2 {
-			t.Fatalf("pend holds %d bytes, more than half the budget %d", r.budget.usedPend, budget)
+	// The uploads stall: pend's share of the budget is spent, or each
+	// upload finds its host socket full and is offered less than a
+	// segment, or has handed all its data to the host socket's buffers.
+	// (A guest whose segments found the share spent sends them again
+	// after its retransmission timeout, backed off: under load, one
+	// upload can take many seconds to reach its full host socket.)
+	var state string
+	defer func() {
+		if t.Failed() {
+			t.Logf("relay: %s", state)
 		}
-		return r.budget.usedPend > budget/2-relayReadMax
+	}()
+	waitFor(t, "the uploads to stall on pend's share of the budget", func() bool {
+		r.budget.mu.Lock()
+		usedPend := r.budget.usedPend
+		r.budget.mu.Unlock()
+		if usedPend > budget/2 {
+			t.Fatalf("pend holds %d bytes, more than half the budget %d", usedPend, budget)
+		}
+		r.mu.Lock()
+		fs := make([]*rflow, 0, len(r.flows))
+		for _, f := range r.flows {
+			fs = append(fs, f)
+		}
+		r.mu.Unlock()
+		stalled := 0
+		state = fmt.Sprintf("pend %d of %d;", usedPend, budget/2)
+		for _, f := range fs {
+			f.mu.Lock()
+			if f.hostFull && f.lastWnd < uint32(f.mss) || f.guestFin {
+				stalled++
+			}
+			state += fmt.Sprintf(" [full %v wnd %d pend %d fin %v]", f.hostFull, f.lastWnd, f.pend.Size(), f.guestFin)
+			f.mu.Unlock()
+		}
+		return usedPend > budget/2-relayReadMax || stalled == uploads
 	})
 	// A download, while the uploads stall.
 	c, err := w.guest.Dial("tcp", dst)
