@@ -63,11 +63,7 @@ func (l *refusalLog) note(why refuseReason, src, dst netip.Addr) {
 	}
 	l.armed = true
 	wait := max(0, refusalLogEvery-time.Since(l.last))
-	if l.timer == nil {
-		l.timer = time.AfterFunc(wait, l.flush)
-	} else {
-		l.timer.Reset(wait)
-	}
+	arm(&l.timer, wait, l.flush)
 }
 
 func (l *refusalLog) flush() {

@@ -30,11 +30,7 @@ func (f *rflow) armTimer() {
 	}
 	f.timerOn = true
 	f.timerAt = time.Now().Add(d)
-	if f.timer == nil {
-		f.timer = time.AfterFunc(d, f.onTimer)
-	} else {
-		f.timer.Reset(d)
-	}
+	arm(&f.timer, d, f.onTimer)
 }
 
 func (f *rflow) restartTimer() {
@@ -122,11 +118,7 @@ func (f *rflow) active() {
 		return // it fires in time and looks at lastActive then
 	}
 	f.idleOn, f.idleAt = true, due
-	if f.idle == nil {
-		f.idle = time.AfterFunc(d, f.onIdle)
-	} else {
-		f.idle.Reset(d)
-	}
+	arm(&f.idle, d, f.onIdle)
 }
 
 // onIdle ends f, with resets both ways, if nothing has moved for its
@@ -157,11 +149,7 @@ func (f *rflow) armDelAck() {
 		return
 	}
 	f.delackOn = true
-	if f.delack == nil {
-		f.delack = time.AfterFunc(relayDelAck, f.onDelAck)
-	} else {
-		f.delack.Reset(relayDelAck)
-	}
+	arm(&f.delack, relayDelAck, f.onDelAck)
 }
 
 func (f *rflow) onDelAck() {
@@ -170,5 +158,16 @@ func (f *rflow) onDelAck() {
 	f.delackOn = false
 	if f.state != stDone && f.ackNeeded {
 		f.ack()
+	}
+}
+
+// arm has *t call fn after d, making the timer on its first use: a flow
+// keeps each of its timers for its life, and a stopped one is armed again
+// with Reset.
+func arm(t **time.Timer, d time.Duration, fn func()) {
+	if *t == nil {
+		*t = time.AfterFunc(d, fn)
+	} else {
+		(*t).Reset(d)
 	}
 }
