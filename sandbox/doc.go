@@ -15,8 +15,8 @@
 // (options.go, config.go; a refused field is a *ConfigError), leave the
 // namespaces, the device's hand-back and the command's supervision to
 // package internal/nsexec, and stop when their context ends (an
-// *Interrupt cause passes a signal on to the command). SlirpAPI
-// (slirpapi.go) speaks slirp4netns's control protocol over a Gateway, and
+// *Interrupt cause passes a signal on to the command). NewSlirpAPI
+// speaks slirp4netns's control protocol over a Gateway (package slirpapi), and
 // the Gateway can send IPv6 router advertisements for guests that
 // configure themselves (package internal/ra).
 //

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ustacknet/ustack/portfwd"
+	"github.com/ustacknet/ustack/slirpapi"
 	"github.com/ustacknet/ustack/stack"
 )
 
@@ -325,3 +326,7 @@ func (g *Gateway) udpFlowFor(fw *forwarder, peer netip.AddrPort, from net.Addr) 
 	}()
 	return fl, false
 }
+
+// NewSlirpAPI returns slirp4netns's control protocol (package slirpapi)
+// over gw's forwards.
+func NewSlirpAPI(gw *Gateway) *slirpapi.Server { return slirpapi.New(gw, gw.guestAddr) }

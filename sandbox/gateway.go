@@ -48,7 +48,7 @@ type Gateway struct {
 	wg     sync.WaitGroup // every goroutine the Gateway starts
 
 	// mu guards the fields below. LOCK ORDERING: a TCP relay flow's lock
-	// and SlirpAPI.mu come before it (tcprelay.Gateway); forwarder.mu and
+	// and slirpapi.Server's lock come before it (tcprelay.Gateway); forwarder.mu and
 	// the UDP relay's locks (udprelay) are never held with it.
 	mu       sync.Mutex
 	closed   bool

@@ -1,6 +1,8 @@
-//go:build linux
-
-package sandbox
+// Package slirpapi serves slirp4netns's control protocol (its
+// --api-socket) over any portfwd.Manager, so that tools written for
+// slirp4netns (rootlesskit's and podman's port forwarding) can drive
+// ustack's sandbox.
+package slirpapi
 
 import (
 	"encoding/json"
@@ -16,10 +18,9 @@ import (
 	"github.com/ustacknet/ustack/portfwd"
 )
 
-// SlirpAPI serves slirp4netns's control protocol (its --api-socket) over a
-// Gateway, so that tools written for slirp4netns (rootlesskit's and
-// podman's port forwarding) can drive ustack. Each connection carries one
-// JSON request and gets one JSON reply:
+// Server serves slirp4netns's control protocol over a portfwd.Manager
+// (a sandbox gateway). Each connection carries one JSON request and gets
+// one JSON reply:
 //
 //	{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "0.0.0.0", "host_port": 8080, "guest_port": 80}}
 //	→ {"return": {"id": 1}}
@@ -36,20 +37,21 @@ import (
 // portfwd.Manager methods, as the control API (package api) does: the ids
 // are this protocol's own, and list_hostfwd leaves out a forward that was
 // removed another way.
-type SlirpAPI struct {
-	fw    portfwd.Manager              // the gateway's forwards
-	guest func(Forward) netip.AddrPort // the guest's end of a forward
+type Server struct {
+	fw    portfwd.Manager                      // the gateway's forwards
+	guest func(portfwd.Forward) netip.AddrPort // the guest's end of a forward
 
 	// mu guards the fields below, and is held over the Manager calls of
-	// add_hostfwd and list_hostfwd. LOCK ORDERING: mu > the gateway's.
+	// add_hostfwd and list_hostfwd. LOCK ORDERING: mu > the Manager's.
 	mu      sync.Mutex
 	nextID  int
-	entries map[int]Forward
+	entries map[int]portfwd.Forward
 }
 
-// NewSlirpAPI returns the protocol over gw.
-func NewSlirpAPI(gw *Gateway) *SlirpAPI {
-	return &SlirpAPI{fw: gw, guest: gw.guestAddr, nextID: 1, entries: make(map[int]Forward)}
+// New returns the protocol over fw; guest gives a forward's end in the
+// guest (its address, which a request's guest_addr must name, and port).
+func New(fw portfwd.Manager, guest func(portfwd.Forward) netip.AddrPort) *Server {
+	return &Server{fw: fw, guest: guest, nextID: 1, entries: make(map[int]portfwd.Forward)}
 }
 
 // slirpTimeout bounds one request's exchange, and maxSlirpRequest its
@@ -62,7 +64,7 @@ const (
 // Serve answers connections on l until l is closed; it returns l's
 // Accept error then. Each connection is answered on its own goroutine,
 // which ends with the exchange (bounded by a deadline).
-func (a *SlirpAPI) Serve(l net.Listener) error {
+func (a *Server) Serve(l net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -92,7 +94,7 @@ type slirpFwd struct {
 	GuestPort int    `json:"guest_port"`
 }
 
-func (a *SlirpAPI) handle(c net.Conn) {
+func (a *Server) handle(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(slirpTimeout))
 	var req slirpRequest
@@ -114,7 +116,7 @@ func slirpError(format string, args ...any) map[string]any {
 func slirpReturn(v any) map[string]any { return map[string]any{"return": v} }
 
 // Do runs one request and returns its reply object.
-func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
+func (a *Server) Do(execute string, args json.RawMessage) any {
 	switch execute {
 	case "add_hostfwd":
 		var f slirpFwd
@@ -142,7 +144,7 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 	case "list_hostfwd":
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		active := make(map[Forward]bool)
+		active := make(map[portfwd.Forward]bool)
 		for _, f := range a.fw.Forwards() {
 			active[f] = true
 		}
@@ -182,7 +184,7 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 		if !ok {
 			return slirpError("bad request: remove_hostfwd: id %d not found", *f.ID)
 		}
-		if err := a.fw.RemoveForward(fwd); err != nil && !errors.Is(err, ErrNoForward) {
+		if err := a.fw.RemoveForward(fwd); err != nil && !errors.Is(err, portfwd.ErrNotFound) {
 			return slirpError("remove_hostfwd: %v", err)
 		}
 		return slirpReturn(map[string]any{})
@@ -195,7 +197,7 @@ func (a *SlirpAPI) Do(execute string, args json.RawMessage) any {
 
 // forwardOf checks a slirp4netns add_hostfwd request and turns it into a
 // Forward.
-func (a *SlirpAPI) forwardOf(f slirpFwd) (Forward, error) {
+func (a *Server) forwardOf(f slirpFwd) (portfwd.Forward, error) {
 	var proto string
 	six := false
 	switch f.Proto {
@@ -208,13 +210,13 @@ func (a *SlirpAPI) forwardOf(f slirpFwd) (Forward, error) {
 	case "udp6":
 		proto, six = "udp", true
 	default:
-		return Forward{}, fmt.Errorf("bad arguments.proto %q: want tcp, udp, tcp4, udp4, tcp6 or udp6", f.Proto)
+		return portfwd.Forward{}, fmt.Errorf("bad arguments.proto %q: want tcp, udp, tcp4, udp4, tcp6 or udp6", f.Proto)
 	}
 	if f.HostPort < 1 || f.HostPort > 65535 {
-		return Forward{}, fmt.Errorf("bad arguments.host_port %d: want 1-65535", f.HostPort)
+		return portfwd.Forward{}, fmt.Errorf("bad arguments.host_port %d: want 1-65535", f.HostPort)
 	}
 	if f.GuestPort < 1 || f.GuestPort > 65535 {
-		return Forward{}, fmt.Errorf("bad arguments.guest_port %d: want 1-65535", f.GuestPort)
+		return portfwd.Forward{}, fmt.Errorf("bad arguments.guest_port %d: want 1-65535", f.GuestPort)
 	}
 	host := netip.IPv4Unspecified()
 	if six {
@@ -223,18 +225,18 @@ func (a *SlirpAPI) forwardOf(f slirpFwd) (Forward, error) {
 	if f.HostAddr != "" {
 		h, err := netip.ParseAddr(f.HostAddr)
 		if err != nil || h.Zone() != "" {
-			return Forward{}, fmt.Errorf("bad arguments.host_addr %q: want an IP address", f.HostAddr)
+			return portfwd.Forward{}, fmt.Errorf("bad arguments.host_addr %q: want an IP address", f.HostAddr)
 		}
 		if h.Is6() != six && !h.Is4In6() {
-			return Forward{}, fmt.Errorf("bad arguments.host_addr %q: not an address of proto %s", f.HostAddr, f.Proto)
+			return portfwd.Forward{}, fmt.Errorf("bad arguments.host_addr %q: not an address of proto %s", f.HostAddr, f.Proto)
 		}
 		host = h
 	}
-	fwd := Forward{Proto: proto, Host: netip.AddrPortFrom(host, uint16(f.HostPort)), GuestPort: uint16(f.GuestPort)}
+	fwd := portfwd.Forward{Proto: proto, Host: netip.AddrPortFrom(host, uint16(f.HostPort)), GuestPort: uint16(f.GuestPort)}
 	if f.GuestAddr != "" {
 		g, err := netip.ParseAddr(f.GuestAddr)
 		if err != nil || g != a.guest(fwd).Addr() {
-			return Forward{}, fmt.Errorf("bad arguments.guest_addr %q: want the guest's address %s", f.GuestAddr, a.guest(fwd).Addr())
+			return portfwd.Forward{}, fmt.Errorf("bad arguments.guest_addr %q: want the guest's address %s", f.GuestAddr, a.guest(fwd).Addr())
 		}
 	}
 	return fwd, nil
