@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in curl:curl iproute2:ip iperf3:iperf3 iputils-ping:ping nftables:nft redis-server:redis-server rootlesskit:rootlesskit tcpdump:tcpdump uidmap:newuidmap util-linux:nsenter; do
+  for pkg in curl:curl iproute2:ip iputils-ping:ping nftables:nft redis-server:redis-server rootlesskit:rootlesskit tcpdump:tcpdump uidmap:newuidmap util-linux:nsenter; do
     command -v "${pkg#*:}" >/dev/null || need+=("${pkg%%:*}")
   done
   if [ ${#need[@]} -gt 0 ]; then
