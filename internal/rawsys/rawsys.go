@@ -131,6 +131,9 @@ func EpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
 // Peek copies the socket's queued data at its peek offset (SO_PEEK_OFF)
 // into b, without taking it off the queue; the offset moves past it.
 func Peek(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, unix.EINVAL // 0 would read as the peer's FIN
+	}
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return -1, errnoErr(e)

@@ -296,6 +296,9 @@ func (f *rflow) startPeek() {
 // that finds nothing there now clears readable; one at the host's FIN sets
 // hostEOF. ok is false if the flow ended.
 func (f *rflow) peekData(off, n int) (b buffer.Buffer, got int, ok bool) {
+	if n <= 0 {
+		return b, 0, true // a peek of nothing would say EOF
+	}
 	if pos := f.skip + off; pos != f.peekPos {
 		if err := rawsys.SetsockoptInt(f.fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, pos); err != nil {
 			f.hostFailed(os.NewSyscallError("setsockopt SO_PEEK_OFF", err))

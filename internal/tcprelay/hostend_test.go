@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ustacknet/ustack/internal/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -153,5 +154,24 @@ func TestRelayHostResetAfterData(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRetransmitNothingInFlight: a partial ACK in fast recovery that
+// acknowledges everything sent since a timeout took sndNxt back (so
+// nothing is in flight, with host data still queued) retransmits nothing.
+// A peek flow once peeked at 0 bytes there, and panicked (a CI run of
+// TestRelayLossy under stress-ng).
+func TestRetransmitNothingInFlight(t *testing.T) {
+	for _, peek := range []bool{true, false} {
+		f := &rflow{r: &Relay{}, peek: peek, qLen: 100, mss: 1460, fd: -1, state: stEstablished}
+		f.sndUna, f.sndNxt, f.sndMax = 1000, 1000, 1500
+		f.retransmit()
+		if f.sndNxt != 1000 || f.qLen != 100 {
+			t.Errorf("peek %v: retransmit with nothing in flight moved sndNxt to %d, qLen to %d", peek, f.sndNxt, f.qLen)
+		}
+	}
+	if n, err := rawsys.Peek(-1, nil); n != 0 || err == nil {
+		t.Errorf("Peek of no bytes = %d, %v; want an error (0 would read as a FIN)", n, err)
 	}
 }

@@ -164,6 +164,11 @@ func (f *rflow) retransmit() {
 	switch {
 	case f.qLen > 0:
 		n := min(f.qLen, f.segMax(), int(f.sndUna.Size(f.sndNxt)))
+		if n <= 0 {
+			// Nothing is in flight: a timeout took sndNxt back to
+			// sndUna, and push sends it all again.
+			return
+		}
 		b, got, ok := f.data(0, n)
 		if !ok || got == 0 {
 			return
