@@ -216,10 +216,15 @@ func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {
 		wrote := make(chan struct{})
 		go func() {
 			defer close(wrote)
-			writeProgress(c, down)
+			if err := writeProgress(c, down); err != nil {
+				t.Errorf("host write (download): %v", err)
+			}
 			c.(*net.TCPConn).CloseWrite()
 		}()
-		b, _ := readProgress(c)
+		b, err := readProgress(c)
+		if err != nil {
+			t.Errorf("host read (upload) after %d bytes: %v", len(b), err)
+		}
 		<-wrote
 		hostGot <- b
 	}()
@@ -231,7 +236,9 @@ func transfer(t *testing.T, w *world, l net.Listener, dst string, size int) {
 	wrote := make(chan struct{})
 	go func() {
 		defer close(wrote)
-		writeProgress(c, up)
+		if err := writeProgress(c, up); err != nil {
+			t.Errorf("guest write (upload): %v", err)
+		}
 		c.(*stack.TCPConn).CloseWrite()
 	}()
 	defer func() { <-wrote }() // before c.Close, which would cut the upload short
