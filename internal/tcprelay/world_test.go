@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ustacknet/ustack/internal/rawsys"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
 	"go.uber.org/goleak"
@@ -51,9 +52,7 @@ type fakeGateway struct {
 	live     atomic.Int64
 	refused  atomic.Uint64 // TakeFlow's refusals
 
-	mu     sync.Mutex // guards closed, and wg's Add
-	closed bool
-	wg     sync.WaitGroup
+	testnet.Group // the goroutines it starts (Go)
 }
 
 var _ Gateway = (*fakeGateway)(nil)
@@ -99,20 +98,6 @@ func (g *fakeGateway) Socket(ctx context.Context, addr netip.AddrPort) (int, boo
 	return fd, true, nil
 }
 
-func (g *fakeGateway) Go(fn func()) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		fn()
-	}()
-	return true
-}
-
 func (g *fakeGateway) TakeFlow() bool {
 	if g.live.Add(1) > g.maxFlows {
 		g.live.Add(-1)
@@ -125,12 +110,7 @@ func (g *fakeGateway) TakeFlow() bool {
 func (g *fakeGateway) DropFlow() { g.live.Add(-1) }
 
 // close refuses new goroutines and waits for those started.
-func (g *fakeGateway) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-	g.wg.Wait()
-}
+func (g *fakeGateway) close() { g.Group.Close() }
 
 // world is a relay over a link, with its owner and a gVisor stack of the
 // gateway's attached to it (which gets what the relay declines), and a

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/ustacknet/ustack/internal/rawsys"
+	"github.com/ustacknet/ustack/internal/testnet"
 	"github.com/ustacknet/ustack/stack"
 	"github.com/ustacknet/ustack/tun"
 	"go.uber.org/goleak"
@@ -42,9 +43,7 @@ type fakeGateway struct {
 	live     atomic.Int64
 	refused  atomic.Uint64 // takeFlow's refusals
 
-	mu     sync.Mutex // guards closed, and wg's Add
-	closed bool
-	wg     sync.WaitGroup
+	testnet.Group // the goroutines it starts (Go)
 }
 
 var _ Gateway = (*fakeGateway)(nil)
@@ -80,20 +79,6 @@ func (g *fakeGateway) Socket(ctx context.Context, addr netip.AddrPort) (int, err
 	return fd, nil
 }
 
-func (g *fakeGateway) Go(fn func()) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		fn()
-	}()
-	return true
-}
-
 func (g *fakeGateway) takeFlow() bool {
 	if g.live.Add(1) > g.maxFlows {
 		g.live.Add(-1)
@@ -106,12 +91,7 @@ func (g *fakeGateway) takeFlow() bool {
 func (g *fakeGateway) DropFlow() { g.live.Add(-1) }
 
 // close refuses new goroutines and waits for those started.
-func (g *fakeGateway) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-	g.wg.Wait()
-}
+func (g *fakeGateway) close() { g.Group.Close() }
 
 // world is a relay with its owner, the gateway's gVisor stack whose UDP
 // forwarder hands the relay the guest's flows, and a guest stack on the
