@@ -120,10 +120,13 @@ func (st *Stack) RemoveAddress(a netip.Addr) error {
 	return nil
 }
 
-// refreshFamilies records which address families the stack has.
+// refreshFamilies records which address families the stack has, and
+// tells the echo replies' fast path the stack's addresses.
 func (st *Stack) refreshFamilies() {
 	var has4, has6 bool
-	for _, p := range st.Addresses() {
+	addrs := st.Addresses()
+	st.echo.setLocal(addrs)
+	for _, p := range addrs {
 		if p.Addr().Is4() {
 			has4 = true
 		} else {

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"bytes"
+	"net/netip"
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -18,6 +19,11 @@ type packetConn struct {
 	ep   tcpip.Endpoint
 	wq   *waiter.Queue
 	hold portHold // the local port or echo identifier, given back on Close
+	// inbox holds the echo replies the link's reader handed to a
+	// PingConn directly (see echoLink); nil for UDP, or when the stack
+	// has no echoLink.
+	inbox     *echoInbox
+	inboxDone func() // unregisters inbox; run by the close, before the identifier goes back
 
 	connDeadlines
 	readMu  sync.Mutex // serialises reads; held while waiting, before deadline.mu and gVisor's locks
@@ -48,6 +54,15 @@ func (c *packetConn) readFrom(b []byte, keep func(from tcpip.FullAddress) bool) 
 		if c.isClosed() {
 			return 0, tcpip.FullAddress{}, closedErr{}
 		}
+		if c.inbox != nil {
+			if r, ok := c.inbox.pop(); ok {
+				from := fullAddr(netip.AddrPortFrom(r.from, 0))
+				if keep != nil && !keep(from) {
+					continue
+				}
+				return copy(b, r.msg), from, nil
+			}
+		}
 		w := tcpip.SliceWriter(b)
 		res, terr := c.ep.Read(&w, tcpip.ReadOptions{NeedRemoteAddr: true})
 		switch terr.(type) {
@@ -67,6 +82,7 @@ func (c *packetConn) readFrom(b []byte, keep func(from tcpip.FullAddress) bool) 
 		}
 		select {
 		case <-ev.ch:
+		case <-c.inbox.ready():
 		case <-c.rd.wait():
 			return 0, tcpip.FullAddress{}, timeoutErr
 		case <-c.closed:
@@ -124,6 +140,9 @@ func (c *packetConn) closeFromStack() { c.closeOnce(c.closeLocked) }
 // gives the port back.
 func (c *packetConn) closeLocked() {
 	close(c.closed)
+	if c.inboxDone != nil {
+		c.inboxDone()
+	}
 	c.connDeadlines.stop()
 	c.st.closeEndpoint(c.ep, c.wq, c.hold)
 }

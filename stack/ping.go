@@ -235,6 +235,11 @@ func (st *Stack) pingWithID(op, network string, laddr, raddr netip.Addr, id uint
 	}
 	c := &PingConn{network: network, raddr: raddr}
 	c.init(st, ep, wq, hold)
+	if a, terr := ep.GetLocalAddress(); terr == nil {
+		v6 := netProto == ipv6.ProtocolNumber
+		in := st.echo.register(bindAddr, v6, a.Port, int(ep.SocketOptions().GetReceiveBufferSize()))
+		c.inbox, c.inboxDone = in, func() { st.echo.unregister(bindAddr, v6, a.Port, in) }
+	}
 	c.laddr = laddr
 	if !c.laddr.IsValid() {
 		c.laddr = unspecified(netProto)

@@ -89,6 +89,7 @@ type Stack struct {
 	link gvstack.LinkEndpoint // the NIC's link, detached first on Close
 
 	capture     *Capture       // Config.Capture's link, nil without capture
+	echo        *echoLink      // the link right under the NIC: echo replies' fast path
 	rs          *resolver      // name resolution: search domains, cache
 	heDelay     time.Duration  // Config.HappyEyeballsDelay
 	promiscuous bool           // Config.Promiscuous
@@ -174,6 +175,8 @@ func New(cfg Config) (*Stack, error) {
 		}
 		link = capture
 	}
+	echo := newEchoLink(link)
+	link = echo
 	st := &Stack{
 		alloc: alloc,
 		log:   log,
@@ -181,7 +184,7 @@ func New(cfg Config) (*Stack, error) {
 		reuse: cfg.TimeWaitReuse,
 		open:  make(map[closer]struct{}),
 	}
-	st.capture, st.rs, st.heDelay, st.promiscuous = capture, newResolver(cfg), cfg.HappyEyeballsDelay, cfg.Promiscuous
+	st.capture, st.echo, st.rs, st.heDelay, st.promiscuous = capture, echo, newResolver(cfg), cfg.HappyEyeballsDelay, cfg.Promiscuous
 	for _, p := range addrs {
 		if p.Addr().Is4() {
 			st.has4.Store(true)
@@ -225,6 +228,7 @@ func New(cfg Config) (*Stack, error) {
 			return fail("ustack: Config.Addrs[%d] %s: %v", i, p, translate(terr))
 		}
 	}
+	echo.setLocal(st.Addresses())
 	if cfg.Promiscuous {
 		if terr := s.SetPromiscuousMode(nicID, true); terr != nil {
 			return fail("ustack: promiscuous mode: %v", translate(terr))
