@@ -70,8 +70,8 @@ const trapFirst, trapLast = 1, 1023
 //	readMu, writeMu (of TCPConn, packetConn) > deadline.mu
 //
 // Stack.mu, reaper.mu, deadline.mu, pendingFlows.mu, resolver.mu,
-// Capture.mu and Capture.dmu are leaves among them: nothing else of this
-// package is locked while one is held. A port pool's lock (portalloc) is
+// Capture.mu, Capture.dmu, echoLink.mu and echoInbox.mu are leaves among
+// them: nothing else of this package is locked while one is held. A port pool's lock (portalloc) is
 // held while allocate's Veto binds a gVisor endpoint, so it comes before
 // gVisor's endpoint and port-manager locks. gVisor holds an endpoint's
 // waiter-queue lock while it notifies the reaper, which then takes
