@@ -22,8 +22,8 @@ import (
 // TestTproxyExample runs examples/tproxy between two namespaces the test
 // makes: the guest's TCP and UDP traffic to 198.18.5.5 goes through the
 // TUN device into the proxy's stack, and on through ordinary sockets of
-// the proxy's namespace to servers there. A port nobody serves is
-// refused to the guest.
+// the proxy's namespace to servers there. A port nobody serves, and a UDP
+// destination the proxy cannot reach, are refused to the guest.
 func TestTproxyExample(t *testing.T) {
 	guest := netnstest.New(t)
 	host := netnstest.New(t)
@@ -134,6 +134,23 @@ func TestTproxyExample(t *testing.T) {
 		if string(b[:n]) != m || from.String() != dst.String() {
 			t.Errorf("UDP echo %q from %s, want %q from %s", b[:n], from, m, dst)
 		}
+	}
+
+	// A UDP flow the proxy cannot carry (its namespace has no route to
+	// 198.18.6.6) is refused: the kernel takes the stack's ICMP port
+	// unreachable, quoting a datagram cut to fit 576 bytes, and fails the
+	// guest's connected socket with ECONNREFUSED.
+	uc, err := guest.Dial("udp4", "198.18.6.6:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	if _, err := uc.Write(make([]byte, 1200)); err != nil {
+		t.Fatal(err)
+	}
+	uc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := uc.Read(b[:cap(b)]); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("guest read on a refused UDP flow = %v, want ECONNREFUSED\n%s", err, out.String())
 	}
 
 	cmd.Process.Signal(syscall.SIGTERM)

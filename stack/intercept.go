@@ -248,10 +248,21 @@ func (r *UDPRequest) accept() (*UDPConn, error) {
 	return c, nil
 }
 
-// Refuse drops the flow's datagrams. The next datagram of the flow is a
-// new request.
-func (r *UDPRequest) Refuse() {
+// Refuse refuses the flow as a closed port does: its datagrams are
+// dropped, and the client gets an ICMP port unreachable about the first
+// (within the stack's ICMP rate limit, and not for a multicast or
+// broadcast destination), from the original destination, so that a
+// connected socket of the client's fails with ECONNREFUSED. The next
+// datagram of the flow is a new request. It does nothing after Accept or
+// Refuse.
+func (r *UDPRequest) Refuse() { r.refuse(true) }
+
+// refuse drops the flow's datagrams, telling the client if unreachable.
+func (r *UDPRequest) refuse(unreachable bool) {
 	r.decide(func() {
+		if unreachable {
+			r.st.portUnreachable(r.first, r.Src.Addr(), r.Dst.Addr())
+		}
 		r.first.DecRef()
 		for _, p := range r.st.pending.take(r.key) {
 			p.DecRef()
@@ -274,7 +285,7 @@ func (p *pendingFlows) take(k flowKey) []*gvstack.PacketBuffer {
 // promiscuous). h runs on a goroutine of its own per flow and may block;
 // datagrams of the flow that arrive meanwhile are kept (up to 16) for the
 // accepted socket. If h returns without deciding, or panics, the flow is
-// refused (its datagrams dropped); a panic is logged and does not spread.
+// refused (see Refuse); a panic is logged and does not spread.
 // Stack.Close closes accepted sockets and waits for running handlers.
 //
 // A nil h stops the interception. HandleUDP fails with ErrNotPromiscuous
@@ -314,7 +325,7 @@ func (st *Stack) HandleUDP(h func(*UDPRequest)) error {
 			key:   key,
 		}
 		if !st.handlerStart() {
-			r.Refuse()
+			r.refuse(false) // the stack is closing
 			return true
 		}
 		go st.runHandler("HandleUDP", r.Src, r.Dst, &r.decision, func() { h(r) }, r.Refuse)
