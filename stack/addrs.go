@@ -83,8 +83,8 @@ func (st *Stack) AddAddress(p netip.Prefix) error {
 // TCP connection using it as its local address is reset (an RST goes to
 // the peer while the address still exists); its Read and Write then fail
 // with an error matching syscall.ECONNABORTED. Listeners and UDP and ping
-// sockets bound to a stay open but can no longer send (EADDRNOTAVAIL) or
-// receive. New dials take another source.
+// sockets using a stay open but can no longer send (ENETUNREACH, as on
+// Linux) or receive. New dials take another source.
 func (st *Stack) RemoveAddress(a netip.Addr) error {
 	a = a.Unmap()
 	if !a.IsValid() {

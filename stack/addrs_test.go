@@ -80,3 +80,62 @@ func TestAddressesAtRunTime(t *testing.T) {
 		t.Errorf("SetRoutes after Close = %v, want net.ErrClosed", err)
 	}
 }
+
+// TestRemoveAddressSockets checks that UDP and ping sockets using a
+// removed address fail to send with ENETUNREACH, as Linux's do, whether
+// they were dialled (the address is the route's source) or bound to it,
+// and that a socket on another address still sends.
+func TestRemoveAddressSockets(t *testing.T) {
+	client, _ := dualInterceptPair(t)
+	if err := client.AddAddress(netip.MustParsePrefix("198.18.0.3/24")); err != nil {
+		t.Fatal(err)
+	}
+	peer := netip.MustParseAddrPort("198.18.0.1:53")
+	dialled, err := client.DialUDPAddrPort(netip.AddrPort{}, peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialled.Close()
+	if got := dialled.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); got != netip.MustParseAddr("198.18.0.2") {
+		t.Fatalf("dialled from %v, want the first address 198.18.0.2", got)
+	}
+	bound, err := client.ListenUDPAddrPort(netip.MustParseAddrPort("198.18.0.2:5000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bound.Close()
+	other, err := client.ListenUDPAddrPort(netip.MustParseAddrPort("198.18.0.3:5000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ping, err := client.DialPingAddr(netip.Addr{}, peer.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ping.Close()
+	pingBound, err := client.ListenPingAddr("ping4", netip.MustParseAddr("198.18.0.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pingBound.Close()
+	if err := client.RemoveAddress(netip.MustParseAddr("198.18.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	for name, send := range map[string]func() error{
+		"dialled UDP":  func() error { _, err := dialled.Write([]byte("x")); return err },
+		"bound UDP":    func() error { _, err := bound.WriteToUDPAddrPort([]byte("x"), peer); return err },
+		"dialled ping": func() error { _, err := ping.Write(echoRequest(t, "ping4", 1, nil)); return err },
+		"bound ping": func() error {
+			_, err := pingBound.WriteToAddr(echoRequest(t, "ping4", 1, nil), peer.Addr())
+			return err
+		},
+	} {
+		if err := send(); !errors.Is(err, syscall.ENETUNREACH) {
+			t.Errorf("%s: send after its address went = %v, want ENETUNREACH", name, err)
+		}
+	}
+	if _, err := other.WriteToUDPAddrPort([]byte("x"), peer); err != nil {
+		t.Errorf("send from the remaining address: %v", err)
+	}
+}

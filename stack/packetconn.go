@@ -113,6 +113,11 @@ func (c *packetConn) writeTo(b []byte, to *tcpip.FullAddress) (int, error) {
 		case nil:
 			return int(n), nil
 		case *tcpip.ErrWouldBlock:
+		case *tcpip.ErrInvalidEndpointState:
+			// An open endpoint whose connected route lost its
+			// source address (RemoveAddress): Linux says
+			// ENETUNREACH, as it does for a bound socket's send.
+			return int(n), translate(&tcpip.ErrNetworkUnreachable{})
 		default:
 			return int(n), translate(terr)
 		}
