@@ -52,7 +52,7 @@ done
 peer=$!
 # A named namespace (pasta's) outlives the script unless deleted.
 NAMED=()
-trap 'kill $peer 2>/dev/null; wait 2>/dev/null; for n in "${NAMED[@]}"; do ip netns delete "$n" 2>/dev/null; done' EXIT
+trap 'kill $peer 2>/dev/null; wait 2>/dev/null; for n in "${NAMED[@]}"; do ip netns delete "$n" 2>/dev/null || true; done' EXIT
 for _ in $(seq 200); do grep -q '^listening' "$WORK/peer.out" && break; sleep 0.05; done
 port=$(awk '/^listening/ {sub(/.*:/, "", $2); print $2}' "$WORK/peer.out")
 [ -n "$port" ] || { echo "conform peer did not start:" >&2; cat "$WORK/peer.out" >&2; exit 1; }
@@ -183,6 +183,7 @@ table() {
   echo
   echo "machine: $(nproc) cores, $(uname -r); MTU $MTU; $( [ -n "$LONG" ] && echo 'real-scale parameters (LONG=1)' || echo 'default (shortened) parameters')"
   echo "versions: $(slirp4netns --version 2>/dev/null | head -1); pasta $(dpkg-query -W -f '${Version}' passt 2>/dev/null)"
+  echo "run: $(date -u +%F), commit $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "command: sudo $( [ -n "$LONG" ] && echo 'LONG=1 ')OUT=docs/CONFORMANCE.md bench/conformance.sh"
   echo
   printf '| scenario |'; for t in $TOOLS; do printf ' %s |' "$t"; done; echo
