@@ -39,17 +39,31 @@ func (l *lockedBuffer) String() string {
 // in-memory link; the client routes everything to the other.
 func interceptPair(t *testing.T) (client, gw *Stack, logs *lockedBuffer) {
 	t.Helper()
+	return newInterceptPair(t, []string{"198.18.0.1/24"}, []string{"198.18.0.2/24"})
+}
+
+// newInterceptPair is interceptPair with the given addresses for the
+// promiscuous stack and the client.
+func newInterceptPair(t *testing.T, gwAddrs, clientAddrs []string) (client, gw *Stack, logs *lockedBuffer) {
+	t.Helper()
+	prefixes := func(ss []string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
 	p, err := tun.NewPipe(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs = &lockedBuffer{}
-	gw, err = New(Config{Link: p.B(), Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/24")}, Promiscuous: true,
+	gw, err = New(Config{Link: p.B(), Addrs: prefixes(gwAddrs), Promiscuous: true,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err = New(Config{Link: p.A(), Addrs: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")}})
+	client, err = New(Config{Link: p.A(), Addrs: prefixes(clientAddrs)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ustacknet/ustack/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -16,21 +15,7 @@ import (
 // dualInterceptPair is interceptPair with IPv6 addresses too.
 func dualInterceptPair(t *testing.T) (client, gw *Stack) {
 	t.Helper()
-	p, err := tun.NewPipe(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err = New(Config{Link: p.B(), Promiscuous: true, Addrs: []netip.Prefix{
-		netip.MustParsePrefix("198.18.0.1/24"), netip.MustParsePrefix("fd00::1/64")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err = New(Config{Link: p.A(), Addrs: []netip.Prefix{
-		netip.MustParsePrefix("198.18.0.2/24"), netip.MustParsePrefix("fd00::2/64")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); gw.Close(); p.Close() })
+	client, gw, _ = newInterceptPair(t, []string{"198.18.0.1/24", "fd00::1/64"}, []string{"198.18.0.2/24", "fd00::2/64"})
 	return client, gw
 }
 
